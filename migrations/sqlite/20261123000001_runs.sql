@@ -1,0 +1,71 @@
+-- Stripe events exactly as delivered, once per project and event id. The
+-- primary key is what makes redelivery idempotent.
+CREATE TABLE stripe_events (
+    project     TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    livemode    INTEGER,
+    created     INTEGER,            -- Stripe's `created`, unix seconds
+    received_at INTEGER NOT NULL,   -- unix milliseconds, as every time here
+    payload     TEXT    NOT NULL,
+    PRIMARY KEY (project, event_id)
+);
+
+CREATE TABLE runs (
+    id                   TEXT    NOT NULL PRIMARY KEY,
+    project              TEXT    NOT NULL,
+    workflow             TEXT    NOT NULL,
+    event_id             TEXT    NOT NULL,
+    event_type           TEXT    NOT NULL,
+    customer_id          TEXT,
+    subscription_id      TEXT,
+    expected_plan        TEXT,
+    expected_plan_reason TEXT,
+    observed_plan        TEXT,
+    deploy_sha           TEXT,
+    livemode             INTEGER,
+    stage                TEXT    NOT NULL,
+    status               TEXT    NOT NULL,
+    opened_at            INTEGER NOT NULL,
+    reconciled_due_at    INTEGER NOT NULL,
+    access_due_at        INTEGER NOT NULL,
+    deadline_at          INTEGER,  -- next deadline; NULL once the run ended
+    closed_at            INTEGER,
+    UNIQUE (project, workflow, event_id)
+);
+
+-- The sweeper's only way in: open runs by deadline. Ended runs have no
+-- deadline and are not in the index, so a sweep costs what is overdue.
+CREATE INDEX runs_by_deadline ON runs (deadline_at) WHERE deadline_at IS NOT NULL;
+CREATE INDEX runs_by_project_newest ON runs (project, opened_at DESC, id DESC);
+CREATE INDEX runs_by_customer ON runs (project, customer_id, opened_at DESC);
+
+CREATE TABLE run_timeline (
+    seq      INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    run_id   TEXT    NOT NULL REFERENCES runs (id),
+    at       INTEGER NOT NULL,
+    source   TEXT    NOT NULL,
+    stage    TEXT    NOT NULL,
+    outcome  TEXT    NOT NULL,
+    evidence TEXT    NOT NULL
+);
+CREATE INDEX run_timeline_by_run ON run_timeline (run_id, seq);
+
+CREATE TABLE incidents (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    run_id          TEXT    NOT NULL REFERENCES runs (id),
+    project         TEXT    NOT NULL,
+    workflow        TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    title           TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    evidence        TEXT    NOT NULL,
+    opened_at       INTEGER NOT NULL,
+    acknowledged_at INTEGER,
+    resolved_at     INTEGER,
+    resolution      TEXT,
+    -- At most one incident per run and failure kind, whatever races.
+    UNIQUE (run_id, kind)
+);
+CREATE INDEX incidents_by_project_newest ON incidents (project, opened_at DESC, id DESC);
+CREATE INDEX incidents_by_status ON incidents (project, status, opened_at DESC, id DESC);

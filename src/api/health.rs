@@ -1,0 +1,23 @@
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+
+/// Liveness: the process answers.
+pub async fn live() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers and is migrated.
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.store.ready().await.map_err(|e| {
+        tracing::warn!(error = %e, "not ready");
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the database is unreachable or not migrated",
+        )
+    })?;
+    Ok(Json(json!({ "status": "ready" })))
+}

@@ -1,0 +1,98 @@
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use chrono::Utc;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::runs::{page_params, parse_filter};
+use super::{ApiError, ApiProject, AppQuery, AppState, optional_json};
+use crate::incident::Incident;
+use crate::store::{IncidentFilter, Page};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn incident_id(text: &str) -> Result<Uuid, ApiError> {
+    // Not a UUID cannot name an incident: the same answer as an unknown one.
+    Uuid::parse_str(text).map_err(|_| ApiError::not_found("incident"))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiProject(project): ApiProject,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> Result<Json<Page<Incident>>, ApiError> {
+    let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
+    let filter = IncidentFilter {
+        status: parse_filter(query.status.as_deref())?,
+        limit,
+        cursor,
+    };
+    Ok(Json(
+        state.store.list_incidents(&project.name, &filter).await?,
+    ))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    ApiProject(project): ApiProject,
+    Path(id): Path<String>,
+) -> Result<Json<Incident>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .incident(&project.name, incident_id(&id)?)
+            .await?,
+    ))
+}
+
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    ApiProject(project): ApiProject,
+    Path(id): Path<String>,
+) -> Result<Json<Incident>, ApiError> {
+    let incident = state
+        .store
+        .acknowledge_incident(&project.name, incident_id(&id)?, Utc::now())
+        .await?;
+    Ok(Json(incident))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    resolution: Option<String>,
+}
+
+/// `POST /v1/incidents/{id}/resolve`, with an optional `{"resolution": "..."}`.
+pub async fn resolve(
+    State(state): State<AppState>,
+    ApiProject(project): ApiProject,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Incident>, ApiError> {
+    let id = incident_id(&id)?;
+    let body: ResolveBody = optional_json(body)?;
+    let resolution = body
+        .resolution
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "resolved by hand through the API".to_owned());
+    if resolution.len() > 2000 {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "`resolution` must be at most 2000 characters",
+        ));
+    }
+    let incident = state
+        .store
+        .resolve_incident(&project.name, id, resolution, Utc::now())
+        .await?;
+    Ok(Json(incident))
+}

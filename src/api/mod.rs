@@ -1,0 +1,128 @@
+//! HTTP: thin handlers that parse, authorise, call the store and map errors.
+
+pub mod error;
+mod health;
+mod hooks;
+mod incidents;
+mod runs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::config::{Config, ProjectConfig};
+use crate::store::Store;
+
+/// The largest Stripe event we accept. Stripe's events are a few KiB; this
+/// leaves room for expanded objects without letting a body exhaust memory.
+pub const STRIPE_BODY_LIMIT: usize = 512 * 1024;
+/// The largest SDK request body.
+pub const API_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/runs", post(runs::open).get(runs::list))
+        .route("/v1/runs/{run}", get(runs::get))
+        .route("/v1/runs/{run}/stages/{stage}", post(runs::report_stage))
+        .route("/v1/incidents", get(incidents::list))
+        .route("/v1/incidents/{id}", get(incidents::get))
+        .route(
+            "/v1/incidents/{id}/acknowledge",
+            post(incidents::acknowledge),
+        )
+        .route("/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+    let hooks = Router::new()
+        .route("/hooks/stripe/{project}", post(hooks::stripe))
+        .layer(DefaultBodyLimit::max(STRIPE_BODY_LIMIT));
+    Router::new()
+        .merge(api)
+        .merge(hooks)
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A JSON body whose rejections speak the contract's error shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);
+
+/// A query string whose rejections speak the contract's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
+
+/// The project an SDK call acts for, named by its bearer API key.
+pub struct ApiProject(pub ProjectConfig);
+
+impl FromRequestParts<AppState> for ApiProject {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("send the project's API key as `Authorization: Bearer <key>`")
+        })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <key>`")
+            })?;
+        state
+            .config
+            .project_for_api_key(key)
+            .cloned()
+            .map(ApiProject)
+            .ok_or_else(|| ApiError::unauthorized("the API key is not valid for any project"))
+    }
+}
+
+/// A JSON body that may be left out: an empty body reads as `T::default()`.
+/// Takes the raw body so that a missing `Content-Type` is not an error.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::unprocessable("invalid_body", e.to_string()),
+        _ => ApiError::bad_request("malformed_json", e.to_string()),
+    })
+}

@@ -1,0 +1,193 @@
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiProject, AppJson, AppQuery, AppState, optional_json};
+use crate::run::{BILLING_WORKFLOW, Expectation, Run, RunSpec, Source, Stage, StageReport};
+use crate::store::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, RunFilter, RunRef};
+
+/// The longest id or plan name we accept from the SDK.
+const MAX_FIELD_LEN: usize = 255;
+
+fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() || value.len() > MAX_FIELD_LEN || value.chars().any(char::is_control)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("`{name}` must be 1 to {MAX_FIELD_LEN} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_optional(name: &str, value: &Option<String>) -> Result<(), ApiError> {
+    value.as_deref().map_or(Ok(()), |v| check_field(name, v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRun {
+    event_id: String,
+    event_type: String,
+    customer_id: String,
+    subscription_id: Option<String>,
+    expected_plan: Option<String>,
+}
+
+/// `POST /v1/runs`: 201 when this call opened the run, 200 when it existed.
+pub async fn open(
+    State(state): State<AppState>,
+    ApiProject(project): ApiProject,
+    AppJson(body): AppJson<OpenRun>,
+) -> Result<(StatusCode, Json<Run>), ApiError> {
+    check_field("event_id", &body.event_id)?;
+    check_field("event_type", &body.event_type)?;
+    check_field("customer_id", &body.customer_id)?;
+    check_optional("subscription_id", &body.subscription_id)?;
+    check_optional("expected_plan", &body.expected_plan)?;
+    let expectation = match body.expected_plan {
+        Some(plan) => Expectation::Plan(plan.trim().to_owned()),
+        None => Expectation::Unknown {
+            reason: "the app opened the run without an expected_plan".into(),
+        },
+    };
+    let spec = RunSpec {
+        project: project.name.clone(),
+        workflow: BILLING_WORKFLOW.to_owned(),
+        event_id: body.event_id,
+        event_type: body.event_type,
+        customer_id: Some(body.customer_id),
+        subscription_id: body.subscription_id,
+        expectation,
+        livemode: None,
+        deadlines: project.deadlines,
+        source: Source::Sdk,
+    };
+    let (run, created) = state.store.open_run(spec, Utc::now()).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(run)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReportBody {
+    observed_plan: Option<String>,
+    deploy_sha: Option<String>,
+    expected_plan: Option<String>,
+    evidence: Option<serde_json::Map<String, Value>>,
+}
+
+/// `POST /v1/runs/{run}/stages/{stage}`; the body is optional.
+pub async fn report_stage(
+    State(state): State<AppState>,
+    ApiProject(project): ApiProject,
+    Path((run, stage)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Run>, ApiError> {
+    let stage: Stage = stage.parse().map_err(|e: crate::run::UnknownName| {
+        ApiError::bad_request("unknown_stage", e.to_string())
+    })?;
+    let body: ReportBody = optional_json(body)?;
+    check_optional("observed_plan", &body.observed_plan)?;
+    check_optional("deploy_sha", &body.deploy_sha)?;
+    check_optional("expected_plan", &body.expected_plan)?;
+    let report = StageReport {
+        observed_plan: body.observed_plan,
+        deploy_sha: body.deploy_sha,
+        expected_plan: body.expected_plan,
+        evidence: body.evidence.map(Value::Object),
+    };
+    let run = state
+        .store
+        .report_stage(
+            &project.name,
+            &RunRef::parse(&run),
+            stage,
+            report,
+            Source::Sdk,
+            Utc::now(),
+        )
+        .await?;
+    Ok(Json(run))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    stage: Option<String>,
+    customer_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Reads `limit` and `cursor`, shared by every list endpoint.
+pub(super) fn page_params(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<(u32, Option<Cursor>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let cursor = cursor
+        .map(Cursor::decode)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
+    Ok((limit, cursor))
+}
+
+pub(super) fn parse_filter<T: std::str::FromStr<Err = crate::run::UnknownName>>(
+    value: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    value
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: crate::run::UnknownName| ApiError::bad_request("invalid_query", e.to_string()))
+}
+
+/// `GET /v1/runs`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiProject(project): ApiProject,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> Result<Json<Page<Run>>, ApiError> {
+    let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
+    let filter = RunFilter {
+        status: parse_filter(query.status.as_deref())?,
+        stage: parse_filter(query.stage.as_deref())?,
+        customer_id: query.customer_id,
+        limit,
+        cursor,
+    };
+    Ok(Json(state.store.list_runs(&project.name, &filter).await?))
+}
+
+/// `GET /v1/runs/{run}`: the run with its timeline, probes and incidents.
+pub async fn get(
+    State(state): State<AppState>,
+    ApiProject(project): ApiProject,
+    Path(run): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let detail = state
+        .store
+        .run_detail(&project.name, &RunRef::parse(&run))
+        .await?;
+    let mut body = json!(detail);
+    // Active probes arrive with the prober; the key is here so that clients
+    // can rely on it.
+    body["probes"] = json!([]);
+    Ok(Json(body))
+}

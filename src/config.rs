@@ -1,0 +1,608 @@
+//! Configuration: an optional TOML file, overridden by `ASSAY_*` variables.
+//!
+//! Everything is validated at once at start-up, and every problem is reported
+//! together, so that a broken setting fails `assay check-config` in CI rather
+//! than a webhook at 3 a.m.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::plan::PlanMap;
+use crate::run::Deadlines;
+
+pub const DEFAULT_PROJECT: &str = "default";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://assay.db";
+pub const DEFAULT_SWEEP_SCHEDULE: &str = "*/5 * * * * *";
+pub const DEFAULT_DEADLINE_RECONCILED: &str = "2m";
+pub const DEFAULT_DEADLINE_ACCESS_ASSERTED: &str = "10m";
+pub const DEFAULT_SWEEP_BATCH: usize = 500;
+
+/// A value that must never be printed or logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// An API key as we keep it: only its SHA-256, compared in constant time.
+/// API keys are long random tokens, so a fast hash is enough; what matters is
+/// that the key itself is not kept in memory or printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyHash([u8; 32]);
+
+impl ApiKeyHash {
+    pub fn of(key: &str) -> ApiKeyHash {
+        ApiKeyHash(Sha256::digest(key.as_bytes()).into())
+    }
+
+    pub fn from_hex(hex_digest: &str) -> Option<ApiKeyHash> {
+        let bytes = hex::decode(hex_digest.trim()).ok()?;
+        Some(ApiKeyHash(bytes.try_into().ok()?))
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        bool::from(ApiKeyHash::of(presented).0.ct_eq(&self.0))
+    }
+}
+
+impl fmt::Debug for ApiKeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[sha256 redacted]")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    pub schedule: cron::Schedule,
+    pub schedule_text: String,
+    /// Overdue runs failed per transaction; a sweep repeats until done.
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    pub name: String,
+    pub webhook_secrets: Vec<Secret>,
+    pub api_key: Option<ApiKeyHash>,
+    pub plan_map: PlanMap,
+    pub deadlines: Deadlines,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub database_url: String,
+    pub admin_token: Option<Secret>,
+    pub sweep: SweepConfig,
+    pub projects: BTreeMap<String, ProjectConfig>,
+}
+
+impl Config {
+    /// The project whose API key this is, if any. Every project's hash is
+    /// compared, so the time taken does not tell which project came close.
+    pub fn project_for_api_key(&self, presented: &str) -> Option<&ProjectConfig> {
+        let mut found = None;
+        for project in self.projects.values() {
+            if project
+                .api_key
+                .as_ref()
+                .is_some_and(|k| k.matches(presented))
+            {
+                found = Some(project);
+            }
+        }
+        found
+    }
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// A string, or a list of strings (for secrets, which rotate).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A table, or the `KEY=plan,...` string the environment variable uses.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PlanMapSetting {
+    Text(String),
+    Table(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<String>,
+    database_url: Option<String>,
+    admin_token: Option<String>,
+    sweep_schedule: Option<String>,
+    sweep_batch_size: Option<usize>,
+    #[serde(default)]
+    projects: BTreeMap<String, FileProject>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProject {
+    stripe_webhook_secret: Option<OneOrMany>,
+    api_key: Option<String>,
+    api_key_sha256: Option<String>,
+    plan_map: Option<PlanMapSetting>,
+    deadline_reconciled: Option<String>,
+    deadline_access_asserted: Option<String>,
+}
+
+/// Where the configuration comes from: a file (optional) and a set of
+/// environment variables, passed in so that tests need not touch the process
+/// environment.
+pub struct Sources<'a> {
+    pub file: Option<&'a Path>,
+    pub env: &'a HashMap<String, String>,
+}
+
+fn comma_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_duration(what: &str, text: &str, errors: &mut Vec<String>) -> Option<Duration> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => {
+            errors.push(format!("{what}: must be longer than zero"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(format!(
+                "{what}: `{text}` is not a duration ({e}); use e.g. `90s`, `5m`, `1h`"
+            ));
+            None
+        }
+    }
+}
+
+fn valid_project_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl Config {
+    /// Reads the file named by `sources.file` or `ASSAY_CONFIG` (if any) and
+    /// applies the environment on top.
+    pub fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
+        let env = |name: &str| {
+            sources
+                .env
+                .get(name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+        };
+        let path: Option<PathBuf> = sources
+            .file
+            .map(Path::to_path_buf)
+            .or_else(|| env("ASSAY_CONFIG").map(PathBuf::from));
+        let mut file = match &path {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(vec![format!("cannot read {}: {e}", path.display())])
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    ConfigError(vec![format!(
+                        "{}: {}",
+                        path.display(),
+                        e.to_string().trim()
+                    )])
+                })?
+            }
+        };
+        let mut errors = Vec::new();
+
+        let bind_text = env("ASSAY_BIND")
+            .map(str::to_owned)
+            .or(file.bind.take())
+            .unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind = SocketAddr::from_str(&bind_text)
+            .map_err(|_| {
+                errors.push(format!(
+                    "ASSAY_BIND / bind: `{bind_text}` is not an address:port such as 127.0.0.1:8080"
+                ))
+            })
+            .ok();
+
+        let database_url = env("ASSAY_DATABASE_URL")
+            .map(str::to_owned)
+            .or(file.database_url.take())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !database_url.starts_with("sqlite:") {
+            errors.push(format!(
+                "ASSAY_DATABASE_URL / database_url: `{}` is not supported; this build stores to SQLite (`sqlite://PATH`)",
+                redact_url(&database_url)
+            ));
+        }
+
+        let schedule_text = env("ASSAY_SWEEP_SCHEDULE")
+            .map(str::to_owned)
+            .or(file.sweep_schedule.take())
+            .unwrap_or_else(|| DEFAULT_SWEEP_SCHEDULE.to_owned());
+        let schedule = cron::Schedule::from_str(&schedule_text)
+            .map_err(|e| {
+                errors.push(format!(
+                    "ASSAY_SWEEP_SCHEDULE / sweep_schedule: `{schedule_text}` is not a cron expression with a seconds field ({e}); e.g. `*/5 * * * * *`"
+                ))
+            })
+            .ok();
+        let batch_size = match env("ASSAY_SWEEP_BATCH_SIZE") {
+            Some(text) => text.parse::<usize>().ok().filter(|n| *n > 0).or_else(|| {
+                errors.push(format!(
+                    "ASSAY_SWEEP_BATCH_SIZE: `{text}` is not a positive whole number"
+                ));
+                None
+            }),
+            None => file.sweep_batch_size.or(Some(DEFAULT_SWEEP_BATCH)),
+        }
+        .unwrap_or(DEFAULT_SWEEP_BATCH);
+
+        let admin_token = env("ASSAY_ADMIN_TOKEN")
+            .map(str::to_owned)
+            .or(file.admin_token.take())
+            .map(Secret::new);
+
+        // The unprefixed project variables configure one project: `default`,
+        // or the one ASSAY_PROJECT names. With no file they create it.
+        let env_project = env("ASSAY_PROJECT").unwrap_or(DEFAULT_PROJECT).to_owned();
+        if path.is_none() || file.projects.is_empty() || env("ASSAY_PROJECT").is_some() {
+            file.projects.entry(env_project.clone()).or_default();
+        }
+        let mut projects = BTreeMap::new();
+        for (name, mut p) in std::mem::take(&mut file.projects) {
+            let from_env = |var: &str| if name == env_project { env(var) } else { None };
+            if !valid_project_name(&name) {
+                errors.push(format!(
+                    "project `{name}`: names are 1 to 64 characters of a-z, 0-9, - and _"
+                ));
+            }
+            let secrets = match (
+                from_env("ASSAY_STRIPE_WEBHOOK_SECRET"),
+                p.stripe_webhook_secret.take(),
+            ) {
+                (Some(text), _) => comma_list(text),
+                (None, Some(OneOrMany::One(text))) => comma_list(&text),
+                (None, Some(OneOrMany::Many(list))) => {
+                    list.iter().flat_map(|s| comma_list(s)).collect()
+                }
+                (None, None) => Vec::new(),
+            };
+            for (i, secret) in secrets.iter().enumerate() {
+                if !secret.starts_with("whsec_") {
+                    errors.push(format!(
+                        "project `{name}`: webhook secret #{} does not start with `whsec_`; copy the signing secret of the Stripe endpoint",
+                        i + 1
+                    ));
+                }
+            }
+            let api_key = match (from_env("ASSAY_API_KEY").map(str::to_owned), p.api_key.take(), p.api_key_sha256.take()) {
+                (Some(key), _, _) | (None, Some(key), None) => {
+                    if key.len() < 16 {
+                        errors.push(format!(
+                            "project `{name}`: the API key is shorter than 16 characters; use a long random token"
+                        ));
+                    }
+                    Some(ApiKeyHash::of(&key))
+                }
+                (None, None, Some(digest)) => ApiKeyHash::from_hex(&digest).or_else(|| {
+                    errors.push(format!(
+                        "project `{name}`: api_key_sha256 must be 64 hex characters (the SHA-256 of the key)"
+                    ));
+                    None
+                }),
+                (None, Some(_), Some(_)) => {
+                    errors.push(format!(
+                        "project `{name}`: set api_key or api_key_sha256, not both"
+                    ));
+                    None
+                }
+                (None, None, None) => None,
+            };
+            let plan_map = match (from_env("ASSAY_PLAN_MAP"), p.plan_map.take()) {
+                (Some(text), _) => PlanMap::from_str(text),
+                (None, Some(PlanMapSetting::Text(text))) => PlanMap::from_str(&text),
+                (None, Some(PlanMapSetting::Table(table))) => PlanMap::new(table),
+                (None, None) => Ok(PlanMap::default()),
+            }
+            .unwrap_or_else(|e| {
+                errors.push(format!("project `{name}`: ASSAY_PLAN_MAP / plan_map: {e}"));
+                PlanMap::default()
+            });
+            let reconciled_text = from_env("ASSAY_DEADLINE_RECONCILED")
+                .map(str::to_owned)
+                .or(p.deadline_reconciled.take())
+                .unwrap_or_else(|| DEFAULT_DEADLINE_RECONCILED.to_owned());
+            let access_text = from_env("ASSAY_DEADLINE_ACCESS_ASSERTED")
+                .map(str::to_owned)
+                .or(p.deadline_access_asserted.take())
+                .unwrap_or_else(|| DEFAULT_DEADLINE_ACCESS_ASSERTED.to_owned());
+            let reconciled = parse_duration(
+                &format!("project `{name}`: ASSAY_DEADLINE_RECONCILED / deadline_reconciled"),
+                &reconciled_text,
+                &mut errors,
+            );
+            let access_asserted = parse_duration(
+                &format!(
+                    "project `{name}`: ASSAY_DEADLINE_ACCESS_ASSERTED / deadline_access_asserted"
+                ),
+                &access_text,
+                &mut errors,
+            );
+            if let (Some(r), Some(a)) = (reconciled, access_asserted)
+                && a < r
+            {
+                errors.push(format!(
+                    "project `{name}`: the access_asserted deadline ({access_text}) comes before the reconciled deadline ({reconciled_text}); access is granted after reconciliation"
+                ));
+            }
+            projects.insert(
+                name.clone(),
+                ProjectConfig {
+                    name,
+                    webhook_secrets: secrets.into_iter().map(Secret::new).collect(),
+                    api_key,
+                    plan_map,
+                    deadlines: Deadlines {
+                        reconciled: reconciled.unwrap_or_default(),
+                        access_asserted: access_asserted.unwrap_or_default(),
+                    },
+                },
+            );
+        }
+
+        match (bind, schedule) {
+            (Some(bind), Some(schedule)) if errors.is_empty() => Ok(Config {
+                bind,
+                database_url,
+                admin_token,
+                sweep: SweepConfig {
+                    schedule,
+                    schedule_text,
+                    batch_size,
+                },
+                projects,
+            }),
+            _ => Err(ConfigError(errors)),
+        }
+    }
+
+    /// The effective settings as TOML, with every secret redacted.
+    pub fn redacted(&self) -> String {
+        let set = |present: bool| if present { "[redacted]" } else { "(not set)" };
+        let mut out = String::new();
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        out.push_str(&format!("bind = {}\n", q(&self.bind.to_string())));
+        out.push_str(&format!(
+            "database_url = {}\n",
+            q(&redact_url(&self.database_url))
+        ));
+        out.push_str(&format!(
+            "admin_token = {}\n",
+            q(set(self.admin_token.is_some()))
+        ));
+        out.push_str(&format!(
+            "sweep_schedule = {}\n",
+            q(&self.sweep.schedule_text)
+        ));
+        out.push_str(&format!("sweep_batch_size = {}\n", self.sweep.batch_size));
+        for p in self.projects.values() {
+            out.push_str(&format!("\n[projects.{}]\n", q(&p.name)));
+            out.push_str(&format!(
+                "stripe_webhook_secret = [{}]\n",
+                p.webhook_secrets
+                    .iter()
+                    .map(|_| q("[redacted]"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            out.push_str(&format!("api_key = {}\n", q(set(p.api_key.is_some()))));
+            out.push_str(&format!(
+                "deadline_reconciled = {}\n",
+                q(&humantime::format_duration(p.deadlines.reconciled).to_string())
+            ));
+            out.push_str(&format!(
+                "deadline_access_asserted = {}\n",
+                q(&humantime::format_duration(p.deadlines.access_asserted).to_string())
+            ));
+            out.push_str(&format!(
+                "plan_map = {{ {} }}\n",
+                p.plan_map
+                    .entries()
+                    .iter()
+                    .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        out
+    }
+}
+
+/// A database URL with any password replaced.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("assay.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env: HashMap<_, _> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(Sources {
+            file: file.map(|_| path.as_path()),
+            env: &env,
+        })
+    }
+
+    #[test]
+    fn no_file_runs_project_default_with_the_contract_defaults() {
+        let config = load(None, &[]).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url, "sqlite://assay.db");
+        let p = &config.projects["default"];
+        assert!(p.webhook_secrets.is_empty());
+        assert!(p.api_key.is_none());
+        assert_eq!(p.deadlines.reconciled, Duration::from_secs(120));
+        assert_eq!(p.deadlines.access_asserted, Duration::from_secs(600));
+        assert_eq!(config.projects.len(), 1);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let file = r#"
+            bind = "127.0.0.1:9000"
+            [projects.default]
+            stripe_webhook_secret = ["whsec_a", "whsec_b"]
+            api_key = "file-key-0123456789"
+            plan_map = { price_1 = "pro" }
+            deadline_reconciled = "30s"
+        "#;
+        let config = load(
+            Some(file),
+            &[
+                ("ASSAY_BIND", "127.0.0.1:9001"),
+                ("ASSAY_API_KEY", "env-key-0123456789"),
+                ("ASSAY_PLAN_MAP", "price_2=team"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:9001");
+        let p = &config.projects["default"];
+        assert_eq!(p.webhook_secrets.len(), 2);
+        assert!(p.api_key.as_ref().unwrap().matches("env-key-0123456789"));
+        assert!(!p.api_key.as_ref().unwrap().matches("file-key-0123456789"));
+        assert_eq!(p.plan_map, "price_2=team".parse().unwrap());
+        assert_eq!(p.deadlines.reconciled, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = load(
+            None,
+            &[
+                ("ASSAY_BIND", "nowhere"),
+                ("ASSAY_STRIPE_WEBHOOK_SECRET", "sk_live_oops"),
+                ("ASSAY_DEADLINE_RECONCILED", "soon"),
+                ("ASSAY_SWEEP_SCHEDULE", "every minute"),
+                ("ASSAY_PLAN_MAP", "price_1"),
+            ],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in ["ASSAY_BIND", "whsec_", "soon", "every minute", "price_1"] {
+            assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+        }
+        assert!(!text.contains("sk_live_oops"), "a secret leaked:\n{text}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused_with_their_name() {
+        let err = load(Some("[projects.default]\nplanmap = \"x\"\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("planmap"), "{err}");
+    }
+
+    #[test]
+    fn redacted_output_never_shows_secrets() {
+        let config = load(
+            None,
+            &[
+                ("ASSAY_STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
+                ("ASSAY_API_KEY", "key-topsecret-0123456789"),
+                ("ASSAY_ADMIN_TOKEN", "admin-topsecret"),
+            ],
+        )
+        .unwrap();
+        let text = config.redacted();
+        assert!(!text.contains("topsecret"), "{text}");
+        assert!(text.contains("[redacted]"));
+        toml::from_str::<toml::Table>(&text).expect("check-config prints valid TOML");
+        assert!(!format!("{config:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn api_keys_match_only_their_project() {
+        let file = r#"
+            [projects.acme]
+            api_key = "acme-key-0123456789"
+            [projects.globex]
+            api_key_sha256 = "5f6cd5f0b1a3d0cf64a1c70a1a2d3e5dfc0b7aa73e2c3a8bf88a8ac2cd5c50a4"
+        "#;
+        let config = load(Some(file), &[]).unwrap();
+        assert_eq!(
+            config.projects.len(),
+            2,
+            "no implicit default beside a file's projects"
+        );
+        assert_eq!(
+            config
+                .project_for_api_key("acme-key-0123456789")
+                .map(|p| p.name.as_str()),
+            Some("acme")
+        );
+        assert!(config.project_for_api_key("acme-key-012345678").is_none());
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://assay:hunter2@db:5432/assay"),
+            "postgres://assay:redacted@db:5432/assay"
+        );
+        assert_eq!(redact_url("sqlite://assay.db"), "sqlite://assay.db");
+    }
+}

@@ -1,0 +1,370 @@
+//! Incidents: what an operator is told when a run misses a deadline.
+//!
+//! The title names the customer-visible outcome that is missing, never the
+//! transport. The evidence is everything needed at 3 a.m. to act without
+//! opening another tool, including the reason for every value that is null.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::run::{Run, Stage, UnknownName, named_enum};
+
+named_enum! {
+    /// Which outcome was missing. A run has at most one incident per kind.
+    IncidentKind, "incident kind" {
+        ReconciliationMissing => "reconciliation_missing",
+        AccessNotChanged => "access_not_changed",
+    }
+}
+
+impl IncidentKind {
+    pub fn title(self) -> &'static str {
+        match self {
+            IncidentKind::ReconciliationMissing => {
+                "Subscription state was not reconciled after Stripe event"
+            }
+            IncidentKind::AccessNotChanged => "Customer access did not change after Stripe event",
+        }
+    }
+}
+
+named_enum! {
+    IncidentStatus, "incident status" {
+        Open => "open",
+        Acknowledged => "acknowledged",
+        Resolved => "resolved",
+    }
+}
+
+/// An incident as the sweeper opens it, before the store gives it a row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewIncident {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub project: String,
+    pub workflow: String,
+    pub kind: IncidentKind,
+    pub title: String,
+    pub evidence: Value,
+    pub opened_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Incident {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub project: String,
+    pub workflow: String,
+    pub kind: IncidentKind,
+    pub title: String,
+    pub status: IncidentStatus,
+    pub evidence: Value,
+    pub opened_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolution: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IncidentError {
+    #[error("the incident is already resolved; it cannot be acknowledged")]
+    AlreadyResolved,
+}
+
+fn rfc3339(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Incident {
+    pub fn from_new(new: NewIncident) -> Incident {
+        Incident {
+            id: new.id,
+            run_id: new.run_id,
+            project: new.project,
+            workflow: new.workflow,
+            kind: new.kind,
+            title: new.title,
+            status: IncidentStatus::Open,
+            evidence: new.evidence,
+            opened_at: new.opened_at,
+            acknowledged_at: None,
+            resolved_at: None,
+            resolution: None,
+        }
+    }
+
+    /// Someone is on it. Acknowledging twice is harmless.
+    pub fn acknowledge(&mut self, now: DateTime<Utc>) -> Result<bool, IncidentError> {
+        match self.status {
+            IncidentStatus::Open => {
+                self.status = IncidentStatus::Acknowledged;
+                self.acknowledged_at = Some(now);
+                Ok(true)
+            }
+            IncidentStatus::Acknowledged => Ok(false),
+            IncidentStatus::Resolved => Err(IncidentError::AlreadyResolved),
+        }
+    }
+
+    /// Closes the incident, by hand or because access now matches. Resolving
+    /// a resolved incident changes nothing.
+    pub fn resolve(&mut self, now: DateTime<Utc>, resolution: String) -> bool {
+        if self.status == IncidentStatus::Resolved {
+            return false;
+        }
+        self.status = IncidentStatus::Resolved;
+        self.resolved_at = Some(now);
+        self.resolution = Some(resolution);
+        true
+    }
+}
+
+impl NewIncident {
+    /// Builds the incident for a run that missed `missed` at `deadline`.
+    pub fn for_missed_stage(
+        run: &Run,
+        missed: Stage,
+        deadline: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> NewIncident {
+        let kind = match missed {
+            Stage::Received | Stage::Reconciled => IncidentKind::ReconciliationMissing,
+            Stage::AccessAsserted | Stage::Closed => IncidentKind::AccessNotChanged,
+        };
+        NewIncident {
+            id: Uuid::now_v7(),
+            run_id: run.id,
+            project: run.project.clone(),
+            workflow: run.workflow.clone(),
+            kind,
+            title: kind.title().to_owned(),
+            evidence: evidence(run, kind, missed, deadline),
+            opened_at: now,
+        }
+    }
+}
+
+fn evidence(run: &Run, kind: IncidentKind, missed: Stage, deadline: DateTime<Utc>) -> Value {
+    let observed_plan_reason = match (&run.observed_plan, kind) {
+        (Some(_), _) => None,
+        (None, IncidentKind::ReconciliationMissing) => {
+            Some("the app never reported access for this event, and no active probe is configured")
+        }
+        (None, IncidentKind::AccessNotChanged) => Some(
+            "the app reported no access_asserted for this event, and no active probe is configured",
+        ),
+    };
+    let deploy_sha_reason = run
+        .deploy_sha
+        .is_none()
+        .then_some("no SDK report for this run carried a deploy_sha");
+    json!({
+        "summary": summary(run, kind),
+        "project": run.project,
+        "workflow": run.workflow,
+        "run_id": run.id,
+        "event_id": run.event_id,
+        "event_type": run.event_type,
+        "livemode": run.livemode,
+        "customer_id": run.customer_id,
+        "subscription_id": run.subscription_id,
+        "expected_plan": run.expected_plan,
+        "expected_plan_reason": run.expected_plan_reason,
+        "observed_plan": run.observed_plan,
+        "observed_plan_reason": observed_plan_reason,
+        "deploy_sha": run.deploy_sha,
+        "deploy_sha_reason": deploy_sha_reason,
+        "last_stage": run.stage,
+        "missed_stage": missed,
+        "deadline_at": rfc3339(&deadline),
+        "run_opened_at": rfc3339(&run.opened_at),
+        "last_probe": Value::Null,
+        "last_probe_reason": "no active probe is configured for this workflow",
+        "guidance": guidance(run, kind),
+    })
+}
+
+fn or_unknown(value: &Option<String>, what: &str) -> String {
+    value.clone().unwrap_or_else(|| format!("(unknown {what})"))
+}
+
+fn summary(run: &Run, kind: IncidentKind) -> String {
+    let customer = or_unknown(&run.customer_id, "customer");
+    let expected = or_unknown(&run.expected_plan, "plan");
+    match (kind, &run.observed_plan) {
+        (IncidentKind::ReconciliationMissing, _) => format!(
+            "{} for customer {customer} was not reconciled by the app before its deadline",
+            run.event_id
+        ),
+        (IncidentKind::AccessNotChanged, Some(observed)) => format!(
+            "customer {customer} should have plan {expected} after {}, but the app shows {observed}",
+            run.event_id
+        ),
+        (IncidentKind::AccessNotChanged, None) => format!(
+            "customer {customer} should have plan {expected} after {}, but the app never confirmed it",
+            run.event_id
+        ),
+    }
+}
+
+/// Steps an operator can take to recover the customer's access, most direct
+/// first, with the ids already filled in.
+fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
+    let customer = or_unknown(&run.customer_id, "customer");
+    let subscription = run
+        .subscription_id
+        .clone()
+        .unwrap_or_else(|| format!("of customer {customer}"));
+    let expected = or_unknown(&run.expected_plan, "plan");
+    let mut steps = Vec::new();
+    match kind {
+        IncidentKind::ReconciliationMissing => {
+            steps.push(format!(
+                "Check the app's Stripe webhook handler and its job queue for {} ({}): it was accepted by Assay but the app never reported `reconciled`.",
+                run.event_id, run.event_type
+            ));
+            steps.push(format!(
+                "Re-run reconciliation for subscription {subscription}: fetch it from Stripe and update the app's subscription row, then report `reconciled` for {}.",
+                run.event_id
+            ));
+        }
+        IncidentKind::AccessNotChanged => {
+            steps.push(format!(
+                "Check customer {customer}'s entitlement in the app: it should be plan `{expected}`{}.",
+                run.observed_plan
+                    .as_ref()
+                    .map(|o| format!(", the app last showed `{o}`"))
+                    .unwrap_or_default()
+            ));
+            steps.push(format!(
+                "Re-run the access grant for subscription {subscription}, then report `access_asserted` for {}; the incident resolves itself when the observed plan matches.",
+                run.event_id
+            ));
+        }
+    }
+    steps.push(format!(
+        "If the app never processed the event, resend {} from the Stripe dashboard (Developers > Events) or with `stripe events resend {}`.",
+        run.event_id, run.event_id
+    ));
+    steps.push(match &run.deploy_sha {
+        Some(sha) => format!(
+            "Check the app's deploy {sha} for errors in the billing path around {}.",
+            rfc3339(&run.opened_at)
+        ),
+        None => format!(
+            "Check the app's deploy that was live at {} for errors in the billing path.",
+            rfc3339(&run.opened_at)
+        ),
+    });
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::tests::{spec, t0};
+    use crate::run::{Expectation, Source, StageReport};
+
+    fn missed_access_run() -> Run {
+        let mut run = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;
+        let report = StageReport {
+            deploy_sha: Some("abc123".into()),
+            ..Default::default()
+        };
+        run.report(Stage::Reconciled, report, Source::Sdk, t0())
+            .unwrap();
+        let report = StageReport {
+            observed_plan: Some("starter".into()),
+            ..Default::default()
+        };
+        run.report(Stage::AccessAsserted, report, Source::Sdk, t0())
+            .unwrap();
+        run
+    }
+
+    #[test]
+    fn access_incident_carries_every_evidence_field() {
+        let mut run = missed_access_run();
+        let (incident, _) = run.expire(t0() + chrono::Duration::minutes(10)).unwrap();
+        assert_eq!(
+            incident.title,
+            "Customer access did not change after Stripe event"
+        );
+        let e = &incident.evidence;
+        for field in [
+            "event_id",
+            "event_type",
+            "customer_id",
+            "subscription_id",
+            "expected_plan",
+            "observed_plan",
+            "deploy_sha",
+            "missed_stage",
+            "deadline_at",
+        ] {
+            assert!(e[field].is_string(), "{field} should be filled: {e}");
+        }
+        assert_eq!(e["observed_plan"], "starter");
+        assert_eq!(e["observed_plan_reason"], Value::Null);
+        assert_eq!(e["missed_stage"], "access_asserted");
+        let guidance = e["guidance"].as_array().unwrap();
+        assert!(
+            guidance
+                .iter()
+                .any(|g| g.as_str().unwrap().contains("sub_1"))
+        );
+        assert!(
+            guidance
+                .iter()
+                .any(|g| g.as_str().unwrap().contains("abc123"))
+        );
+        assert!(e["summary"].as_str().unwrap().contains("shows starter"));
+    }
+
+    #[test]
+    fn null_values_come_with_their_reason() {
+        let mut run = Run::open(
+            spec(Expectation::Unknown {
+                reason: "no line items".into(),
+            }),
+            t0(),
+        )
+        .0;
+        let (incident, _) = run.expire(t0() + chrono::Duration::minutes(2)).unwrap();
+        assert_eq!(
+            incident.title,
+            "Subscription state was not reconciled after Stripe event"
+        );
+        let e = &incident.evidence;
+        for (value, reason) in [
+            ("expected_plan", "expected_plan_reason"),
+            ("observed_plan", "observed_plan_reason"),
+            ("deploy_sha", "deploy_sha_reason"),
+            ("last_probe", "last_probe_reason"),
+        ] {
+            assert!(e[value].is_null());
+            assert!(e[reason].is_string(), "{reason} missing: {e}");
+        }
+    }
+
+    #[test]
+    fn acknowledge_and_resolve_are_idempotent_and_ordered() {
+        let mut run = missed_access_run();
+        let (new, _) = run.expire(t0() + chrono::Duration::minutes(10)).unwrap();
+        let mut incident = Incident::from_new(new);
+        assert_eq!(incident.acknowledge(t0()), Ok(true));
+        assert_eq!(incident.acknowledge(t0()), Ok(false));
+        assert!(incident.resolve(t0(), "fixed".into()));
+        assert!(!incident.resolve(t0(), "again".into()));
+        assert_eq!(incident.resolution.as_deref(), Some("fixed"));
+        assert_eq!(
+            incident.acknowledge(t0()),
+            Err(IncidentError::AlreadyResolved)
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! Stripe ingest: from a signed request to a stored event and an open run.
+//! The HTTP handler only maps the outcome; drills reuse this path over HTTP.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::config::ProjectConfig;
+use crate::run::{BILLING_WORKFLOW, RunSpec, Source};
+use crate::store::{Ingested, Store, StoreError, StoredEvent};
+use crate::stripe::{EventError, SignatureError, StripeEvent, verify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(
+        "project `{0}` has no Stripe webhook secret; set ASSAY_STRIPE_WEBHOOK_SECRET (or stripe_webhook_secret in the config file)"
+    )]
+    NoSecret(String),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub event_id: String,
+    pub duplicate: bool,
+    pub run_id: Option<Uuid>,
+}
+
+/// Verifies, decodes and durably stores one delivery. Nothing is written
+/// unless the signature holds and the event decodes; an event seen before
+/// changes nothing.
+pub async fn stripe_event(
+    store: &dyn Store,
+    project: &ProjectConfig,
+    signature: Option<&str>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Accepted, IngestError> {
+    if project.webhook_secrets.is_empty() {
+        return Err(IngestError::NoSecret(project.name.clone()));
+    }
+    let secrets: Vec<&str> = project.webhook_secrets.iter().map(|s| s.expose()).collect();
+    verify(signature, body, &secrets, now.timestamp())?;
+    let event = StripeEvent::parse(body)?;
+    let spec = event.run_facts(&project.plan_map).map(|facts| RunSpec {
+        project: project.name.clone(),
+        workflow: BILLING_WORKFLOW.to_owned(),
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        customer_id: facts.customer_id,
+        subscription_id: facts.subscription_id,
+        expectation: facts.expectation,
+        livemode: event.livemode,
+        deadlines: project.deadlines,
+        source: Source::Stripe,
+    });
+    // `parse` accepted the body as JSON, so it is UTF-8.
+    let payload = String::from_utf8_lossy(body).into_owned();
+    let stored = StoredEvent {
+        project: project.name.clone(),
+        event_id: event.id.clone(),
+        event_type: event.event_type,
+        livemode: event.livemode,
+        created: event.created,
+        payload,
+    };
+    let outcome = store.ingest_stripe_event(stored, spec, now).await?;
+    Ok(match outcome {
+        Ingested::Duplicate => Accepted {
+            event_id: event.id,
+            duplicate: true,
+            run_id: None,
+        },
+        Ingested::Stored { run } => Accepted {
+            event_id: event.id,
+            duplicate: false,
+            run_id: run.map(|r| r.id),
+        },
+    })
+}

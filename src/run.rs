@@ -1,0 +1,741 @@
+//! Runs and their stages: the one place where a run changes stage or status.
+//!
+//! Everything here is pure: the store loads a [`Run`], calls one of the
+//! transitions below, and writes back the run together with the timeline
+//! entries (and incidents) the transition returned, in one transaction.
+//! Keeping the rules out of the store is what lets a second backend sit beside
+//! the first without repeating them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The workflow every run belongs to until more workflows exist.
+pub const BILLING_WORKFLOW: &str = "billing";
+
+/// The plan name that means "no paid access".
+pub const NO_PLAN: &str = "none";
+
+/// A closed set of names that travel as snake_case strings (JSON, SQL, URLs).
+/// One definition gives the enum its `as_str`, `Display`, `FromStr` (with an
+/// error that lists the valid names) and serde form.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| UnknownName {
+                    what: $what,
+                    value: s.to_owned(),
+                    expected: concat!($($text, ", "),+).trim_end_matches(", "),
+                })
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`; expected one of: {expected}")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+named_enum! {
+    /// Stages in the order a healthy run passes them.
+    Stage, "stage" {
+        Received => "received",
+        Reconciled => "reconciled",
+        AccessAsserted => "access_asserted",
+        Closed => "closed",
+    }
+}
+
+impl Stage {
+    /// Stages the app reports; `received` is set by opening a run and
+    /// `closed` by Assay itself.
+    pub fn is_reportable(self) -> bool {
+        matches!(self, Stage::Reconciled | Stage::AccessAsserted)
+    }
+}
+
+named_enum! {
+    RunStatus, "status" {
+        Open => "open",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Superseded => "superseded",
+    }
+}
+
+named_enum! {
+    /// Who said what happened to a run.
+    Source, "source" {
+        Stripe => "stripe",
+        Sdk => "sdk",
+        Probe => "probe",
+        Sweeper => "sweeper",
+        Drill => "drill",
+    }
+}
+
+/// How long a run may take to reach each stage, counted from when it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub reconciled: Duration,
+    pub access_asserted: Duration,
+}
+
+/// What we expect the customer's plan to be, or why we cannot tell yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    Plan(String),
+    Unknown { reason: String },
+}
+
+/// Everything needed to open a run, from a Stripe event or from the SDK.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    pub project: String,
+    pub workflow: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub expectation: Expectation,
+    pub livemode: Option<bool>,
+    pub deadlines: Deadlines,
+    pub source: Source,
+}
+
+/// One entry of a run's timeline: a stage report, a delivery, a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub source: Source,
+    pub stage: Stage,
+    /// What the entry did to the run, e.g. `opened`, `advanced`, `recorded`,
+    /// `plan_mismatch`, `succeeded`, `failed`.
+    pub outcome: String,
+    pub evidence: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: Uuid,
+    pub project: String,
+    pub workflow: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub expected_plan: Option<String>,
+    /// Why `expected_plan` is null, when it is.
+    pub expected_plan_reason: Option<String>,
+    pub observed_plan: Option<String>,
+    pub deploy_sha: Option<String>,
+    pub livemode: Option<bool>,
+    pub stage: Stage,
+    pub status: RunStatus,
+    pub opened_at: DateTime<Utc>,
+    pub reconciled_due_at: DateTime<Utc>,
+    pub access_due_at: DateTime<Utc>,
+    /// The deadline of the next stage the run is waiting for; null once the
+    /// run has ended. The sweeper reads only this column (through an index).
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+/// A stage report from the app (or, later, a probe).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StageReport {
+    pub observed_plan: Option<String>,
+    pub deploy_sha: Option<String>,
+    /// The plan the app reconciled to; fills in an expectation the Stripe
+    /// event could not tell (a checkout session carries no line items).
+    pub expected_plan: Option<String>,
+    pub evidence: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error(
+        "stage `{0}` is set by Assay and cannot be reported; report `reconciled` or `access_asserted`"
+    )]
+    NotReportable(Stage),
+    #[error("an `access_asserted` report needs `observed_plan`: the plan the customer has now")]
+    MissingObservedPlan,
+}
+
+/// What a stage report did, beyond the timeline entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOutcome {
+    pub timeline: Vec<TimelineEntry>,
+    /// The app now shows the access that was paid for, after the run had
+    /// already failed: its open incidents resolve themselves.
+    pub access_now_matches: bool,
+}
+
+fn fmt_deadline(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn add(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    at + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Run {
+    /// Opens a run at `now`, at stage `received`.
+    pub fn open(spec: RunSpec, now: DateTime<Utc>) -> (Run, TimelineEntry) {
+        let (expected_plan, expected_plan_reason) = match spec.expectation {
+            Expectation::Plan(plan) => (Some(plan), None),
+            Expectation::Unknown { reason } => (None, Some(reason)),
+        };
+        let reconciled_due_at = add(now, spec.deadlines.reconciled);
+        let access_due_at = add(now, spec.deadlines.access_asserted);
+        let run = Run {
+            id: Uuid::now_v7(),
+            project: spec.project,
+            workflow: spec.workflow,
+            event_id: spec.event_id,
+            event_type: spec.event_type,
+            customer_id: spec.customer_id,
+            subscription_id: spec.subscription_id,
+            expected_plan,
+            expected_plan_reason,
+            observed_plan: None,
+            deploy_sha: None,
+            livemode: spec.livemode,
+            stage: Stage::Received,
+            status: RunStatus::Open,
+            opened_at: now,
+            reconciled_due_at,
+            access_due_at,
+            deadline_at: Some(reconciled_due_at.min(access_due_at)),
+            closed_at: None,
+        };
+        let entry = TimelineEntry {
+            at: now,
+            source: spec.source,
+            stage: Stage::Received,
+            outcome: "opened".into(),
+            evidence: json!({
+                "event_type": run.event_type,
+                "expected_plan": run.expected_plan,
+                "expected_plan_reason": run.expected_plan_reason,
+                "reconciled_due_at": fmt_deadline(&run.reconciled_due_at),
+                "access_asserted_due_at": fmt_deadline(&run.access_due_at),
+            }),
+        };
+        (run, entry)
+    }
+
+    /// The same event arrived again from the other side (the SDK opened the
+    /// run and then Stripe delivered it, or the reverse). Fills in what the
+    /// run did not know yet; never overrides what it knew. Returns a timeline
+    /// entry when Stripe delivered (a fact worth recording) or something was
+    /// filled in; an identical SDK call changes nothing.
+    pub fn merge(&mut self, spec: RunSpec, now: DateTime<Utc>) -> Option<TimelineEntry> {
+        let mut filled = Vec::new();
+        if self.customer_id.is_none() && spec.customer_id.is_some() {
+            self.customer_id = spec.customer_id;
+            filled.push("customer_id");
+        }
+        if self.subscription_id.is_none() && spec.subscription_id.is_some() {
+            self.subscription_id = spec.subscription_id;
+            filled.push("subscription_id");
+        }
+        if self.livemode.is_none() && spec.livemode.is_some() {
+            self.livemode = spec.livemode;
+            filled.push("livemode");
+        }
+        if self.expected_plan.is_none()
+            && let Expectation::Plan(plan) = spec.expectation
+        {
+            self.expected_plan = Some(plan);
+            self.expected_plan_reason = None;
+            filled.push("expected_plan");
+        }
+        if filled.is_empty() && spec.source != Source::Stripe {
+            return None;
+        }
+        Some(TimelineEntry {
+            at: now,
+            source: spec.source,
+            stage: Stage::Received,
+            outcome: "confirmed".into(),
+            evidence: json!({ "filled_in": filled }),
+        })
+    }
+
+    /// Applies a stage report. Every report lands on the timeline; the run's
+    /// stage only ever moves forward, and only an open run moves at all.
+    pub fn report(
+        &mut self,
+        stage: Stage,
+        report: StageReport,
+        source: Source,
+        now: DateTime<Utc>,
+    ) -> Result<ReportOutcome, ReportError> {
+        if !stage.is_reportable() {
+            return Err(ReportError::NotReportable(stage));
+        }
+        let observed = report.observed_plan.as_deref().map(str::trim);
+        if stage == Stage::AccessAsserted && observed.is_none_or(str::is_empty) {
+            return Err(ReportError::MissingObservedPlan);
+        }
+        let observed = observed.filter(|p| !p.is_empty()).map(str::to_owned);
+
+        let mut evidence = json!({
+            "observed_plan": observed,
+            "deploy_sha": report.deploy_sha,
+            "reported_expected_plan": report.expected_plan,
+            "evidence": report.evidence,
+        });
+        let was_open = self.status == RunStatus::Open;
+        if was_open {
+            if let Some(sha) = report.deploy_sha.as_ref().filter(|s| !s.trim().is_empty()) {
+                self.deploy_sha = Some(sha.trim().to_owned());
+            }
+            if self.expected_plan.is_none()
+                && let Some(plan) = report
+                    .expected_plan
+                    .as_ref()
+                    .filter(|p| !p.trim().is_empty())
+            {
+                self.expected_plan = Some(plan.trim().to_owned());
+                self.expected_plan_reason = None;
+            }
+        }
+        if let Some(plan) = &observed {
+            // The latest word on the customer's plan, kept even after the run
+            // ends so that the incident and the dashboard show it.
+            self.observed_plan = Some(plan.clone());
+        }
+
+        let mut timeline = Vec::new();
+        let mut access_now_matches = false;
+        let outcome = if !was_open {
+            if stage == Stage::AccessAsserted
+                && self.status == RunStatus::Failed
+                && self.access_matches(observed.as_deref())
+            {
+                access_now_matches = true;
+                "access_now_matches"
+            } else {
+                "recorded_after_close"
+            }
+        } else {
+            match stage {
+                Stage::AccessAsserted => match self.expected_plan.as_deref() {
+                    Some(expected) if Some(expected) == observed.as_deref() => "matched",
+                    Some(_) => "plan_mismatch",
+                    // Nothing to compare against: the app's word that the
+                    // customer has a paid plan is the best evidence there is.
+                    None if observed.as_deref() != Some(NO_PLAN) => "accepted_without_expectation",
+                    None => "plan_mismatch",
+                },
+                _ if stage > self.stage => "advanced",
+                _ => "recorded",
+            }
+        };
+        if outcome == "plan_mismatch" {
+            evidence["expected_plan"] = json!(self.expected_plan);
+        }
+        timeline.push(TimelineEntry {
+            at: now,
+            source,
+            stage,
+            outcome: outcome.into(),
+            evidence,
+        });
+
+        match outcome {
+            "advanced" => {
+                self.stage = stage;
+                self.deadline_at = Some(self.next_deadline());
+            }
+            "matched" | "accepted_without_expectation" => {
+                self.stage = Stage::Closed;
+                self.status = RunStatus::Succeeded;
+                self.deadline_at = None;
+                self.closed_at = Some(now);
+                timeline.push(TimelineEntry {
+                    at: now,
+                    source,
+                    stage: Stage::Closed,
+                    outcome: "succeeded".into(),
+                    evidence: json!({ "plan": self.observed_plan }),
+                });
+            }
+            _ => {}
+        }
+        Ok(ReportOutcome {
+            timeline,
+            access_now_matches,
+        })
+    }
+
+    fn access_matches(&self, observed: Option<&str>) -> bool {
+        matches!((self.expected_plan.as_deref(), observed), (Some(e), Some(o)) if e == o)
+    }
+
+    /// The deadline of the stage this open run waits for next.
+    fn next_deadline(&self) -> DateTime<Utc> {
+        match self.stage {
+            Stage::Received => self.reconciled_due_at.min(self.access_due_at),
+            _ => self.access_due_at,
+        }
+    }
+
+    /// The stage whose deadline has passed, if the run is overdue at `now`.
+    pub fn missed_stage(&self, now: DateTime<Utc>) -> Option<(Stage, DateTime<Utc>)> {
+        if self.status != RunStatus::Open {
+            return None;
+        }
+        if self.stage < Stage::Reconciled && self.reconciled_due_at <= now {
+            return Some((Stage::Reconciled, self.reconciled_due_at));
+        }
+        if self.stage < Stage::AccessAsserted && self.access_due_at <= now {
+            return Some((Stage::AccessAsserted, self.access_due_at));
+        }
+        None
+    }
+
+    /// The sweeper's verdict on an overdue run: it fails, and the caller
+    /// opens the returned incident. `None` when the run is not overdue (it
+    /// moved on since it was selected).
+    pub fn expire(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Option<(crate::incident::NewIncident, TimelineEntry)> {
+        let (missed, deadline) = self.missed_stage(now)?;
+        let incident = crate::incident::NewIncident::for_missed_stage(self, missed, deadline, now);
+        self.status = RunStatus::Failed;
+        self.deadline_at = None;
+        self.closed_at = Some(now);
+        let entry = TimelineEntry {
+            at: now,
+            source: Source::Sweeper,
+            stage: missed,
+            outcome: "failed".into(),
+            evidence: json!({
+                "missed_stage": missed,
+                "deadline_at": fmt_deadline(&deadline),
+                "incident_kind": incident.kind,
+            }),
+        };
+        Some((incident, entry))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    pub(crate) fn spec(expectation: Expectation) -> RunSpec {
+        RunSpec {
+            project: "default".into(),
+            workflow: BILLING_WORKFLOW.into(),
+            event_id: "evt_1".into(),
+            event_type: "checkout.session.completed".into(),
+            customer_id: Some("cus_1".into()),
+            subscription_id: Some("sub_1".into()),
+            expectation,
+            livemode: Some(false),
+            deadlines: Deadlines {
+                reconciled: Duration::from_secs(120),
+                access_asserted: Duration::from_secs(600),
+            },
+            source: Source::Stripe,
+        }
+    }
+
+    fn pro_run() -> Run {
+        Run::open(spec(Expectation::Plan("pro".into())), t0()).0
+    }
+
+    fn secs(s: i64) -> DateTime<Utc> {
+        t0() + chrono::Duration::seconds(s)
+    }
+
+    fn access(plan: &str) -> StageReport {
+        StageReport {
+            observed_plan: Some(plan.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn opening_waits_for_reconciliation_first() {
+        let run = pro_run();
+        assert_eq!(run.stage, Stage::Received);
+        assert_eq!(run.status, RunStatus::Open);
+        assert_eq!(run.deadline_at, Some(secs(120)));
+    }
+
+    #[test]
+    fn happy_path_closes_succeeded() {
+        let mut run = pro_run();
+        run.report(
+            Stage::Reconciled,
+            StageReport::default(),
+            Source::Sdk,
+            secs(5),
+        )
+        .unwrap();
+        assert_eq!(run.stage, Stage::Reconciled);
+        assert_eq!(run.deadline_at, Some(secs(600)));
+        let out = run
+            .report(Stage::AccessAsserted, access("pro"), Source::Sdk, secs(9))
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(run.stage, Stage::Closed);
+        assert_eq!(run.deadline_at, None);
+        assert_eq!(run.closed_at, Some(secs(9)));
+        let outcomes: Vec<_> = out.timeline.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["matched", "succeeded"]);
+    }
+
+    #[test]
+    fn mismatch_is_recorded_and_run_stays_open() {
+        let mut run = pro_run();
+        let out = run
+            .report(
+                Stage::AccessAsserted,
+                access("starter"),
+                Source::Sdk,
+                secs(5),
+            )
+            .unwrap();
+        assert_eq!(out.timeline[0].outcome, "plan_mismatch");
+        assert_eq!(run.status, RunStatus::Open);
+        assert_eq!(run.stage, Stage::Received);
+        assert_eq!(run.observed_plan.as_deref(), Some("starter"));
+    }
+
+    #[test]
+    fn stage_never_moves_backwards_and_repeats_are_recorded() {
+        let mut run = pro_run();
+        run.report(
+            Stage::Reconciled,
+            StageReport::default(),
+            Source::Sdk,
+            secs(1),
+        )
+        .unwrap();
+        let again = run
+            .report(
+                Stage::Reconciled,
+                StageReport::default(),
+                Source::Sdk,
+                secs(2),
+            )
+            .unwrap();
+        assert_eq!(again.timeline[0].outcome, "recorded");
+        assert_eq!(run.stage, Stage::Reconciled);
+    }
+
+    #[test]
+    fn access_before_reconciled_still_closes_the_run() {
+        let mut run = pro_run();
+        run.report(Stage::AccessAsserted, access("pro"), Source::Sdk, secs(1))
+            .unwrap();
+        let late = run
+            .report(
+                Stage::Reconciled,
+                StageReport::default(),
+                Source::Sdk,
+                secs(2),
+            )
+            .unwrap();
+        assert_eq!(late.timeline[0].outcome, "recorded_after_close");
+        assert_eq!(run.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn unreportable_stages_and_missing_plan_are_refused() {
+        let mut run = pro_run();
+        assert_eq!(
+            run.report(Stage::Closed, StageReport::default(), Source::Sdk, secs(1)),
+            Err(ReportError::NotReportable(Stage::Closed))
+        );
+        assert_eq!(
+            run.report(
+                Stage::AccessAsserted,
+                StageReport::default(),
+                Source::Sdk,
+                secs(1)
+            ),
+            Err(ReportError::MissingObservedPlan)
+        );
+        assert_eq!(run, pro_run_with_id(run.id));
+    }
+
+    fn pro_run_with_id(id: Uuid) -> Run {
+        Run { id, ..pro_run() }
+    }
+
+    #[test]
+    fn unknown_expectation_is_filled_by_the_report() {
+        let mut run = Run::open(
+            spec(Expectation::Unknown {
+                reason: "no line items".into(),
+            }),
+            t0(),
+        )
+        .0;
+        let report = StageReport {
+            expected_plan: Some("pro".into()),
+            ..Default::default()
+        };
+        run.report(Stage::Reconciled, report, Source::Sdk, secs(1))
+            .unwrap();
+        assert_eq!(run.expected_plan.as_deref(), Some("pro"));
+        assert_eq!(run.expected_plan_reason, None);
+        run.report(
+            Stage::AccessAsserted,
+            access("starter"),
+            Source::Sdk,
+            secs(2),
+        )
+        .unwrap();
+        assert_eq!(run.status, RunStatus::Open);
+    }
+
+    #[test]
+    fn unknown_expectation_accepts_a_paid_plan_but_not_none() {
+        let unknown = || {
+            Run::open(
+                spec(Expectation::Unknown {
+                    reason: "no line items".into(),
+                }),
+                t0(),
+            )
+            .0
+        };
+        let mut run = unknown();
+        run.report(Stage::AccessAsserted, access("none"), Source::Sdk, secs(1))
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Open);
+        let mut run = unknown();
+        run.report(Stage::AccessAsserted, access("pro"), Source::Sdk, secs(1))
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn merge_fills_gaps_and_never_overrides() {
+        let mut run = Run::open(
+            RunSpec {
+                source: Source::Sdk,
+                subscription_id: None,
+                ..spec(Expectation::Unknown { reason: "r".into() })
+            },
+            t0(),
+        )
+        .0;
+        let entry = run
+            .merge(spec(Expectation::Plan("pro".into())), secs(1))
+            .unwrap();
+        assert_eq!(entry.source, Source::Stripe);
+        assert_eq!(run.expected_plan.as_deref(), Some("pro"));
+        assert_eq!(run.subscription_id.as_deref(), Some("sub_1"));
+        let sdk_again = RunSpec {
+            source: Source::Sdk,
+            ..spec(Expectation::Plan("starter".into()))
+        };
+        assert_eq!(run.merge(sdk_again, secs(2)), None);
+        assert_eq!(run.expected_plan.as_deref(), Some("pro"));
+    }
+
+    #[test]
+    fn expiry_names_the_missed_stage() {
+        let mut run = pro_run();
+        assert!(run.expire(secs(119)).is_none());
+        let (incident, entry) = run.expire(secs(120)).unwrap();
+        assert_eq!(
+            incident.kind,
+            crate::incident::IncidentKind::ReconciliationMissing
+        );
+        assert_eq!(entry.stage, Stage::Reconciled);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert!(
+            run.expire(secs(999)).is_none(),
+            "a failed run never fails twice"
+        );
+
+        let mut run = pro_run();
+        run.report(
+            Stage::Reconciled,
+            StageReport::default(),
+            Source::Sdk,
+            secs(1),
+        )
+        .unwrap();
+        assert!(run.expire(secs(300)).is_none());
+        let (incident, _) = run.expire(secs(600)).unwrap();
+        assert_eq!(
+            incident.kind,
+            crate::incident::IncidentKind::AccessNotChanged
+        );
+    }
+
+    #[test]
+    fn a_failed_run_learns_when_access_matches_later() {
+        let mut run = pro_run();
+        run.expire(secs(600)).unwrap();
+        let out = run
+            .report(Stage::AccessAsserted, access("pro"), Source::Sdk, secs(700))
+            .unwrap();
+        assert!(out.access_now_matches);
+        assert_eq!(run.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn names_parse_and_reject_clearly() {
+        assert_eq!(
+            "access_asserted".parse::<Stage>(),
+            Ok(Stage::AccessAsserted)
+        );
+        let err = "shipped".parse::<Stage>().unwrap_err().to_string();
+        assert!(
+            err.contains("shipped") && err.contains("reconciled"),
+            "{err}"
+        );
+        assert_eq!("failed".parse::<RunStatus>(), Ok(RunStatus::Failed));
+        assert!("done".parse::<RunStatus>().is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! Builds and runs Assay: the HTTP server and the sweeper, sharing one store.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::store;
+use crate::sweeper::Sweeper;
+
+/// Runs until `shutdown` fires, on a listener the caller bound (tests bind
+/// port 0). Migrations are applied before the first request is accepted.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = store::connect(&config.database_url).await?;
+    let config = Arc::new(config);
+    let sweeper = Sweeper::new(store.clone(), config.sweep.clone());
+    let sweeper_task = tokio::spawn(sweeper.run(shutdown.child_token()));
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        projects = ?config.projects.keys().collect::<Vec<_>>(),
+        sweep_schedule = %config.sweep.schedule_text,
+        "assay is serving"
+    );
+    let app = api::router(AppState { config, store });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    let _ = sweeper_task.await;
+    served?;
+    Ok(())
+}

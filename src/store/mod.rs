@@ -1,0 +1,260 @@
+//! The store: where runs, their timelines, Stripe events and incidents live.
+//!
+//! [`Store`] is the whole boundary the rest of Assay sees; each backend
+//! implements it (SQLite now, PostgreSQL beside it later) and is picked at
+//! start-up from the database URL. The rules for how a run moves live in
+//! [`crate::run`] and [`crate::incident`]; a backend only loads, calls those
+//! pure transitions and writes the result back atomically.
+
+mod rows;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::incident::{Incident, IncidentError, IncidentStatus};
+use crate::run::{ReportError, Run, RunSpec, RunStatus, Source, Stage, StageReport, TimelineEntry};
+
+/// The most rows one list call returns.
+pub const MAX_PAGE: u32 = 200;
+pub const DEFAULT_PAGE: u32 = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error(transparent)]
+    Incident(#[from] IncidentError),
+    #[error("the database has not applied every migration this build needs")]
+    NotMigrated,
+    #[error("database error: {0}")]
+    Backend(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A run named in a URL: its UUID, or the provider event id that keys it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunRef {
+    Id(Uuid),
+    EventId(String),
+}
+
+impl RunRef {
+    pub fn parse(text: &str) -> RunRef {
+        match Uuid::parse_str(text) {
+            Ok(id) => RunRef::Id(id),
+            Err(_) => RunRef::EventId(text.to_owned()),
+        }
+    }
+}
+
+/// A Stripe event exactly as it arrived, kept once per project and id.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub project: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub livemode: Option<bool>,
+    pub created: Option<i64>,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    /// First delivery: stored, with the run it opened (or merged into).
+    Stored { run: Option<Run> },
+    /// Seen before: nothing changed.
+    Duplicate,
+}
+
+/// Position in a newest-first list: the last row's time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub at_ms: i64,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cursor is not one this server handed out")]
+pub struct BadCursor;
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.at_ms, self.id))
+    }
+
+    pub fn decode(text: &str) -> Result<Cursor, BadCursor> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| BadCursor)?;
+        let text = String::from_utf8(bytes).map_err(|_| BadCursor)?;
+        let (at, id) = text.split_once(':').ok_or(BadCursor)?;
+        Ok(Cursor {
+            at_ms: at.parse().map_err(|_| BadCursor)?,
+            id: Uuid::parse_str(id).map_err(|_| BadCursor)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub stage: Option<Stage>,
+    pub customer_id: Option<String>,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub status: Option<IncidentStatus>,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` rows: the extra row only says
+    /// that there is a next page.
+    pub fn from_rows(mut rows: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> Cursor) -> Page<T> {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|last| cursor_of(last).encode()))
+            .flatten();
+        Page {
+            data: rows,
+            next_cursor,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: Run,
+    pub timeline: Vec<TimelineEntry>,
+    pub incidents: Vec<Incident>,
+}
+
+/// What one sweep batch did.
+#[derive(Debug, Clone, Default)]
+pub struct Swept {
+    pub runs_failed: usize,
+    pub incidents: Vec<Incident>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Ready to serve: the database answers and every migration is applied.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Stores a Stripe event once per (project, event id) and, on its first
+    /// delivery, opens (or confirms) its run in the same transaction.
+    async fn ingest_stripe_event(
+        &self,
+        event: StoredEvent,
+        run: Option<RunSpec>,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, StoreError>;
+
+    /// Opens a run from the app side; idempotent on the event id. Returns the
+    /// run and whether this call created it.
+    async fn open_run(&self, spec: RunSpec, now: DateTime<Utc>) -> Result<(Run, bool), StoreError>;
+
+    async fn report_stage(
+        &self,
+        project: &str,
+        run: &RunRef,
+        stage: Stage,
+        report: StageReport,
+        source: Source,
+        now: DateTime<Utc>,
+    ) -> Result<Run, StoreError>;
+
+    async fn run_detail(&self, project: &str, run: &RunRef) -> Result<RunDetail, StoreError>;
+
+    async fn list_runs(&self, project: &str, filter: &RunFilter) -> Result<Page<Run>, StoreError>;
+
+    /// Fails up to `limit` runs whose deadline has passed at `now` and opens
+    /// their incidents, in one transaction.
+    async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> Result<Swept, StoreError>;
+
+    async fn list_incidents(
+        &self,
+        project: &str,
+        filter: &IncidentFilter,
+    ) -> Result<Page<Incident>, StoreError>;
+
+    async fn incident(&self, project: &str, id: Uuid) -> Result<Incident, StoreError>;
+
+    async fn acknowledge_incident(
+        &self,
+        project: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Incident, StoreError>;
+
+    async fn resolve_incident(
+        &self,
+        project: &str,
+        id: Uuid,
+        resolution: String,
+        now: DateTime<Utc>,
+    ) -> Result<Incident, StoreError>;
+}
+
+/// Opens the store the URL names and applies its migrations.
+pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
+}
+
+/// Times are stored as integer milliseconds since the epoch: exact, cheap to
+/// index, and the same in every backend.
+pub(crate) fn to_ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = Cursor {
+            at_ms: 1_767_225_600_123,
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+        assert_eq!(Cursor::decode("!!"), Err(BadCursor));
+        assert_eq!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode("12:nope")),
+            Err(BadCursor)
+        );
+    }
+
+    #[test]
+    fn run_refs_tell_uuids_from_event_ids() {
+        let id = Uuid::now_v7();
+        assert_eq!(RunRef::parse(&id.to_string()), RunRef::Id(id));
+        assert_eq!(RunRef::parse("evt_1"), RunRef::EventId("evt_1".into()));
+    }
+}

@@ -1,0 +1,161 @@
+//! Rows as the database holds them, and their conversion to domain types.
+//! Backends share these: every column is text, integer or boolean, and every
+//! time is unix milliseconds, so the same row decodes from SQLite and
+//! PostgreSQL alike.
+
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use super::{StoreError, from_ms};
+use crate::incident::Incident;
+use crate::run::{Run, TimelineEntry};
+
+/// The columns of `runs`, in the order [`RunRow`] reads them.
+macro_rules! run_columns {
+    () => {
+        "id, project, workflow, event_id, event_type, customer_id, subscription_id, \
+         expected_plan, expected_plan_reason, observed_plan, deploy_sha, livemode, stage, \
+         status, opened_at, reconciled_due_at, access_due_at, deadline_at, closed_at"
+    };
+}
+pub(crate) use run_columns;
+
+macro_rules! incident_columns {
+    () => {
+        "id, run_id, project, workflow, kind, title, status, evidence, opened_at, \
+         acknowledged_at, resolved_at, resolution"
+    };
+}
+pub(crate) use incident_columns;
+
+fn parse<T: FromStr>(what: &str, text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{what} `{text}`: {e}")))
+}
+
+fn uuid(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("id `{text}`: {e}")))
+}
+
+fn json(text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("evidence: {e}")))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunRow {
+    id: String,
+    project: String,
+    workflow: String,
+    event_id: String,
+    event_type: String,
+    customer_id: Option<String>,
+    subscription_id: Option<String>,
+    expected_plan: Option<String>,
+    expected_plan_reason: Option<String>,
+    observed_plan: Option<String>,
+    deploy_sha: Option<String>,
+    livemode: Option<bool>,
+    stage: String,
+    status: String,
+    opened_at: i64,
+    reconciled_due_at: i64,
+    access_due_at: i64,
+    deadline_at: Option<i64>,
+    closed_at: Option<i64>,
+}
+
+impl TryFrom<RunRow> for Run {
+    type Error = StoreError;
+    fn try_from(r: RunRow) -> Result<Run, StoreError> {
+        Ok(Run {
+            id: uuid(&r.id)?,
+            stage: parse("stage", &r.stage)?,
+            status: parse("status", &r.status)?,
+            project: r.project,
+            workflow: r.workflow,
+            event_id: r.event_id,
+            event_type: r.event_type,
+            customer_id: r.customer_id,
+            subscription_id: r.subscription_id,
+            expected_plan: r.expected_plan,
+            expected_plan_reason: r.expected_plan_reason,
+            observed_plan: r.observed_plan,
+            deploy_sha: r.deploy_sha,
+            livemode: r.livemode,
+            opened_at: from_ms(r.opened_at),
+            reconciled_due_at: from_ms(r.reconciled_due_at),
+            access_due_at: from_ms(r.access_due_at),
+            deadline_at: r.deadline_at.map(from_ms),
+            closed_at: r.closed_at.map(from_ms),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TimelineRow {
+    at: i64,
+    source: String,
+    stage: String,
+    outcome: String,
+    evidence: String,
+}
+
+impl TryFrom<TimelineRow> for TimelineEntry {
+    type Error = StoreError;
+    fn try_from(r: TimelineRow) -> Result<TimelineEntry, StoreError> {
+        Ok(TimelineEntry {
+            at: from_ms(r.at),
+            source: parse("source", &r.source)?,
+            stage: parse("stage", &r.stage)?,
+            outcome: r.outcome,
+            evidence: json(&r.evidence)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct IncidentRow {
+    id: String,
+    run_id: String,
+    project: String,
+    workflow: String,
+    kind: String,
+    title: String,
+    status: String,
+    evidence: String,
+    opened_at: i64,
+    acknowledged_at: Option<i64>,
+    resolved_at: Option<i64>,
+    resolution: Option<String>,
+}
+
+impl TryFrom<IncidentRow> for Incident {
+    type Error = StoreError;
+    fn try_from(r: IncidentRow) -> Result<Incident, StoreError> {
+        Ok(Incident {
+            id: uuid(&r.id)?,
+            run_id: uuid(&r.run_id)?,
+            kind: parse("incident kind", &r.kind)?,
+            status: parse("incident status", &r.status)?,
+            evidence: json(&r.evidence)?,
+            project: r.project,
+            workflow: r.workflow,
+            title: r.title,
+            opened_at: from_ms(r.opened_at),
+            acknowledged_at: r.acknowledged_at.map(from_ms),
+            resolved_at: r.resolved_at.map(from_ms),
+            resolution: r.resolution,
+        })
+    }
+}
+
+/// Converts fetched rows, failing on the first corrupt one.
+pub(crate) fn convert<R, T: TryFrom<R, Error = StoreError>>(
+    rows: Vec<R>,
+) -> Result<Vec<T>, StoreError> {
+    rows.into_iter().map(T::try_from).collect()
+}

@@ -1,0 +1,364 @@
+//! Reading a Stripe event: which customer and subscription it is about, and
+//! which plan the customer should have once the app has processed it.
+//!
+//! Payload shapes differ across API versions; where Stripe moved a field
+//! (basil, 2025-03-31) both the old and the new path are read.
+
+use serde_json::Value;
+
+use crate::plan::{PlanMap, PriceRef};
+use crate::run::{Expectation, NO_PLAN};
+
+/// The longest event id we store; Stripe's are about 30 characters.
+const MAX_EVENT_ID_LEN: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("the body is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("the event has no `{0}`")]
+    Missing(&'static str),
+    #[error("the event's `{0}` is not valid: {1}")]
+    Invalid(&'static str, &'static str),
+}
+
+/// A decoded event envelope; `object` is `data.object`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StripeEvent {
+    pub id: String,
+    pub event_type: String,
+    pub created: Option<i64>,
+    pub livemode: Option<bool>,
+    pub object: Value,
+}
+
+/// What a run needs to know from an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFacts {
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub expectation: Expectation,
+}
+
+/// `"cus_1"` or an expanded `{"id": "cus_1", ...}`.
+fn id_of(value: Option<&Value>) -> Option<String> {
+    let value = value?;
+    value
+        .as_str()
+        .or_else(|| value.get("id").and_then(Value::as_str))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}
+
+fn list<'a>(value: &'a Value, pointer: &str) -> &'a [Value] {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// A price given as an id or as an expanded object.
+fn price_ref(price: &Value) -> Option<PriceRef> {
+    let price_id = id_of(Some(price))?;
+    Some(PriceRef {
+        price_id,
+        lookup_key: str_at(price, "/lookup_key").map(str::to_owned),
+        product_id: id_of(price.get("product")),
+    })
+}
+
+impl StripeEvent {
+    pub fn parse(body: &[u8]) -> Result<StripeEvent, EventError> {
+        let mut envelope: Value =
+            serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+        if !envelope.is_object() {
+            return Err(EventError::NotJson("the top level is not an object".into()));
+        }
+        let id = envelope
+            .get("id")
+            .ok_or(EventError::Missing("id"))?
+            .as_str()
+            .ok_or(EventError::Invalid("id", "it must be a string"))?
+            .to_owned();
+        if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) {
+            return Err(EventError::Invalid(
+                "id",
+                "it must be 1 to 255 printable characters",
+            ));
+        }
+        let event_type = envelope
+            .get("type")
+            .ok_or(EventError::Missing("type"))?
+            .as_str()
+            .ok_or(EventError::Invalid("type", "it must be a string"))?
+            .to_owned();
+        if event_type.is_empty() || event_type.len() > 255 {
+            return Err(EventError::Invalid(
+                "type",
+                "it must be 1 to 255 characters",
+            ));
+        }
+        let object = envelope
+            .pointer_mut("/data/object")
+            .map(Value::take)
+            .ok_or(EventError::Missing("data.object"))?;
+        if !object.is_object() {
+            return Err(EventError::Invalid("data.object", "it must be an object"));
+        }
+        Ok(StripeEvent {
+            id,
+            event_type,
+            created: envelope.get("created").and_then(Value::as_i64),
+            livemode: envelope.get("livemode").and_then(Value::as_bool),
+            object,
+        })
+    }
+
+    /// The facts for the run this event opens, or `None` for event types that
+    /// do not change access (they are stored without a run).
+    pub fn run_facts(&self, plans: &PlanMap) -> Option<RunFacts> {
+        let o = &self.object;
+        match self.event_type.as_str() {
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                // Delayed payment methods complete the session unpaid; access
+                // follows `checkout.session.async_payment_succeeded`, which
+                // opens its own run.
+                if str_at(o, "/payment_status") == Some("unpaid") {
+                    return None;
+                }
+                let prices: Vec<_> = list(o, "/line_items/data")
+                    .iter()
+                    .filter_map(|item| item.get("price").and_then(price_ref))
+                    .collect();
+                let expectation = if prices.is_empty() {
+                    Expectation::Unknown {
+                        reason: format!(
+                            "{} carries no line items, so the plan comes from the app's SDK report",
+                            self.event_type
+                        ),
+                    }
+                } else {
+                    plans.expectation(&prices)
+                };
+                Some(RunFacts {
+                    customer_id: id_of(o.get("customer")),
+                    subscription_id: id_of(o.get("subscription")),
+                    expectation,
+                })
+            }
+            "customer.subscription.created"
+            | "customer.subscription.updated"
+            | "customer.subscription.deleted"
+            | "customer.subscription.paused"
+            | "customer.subscription.resumed" => {
+                let status = str_at(o, "/status").unwrap_or_default();
+                let ended = self.event_type == "customer.subscription.deleted"
+                    || matches!(
+                        status,
+                        "canceled" | "unpaid" | "incomplete" | "incomplete_expired" | "paused"
+                    );
+                let expectation = if ended {
+                    Expectation::Plan(NO_PLAN.into())
+                } else {
+                    let prices: Vec<_> = list(o, "/items/data")
+                        .iter()
+                        .filter_map(|item| {
+                            item.get("price")
+                                .or_else(|| item.get("plan"))
+                                .and_then(price_ref)
+                        })
+                        .collect();
+                    plans.expectation(&prices)
+                };
+                Some(RunFacts {
+                    customer_id: id_of(o.get("customer")),
+                    subscription_id: id_of(o.get("id")),
+                    expectation,
+                })
+            }
+            "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" => {
+                let subscription_id = id_of(o.pointer("/parent/subscription_details/subscription"))
+                    .or_else(|| id_of(o.get("subscription")));
+                let prices: Vec<_> = list(o, "/lines/data")
+                    .iter()
+                    .filter_map(|line| {
+                        line.pointer("/pricing/price_details/price")
+                            .or_else(|| line.get("price"))
+                            .or_else(|| line.get("plan"))
+                            .and_then(price_ref)
+                    })
+                    .collect();
+                Some(RunFacts {
+                    customer_id: id_of(o.get("customer")),
+                    subscription_id,
+                    expectation: plans.expectation(&prices),
+                })
+            }
+            "entitlements.active_entitlement_summary.updated" => {
+                let keys: Vec<_> = list(o, "/entitlements/data")
+                    .iter()
+                    .filter_map(|e| str_at(e, "/lookup_key"))
+                    .collect();
+                Some(RunFacts {
+                    customer_id: id_of(o.get("customer")),
+                    subscription_id: None,
+                    expectation: Expectation::Unknown {
+                        reason: format!(
+                            "an entitlement summary names features, not a plan (lookup keys: {})",
+                            if keys.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                keys.join(", ")
+                            }
+                        ),
+                    },
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(event_type: &str) -> StripeEvent {
+        let path = format!(
+            "{}/tests/fixtures/stripe/events/{event_type}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        StripeEvent::parse(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn plans() -> PlanMap {
+        "price_1PgafmB7WZ01zgkW6dKueIc5=pro".parse().unwrap()
+    }
+
+    #[test]
+    fn subscription_created_maps_its_price() {
+        let event = fixture("customer.subscription.created");
+        let facts = event.run_facts(&plans()).unwrap();
+        assert_eq!(facts.customer_id.as_deref(), Some("cus_QXg1o8vcGmoR32"));
+        assert_eq!(
+            facts.subscription_id.as_deref(),
+            Some("sub_1Pgc6rB7WZ01zgkWNy0Cn5nw")
+        );
+        assert_eq!(facts.expectation, Expectation::Plan("pro".into()));
+    }
+
+    #[test]
+    fn deleted_subscription_expects_no_plan() {
+        let facts = fixture("customer.subscription.deleted")
+            .run_facts(&plans())
+            .unwrap();
+        assert_eq!(facts.expectation, Expectation::Plan("none".into()));
+    }
+
+    #[test]
+    fn checkout_without_line_items_says_why_the_plan_is_unknown() {
+        let mut event = fixture("checkout.session.completed");
+        event.object["payment_status"] = "paid".into();
+        event.object["customer"] = "cus_9".into();
+        event.object["subscription"] = serde_json::json!({"id": "sub_9"});
+        let facts = event.run_facts(&plans()).unwrap();
+        assert_eq!(facts.customer_id.as_deref(), Some("cus_9"));
+        assert_eq!(facts.subscription_id.as_deref(), Some("sub_9"));
+        match facts.expectation {
+            Expectation::Unknown { reason } => assert!(reason.contains("no line items")),
+            other => panic!("expected unknown, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unpaid_checkout_waits_for_the_async_payment() {
+        let event = fixture("checkout.session.completed");
+        assert_eq!(event.object["payment_status"], "unpaid");
+        assert_eq!(event.run_facts(&plans()), None);
+    }
+
+    #[test]
+    fn invoice_reads_new_and_old_subscription_and_price_paths() {
+        let mut event = fixture("invoice.paid");
+        event.object["parent"]["subscription_details"]["subscription"] = "sub_new".into();
+        event.object["lines"]["data"][0]["pricing"]["price_details"] =
+            serde_json::json!({"price": "price_1PgafmB7WZ01zgkW6dKueIc5"});
+        let facts = event.run_facts(&plans()).unwrap();
+        assert_eq!(facts.subscription_id.as_deref(), Some("sub_new"));
+        assert_eq!(facts.expectation, Expectation::Plan("pro".into()));
+
+        event.object["parent"] = Value::Null;
+        event.object["subscription"] = "sub_old".into();
+        event.object["lines"]["data"][0]["pricing"] = Value::Null;
+        event.object["lines"]["data"][0]["price"] =
+            serde_json::json!({"id": "price_x", "lookup_key": "pro_monthly"});
+        let plans: PlanMap = "pro_monthly=pro".parse().unwrap();
+        let facts = event.run_facts(&plans).unwrap();
+        assert_eq!(facts.subscription_id.as_deref(), Some("sub_old"));
+        assert_eq!(facts.expectation, Expectation::Plan("pro".into()));
+    }
+
+    #[test]
+    fn unmapped_prices_are_named_in_the_reason() {
+        let facts = fixture("customer.subscription.created")
+            .run_facts(&PlanMap::default())
+            .unwrap();
+        match facts.expectation {
+            Expectation::Unknown { reason } => {
+                assert!(
+                    reason.contains("price_1PgafmB7WZ01zgkW6dKueIc5"),
+                    "{reason}"
+                );
+                assert!(reason.contains("ASSAY_PLAN_MAP"), "{reason}");
+            }
+            other => panic!("expected unknown, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_fixture_parses_and_other_types_open_no_run() {
+        for entry in std::fs::read_dir(format!(
+            "{}/tests/fixtures/stripe/events",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        {
+            let event = StripeEvent::parse(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+            let opens_run = event.run_facts(&plans()).is_some();
+            let expected = !matches!(
+                event.event_type.as_str(),
+                "customer.subscription.trial_will_end" | "checkout.session.completed"
+            );
+            assert_eq!(opens_run, expected, "{}", event.event_type);
+        }
+    }
+
+    #[test]
+    fn malformed_envelopes_are_refused_with_the_field() {
+        assert!(matches!(
+            StripeEvent::parse(b"not json"),
+            Err(EventError::NotJson(_))
+        ));
+        assert!(matches!(
+            StripeEvent::parse(b"[1]"),
+            Err(EventError::NotJson(_))
+        ));
+        assert_eq!(
+            StripeEvent::parse(br#"{"type":"x","data":{"object":{}}}"#),
+            Err(EventError::Missing("id"))
+        );
+        assert_eq!(
+            StripeEvent::parse(br#"{"id":7,"type":"x","data":{"object":{}}}"#),
+            Err(EventError::Invalid("id", "it must be a string"))
+        );
+        assert_eq!(
+            StripeEvent::parse(br#"{"id":"evt_1","type":"x"}"#),
+            Err(EventError::Missing("data.object"))
+        );
+    }
+}

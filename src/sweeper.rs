@@ -1,0 +1,68 @@
+//! The sweeper: on its cron schedule, fails runs whose deadline has passed and
+//! opens their incidents. It reads only overdue runs, through the deadline
+//! index, so its cost follows the number of overdue runs, not of all runs.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SweepConfig;
+use crate::incident::Incident;
+use crate::store::{Store, StoreError};
+
+pub struct Sweeper {
+    store: Arc<dyn Store>,
+    config: SweepConfig,
+}
+
+impl Sweeper {
+    pub fn new(store: Arc<dyn Store>, config: SweepConfig) -> Sweeper {
+        Sweeper { store, config }
+    }
+
+    /// One sweep: batches until no overdue run is left.
+    pub async fn sweep_once(&self) -> Result<Vec<Incident>, StoreError> {
+        let mut opened = Vec::new();
+        loop {
+            let now = Utc::now();
+            let swept = self.store.sweep(now, self.config.batch_size as u32).await?;
+            for incident in &swept.incidents {
+                tracing::warn!(
+                    incident_id = %incident.id,
+                    run_id = %incident.run_id,
+                    project = %incident.project,
+                    kind = %incident.kind,
+                    event_id = %incident.evidence["event_id"].as_str().unwrap_or_default(),
+                    customer_id = %incident.evidence["customer_id"].as_str().unwrap_or_default(),
+                    "{}", incident.title
+                );
+            }
+            opened.extend(swept.incidents);
+            if swept.runs_failed < self.config.batch_size {
+                return Ok(opened);
+            }
+        }
+    }
+
+    /// Sweeps on schedule until `shutdown` fires. A failed sweep is logged
+    /// and retried at the next tick: the work stays in the database.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            // From now, not from the last tick: a slow sweep skips the ticks
+            // it overran instead of running them back to back.
+            let Some(next) = self.config.schedule.after(&Utc::now()).next() else {
+                tracing::warn!("the sweep schedule has no further times; the sweeper stops");
+                return;
+            };
+            let wait = (next - Utc::now()).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if let Err(e) = self.sweep_once().await {
+                tracing::error!(error = %e, "sweep failed; retrying at the next tick");
+            }
+        }
+    }
+}

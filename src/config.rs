@@ -426,7 +426,8 @@ impl Config {
         ));
         out.push_str(&format!("sweep_batch_size = {}\n", self.sweep.batch_size));
         for p in self.projects.values() {
-            out.push_str(&format!("\n[projects.{}]\n", q(&p.name)));
+            // Project names are validated to bare-key characters.
+            out.push_str(&format!("\n[projects.{}]\n", p.name));
             out.push_str(&format!(
                 "stripe_webhook_secret = [{}]\n",
                 p.webhook_secrets

@@ -73,7 +73,7 @@ pub struct StoredEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ingested {
     /// First delivery: stored, with the run it opened (or merged into).
-    Stored { run: Option<Run> },
+    Stored { run: Option<Box<Run>> },
     /// Seen before: nothing changed.
     Duplicate,
 }

@@ -334,7 +334,7 @@ impl Store for SqliteStore {
             return Ok(Ingested::Duplicate);
         }
         let run = match run {
-            Some(spec) => Some(open_or_merge(&mut tx, spec, now).await?.0),
+            Some(spec) => Some(Box::new(open_or_merge(&mut tx, spec, now).await?.0)),
             None => None,
         };
         tx.commit().await?;

@@ -1,0 +1,84 @@
+//! Stripe delivers at least once, and the SDK retries: the same event is one
+//! run and at most one incident, however the deliveries interleave.
+
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{TestServer, subscription_created};
+
+#[tokio::test]
+async fn five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident() {
+    let server = TestServer::start(&[
+        ("ASSAY_DEADLINE_RECONCILED", "1s"),
+        ("ASSAY_DEADLINE_ACCESS_ASSERTED", "2s"),
+    ])
+    .await;
+    let event = subscription_created("evt_dup", "cus_dup", "sub_dup", "price_pro");
+
+    let deliveries = (0..5).map(|_| server.deliver(&event));
+    let opens = (0..3).map(|_| {
+        server.api(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({"event_id": "evt_dup", "event_type": "customer.subscription.created", "customer_id": "cus_dup"})),
+        )
+    });
+    let reports =
+        (0..3).map(|_| server.report("evt_dup", "reconciled", json!({"deploy_sha": "s1"})));
+    let (deliveries, opens, reports) =
+        tokio::join!(join_all(deliveries), join_all(opens), join_all(reports));
+
+    for (status, body) in &deliveries {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    let first = deliveries
+        .iter()
+        .filter(|(_, b)| b["duplicate"] == false)
+        .count();
+    assert_eq!(
+        first, 1,
+        "exactly one delivery is the first: {deliveries:?}"
+    );
+    for (status, body) in &opens {
+        assert!(
+            matches!(*status, StatusCode::OK | StatusCode::CREATED),
+            "{body}"
+        );
+    }
+    for (status, body) in &reports {
+        // A report that raced ahead of every open finds no run yet.
+        assert!(
+            matches!(*status, StatusCode::OK | StatusCode::NOT_FOUND),
+            "{body}"
+        );
+    }
+    assert_eq!(server.count("stripe_events").await, 1);
+    assert_eq!(server.count("runs").await, 1);
+
+    // Redeliveries after the fact change nothing at all.
+    let before = server.counts().await;
+    for _ in 0..3 {
+        let (status, body) = server.deliver(&event).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["duplicate"], true);
+    }
+    assert_eq!(server.counts().await, before);
+
+    let incidents = server.wait_for_incidents(1).await;
+    assert_eq!(incidents.len(), 1);
+    // A second, later run's incident shows that further sweeps passed over
+    // the first run without a second incident.
+    server
+        .deliver(&subscription_created(
+            "evt_next",
+            "cus_n",
+            "sub_n",
+            "price_pro",
+        ))
+        .await;
+    server.wait_for_incidents(2).await;
+    let run = server.get("/v1/runs/evt_dup").await;
+    assert_eq!(run["incidents"].as_array().unwrap().len(), 1);
+    server.stop().await;
+}

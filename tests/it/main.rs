@@ -1,0 +1,11 @@
+//! Integration tests: the real server on an ephemeral port, a temp SQLite
+//! file, and real HTTP. One binary, one module per concern.
+
+mod support;
+
+mod bad_input;
+mod cli;
+mod idempotency;
+mod lifecycle;
+mod stripe_sdk;
+mod sweeper_cost;

@@ -1,0 +1,77 @@
+//! A sweep reads only overdue runs: its query goes through the deadline
+//! index, and over many stored runs it touches exactly the overdue ones.
+
+use std::time::Duration;
+
+use assay::run::{BILLING_WORKFLOW, Deadlines, Expectation, RunSpec, Source};
+use assay::store::Store;
+use assay::store::sqlite::SqliteStore;
+use chrono::Utc;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+#[tokio::test]
+async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sweep.db");
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+
+    let plan = store.explain_sweep().await.unwrap().join("\n");
+    assert!(
+        plan.contains("runs_by_deadline"),
+        "the sweep does not use the deadline index:\n{plan}"
+    );
+    assert!(
+        !plan.contains("SCAN runs"),
+        "the sweep scans the table:\n{plan}"
+    );
+
+    // 50,000 runs whose deadlines are hours away, written in one statement,
+    // and 10 opened through the store that are overdue.
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    let far = Utc::now().timestamp_millis() + 3_600_000;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
+         INSERT INTO runs (id, project, workflow, event_id, event_type, stage, status, opened_at, \
+                           reconciled_due_at, access_due_at, deadline_at) \
+         SELECT 'bulk-' || i, 'default', 'billing', 'evt_bulk_' || i, 'invoice.paid', 'received', 'open', \
+                $1, $1, $1, $1 FROM n",
+    )
+    .bind(far)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let past = Utc::now() - chrono::Duration::hours(1);
+    for i in 0..10 {
+        let spec = RunSpec {
+            project: "default".into(),
+            workflow: BILLING_WORKFLOW.into(),
+            event_id: format!("evt_overdue_{i}"),
+            event_type: "invoice.paid".into(),
+            customer_id: Some(format!("cus_{i}")),
+            subscription_id: None,
+            expectation: Expectation::Plan("pro".into()),
+            livemode: Some(false),
+            deadlines: Deadlines {
+                reconciled: Duration::from_secs(60),
+                access_asserted: Duration::from_secs(120),
+            },
+            source: Source::Stripe,
+        };
+        store.open_run(spec, past).await.unwrap();
+    }
+
+    let swept = store.sweep(Utc::now(), 500).await.unwrap();
+    assert_eq!(swept.runs_failed, 10);
+    assert_eq!(swept.incidents.len(), 10);
+    let again = store.sweep(Utc::now(), 500).await.unwrap();
+    assert_eq!(again.runs_failed, 0, "a second sweep finds nothing left");
+}

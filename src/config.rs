@@ -26,6 +26,15 @@ pub const DEFAULT_DEADLINE_RECONCILED: &str = "2m";
 pub const DEFAULT_DEADLINE_ACCESS_ASSERTED: &str = "10m";
 pub const DEFAULT_SWEEP_BATCH: usize = 500;
 
+/// The variables that configure one project (the one `ASSAY_PROJECT` names).
+const PROJECT_VARIABLES: [&str; 5] = [
+    "ASSAY_STRIPE_WEBHOOK_SECRET",
+    "ASSAY_API_KEY",
+    "ASSAY_PLAN_MAP",
+    "ASSAY_DEADLINE_RECONCILED",
+    "ASSAY_DEADLINE_ACCESS_ASSERTED",
+];
+
 /// A value that must never be printed or logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -287,6 +296,15 @@ impl Config {
         let env_project = env("ASSAY_PROJECT").unwrap_or(DEFAULT_PROJECT).to_owned();
         if path.is_none() || file.projects.is_empty() || env("ASSAY_PROJECT").is_some() {
             file.projects.entry(env_project.clone()).or_default();
+        } else if !file.projects.contains_key(&env_project) {
+            // A variable that configures nothing would be a silent trap.
+            for var in PROJECT_VARIABLES {
+                if env(var).is_some() {
+                    errors.push(format!(
+                        "{var} is set, but the config file has no project `{env_project}`; set ASSAY_PROJECT to the project it configures"
+                    ));
+                }
+            }
         }
         let mut projects = BTreeMap::new();
         for (name, mut p) in std::mem::take(&mut file.projects) {
@@ -596,6 +614,23 @@ mod tests {
             Some("acme")
         );
         assert!(config.project_for_api_key("acme-key-012345678").is_none());
+    }
+
+    #[test]
+    fn project_variables_that_configure_nothing_are_refused() {
+        let file = "[projects.acme]\n";
+        let err = load(Some(file), &[("ASSAY_API_KEY", "key-0123456789abcdef")]).unwrap_err();
+        assert!(err.to_string().contains("ASSAY_PROJECT"), "{err}");
+        let config = load(
+            Some(file),
+            &[
+                ("ASSAY_API_KEY", "key-0123456789abcdef"),
+                ("ASSAY_PROJECT", "acme"),
+            ],
+        )
+        .unwrap();
+        assert!(config.projects["acme"].api_key.is_some());
+        assert_eq!(config.projects.len(), 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `assay` command line; everything else is in the library.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,7 +40,9 @@ fn init_logging() {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into log files.
+        .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("ASSAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {

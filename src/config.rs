@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 
 use crate::plan::PlanMap;
 use crate::run::Deadlines;
+use crate::store::{DatabaseSettings, is_postgres};
 
 pub const DEFAULT_PROJECT: &str = "default";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -25,6 +26,9 @@ pub const DEFAULT_SWEEP_SCHEDULE: &str = "*/5 * * * * *";
 pub const DEFAULT_DEADLINE_RECONCILED: &str = "2m";
 pub const DEFAULT_DEADLINE_ACCESS_ASSERTED: &str = "10m";
 pub const DEFAULT_SWEEP_BATCH: usize = 500;
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 10;
+pub const DEFAULT_DATABASE_STATEMENT_TIMEOUT: &str = "10s";
+pub const DEFAULT_LEASE_DURATION: &str = "30s";
 
 /// The variables that configure one project (the one `ASSAY_PROJECT` names).
 const PROJECT_VARIABLES: [&str; 5] = [
@@ -101,7 +105,7 @@ pub struct ProjectConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
-    pub database_url: String,
+    pub database: DatabaseSettings,
     pub admin_token: Option<Secret>,
     pub sweep: SweepConfig,
     pub projects: BTreeMap<String, ProjectConfig>,
@@ -151,6 +155,9 @@ enum PlanMapSetting {
 struct FileConfig {
     bind: Option<String>,
     database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    database_statement_timeout: Option<String>,
+    lease_duration: Option<String>,
     admin_token: Option<String>,
     sweep_schedule: Option<String>,
     sweep_batch_size: Option<usize>,
@@ -257,12 +264,39 @@ impl Config {
             .map(str::to_owned)
             .or(file.database_url.take())
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !database_url.starts_with("sqlite:") {
+        if !database_url.starts_with("sqlite:") && !is_postgres(&database_url) {
             errors.push(format!(
-                "ASSAY_DATABASE_URL / database_url: `{}` is not supported; this build stores to SQLite (`sqlite://PATH`)",
+                "ASSAY_DATABASE_URL / database_url: `{}` is neither `sqlite://PATH` nor `postgres://...`",
                 redact_url(&database_url)
             ));
         }
+        let max_connections = match env("ASSAY_DATABASE_MAX_CONNECTIONS") {
+            Some(text) => text.parse::<u32>().ok(),
+            None => file.database_max_connections.or(Some(DEFAULT_DATABASE_MAX_CONNECTIONS)),
+        }
+        .filter(|n| (1..=1000).contains(n))
+        .unwrap_or_else(|| {
+            errors.push(
+                "ASSAY_DATABASE_MAX_CONNECTIONS / database_max_connections: must be a whole number from 1 to 1000".into(),
+            );
+            DEFAULT_DATABASE_MAX_CONNECTIONS
+        });
+        let statement_timeout = parse_duration(
+            "ASSAY_DATABASE_STATEMENT_TIMEOUT / database_statement_timeout",
+            &env("ASSAY_DATABASE_STATEMENT_TIMEOUT")
+                .map(str::to_owned)
+                .or(file.database_statement_timeout.take())
+                .unwrap_or_else(|| DEFAULT_DATABASE_STATEMENT_TIMEOUT.to_owned()),
+            &mut errors,
+        );
+        let lease = parse_duration(
+            "ASSAY_LEASE_DURATION / lease_duration",
+            &env("ASSAY_LEASE_DURATION")
+                .map(str::to_owned)
+                .or(file.lease_duration.take())
+                .unwrap_or_else(|| DEFAULT_LEASE_DURATION.to_owned()),
+            &mut errors,
+        );
 
         let schedule_text = env("ASSAY_SWEEP_SCHEDULE")
             .map(str::to_owned)
@@ -411,7 +445,12 @@ impl Config {
         match (bind, schedule) {
             (Some(bind), Some(schedule)) if errors.is_empty() => Ok(Config {
                 bind,
-                database_url,
+                database: DatabaseSettings {
+                    url: database_url,
+                    max_connections,
+                    statement_timeout: statement_timeout.unwrap_or_default(),
+                    lease: lease.unwrap_or_default(),
+                },
                 admin_token,
                 sweep: SweepConfig {
                     schedule,
@@ -426,55 +465,55 @@ impl Config {
 
     /// The effective settings as TOML, with every secret redacted.
     pub fn redacted(&self) -> String {
-        let set = |present: bool| if present { "[redacted]" } else { "(not set)" };
+        use std::fmt::Write as _;
+        let set = |present: bool| q(if present { "[redacted]" } else { "(not set)" });
+        let duration = |d: Duration| q(&humantime::format_duration(d).to_string());
+        let db = &self.database;
         let mut out = String::new();
-        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-        out.push_str(&format!("bind = {}\n", q(&self.bind.to_string())));
-        out.push_str(&format!(
-            "database_url = {}\n",
-            q(&redact_url(&self.database_url))
-        ));
-        out.push_str(&format!(
-            "admin_token = {}\n",
-            q(set(self.admin_token.is_some()))
-        ));
-        out.push_str(&format!(
-            "sweep_schedule = {}\n",
-            q(&self.sweep.schedule_text)
-        ));
-        out.push_str(&format!("sweep_batch_size = {}\n", self.sweep.batch_size));
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "bind = {}", q(&self.bind.to_string()));
+        let _ = writeln!(out, "database_url = {}", q(&redact_url(&db.url)));
+        let _ = writeln!(out, "database_max_connections = {}", db.max_connections);
+        let _ = writeln!(
+            out,
+            "database_statement_timeout = {}",
+            duration(db.statement_timeout)
+        );
+        let _ = writeln!(out, "lease_duration = {}", duration(db.lease));
+        let _ = writeln!(out, "admin_token = {}", set(self.admin_token.is_some()));
+        let _ = writeln!(out, "sweep_schedule = {}", q(&self.sweep.schedule_text));
+        let _ = writeln!(out, "sweep_batch_size = {}", self.sweep.batch_size);
         for p in self.projects.values() {
             // Project names are validated to bare-key characters.
-            out.push_str(&format!("\n[projects.{}]\n", p.name));
-            out.push_str(&format!(
-                "stripe_webhook_secret = [{}]\n",
-                p.webhook_secrets
-                    .iter()
-                    .map(|_| q("[redacted]"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            out.push_str(&format!("api_key = {}\n", q(set(p.api_key.is_some()))));
-            out.push_str(&format!(
-                "deadline_reconciled = {}\n",
-                q(&humantime::format_duration(p.deadlines.reconciled).to_string())
-            ));
-            out.push_str(&format!(
-                "deadline_access_asserted = {}\n",
-                q(&humantime::format_duration(p.deadlines.access_asserted).to_string())
-            ));
-            out.push_str(&format!(
-                "plan_map = {{ {} }}\n",
-                p.plan_map
-                    .entries()
-                    .iter()
-                    .map(|(k, v)| format!("{} = {}", q(k), q(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            let _ = writeln!(out, "\n[projects.{}]", p.name);
+            let secrets = vec![q("[redacted]"); p.webhook_secrets.len()];
+            let _ = writeln!(out, "stripe_webhook_secret = [{}]", secrets.join(", "));
+            let _ = writeln!(out, "api_key = {}", set(p.api_key.is_some()));
+            let _ = writeln!(
+                out,
+                "deadline_reconciled = {}",
+                duration(p.deadlines.reconciled)
+            );
+            let _ = writeln!(
+                out,
+                "deadline_access_asserted = {}",
+                duration(p.deadlines.access_asserted)
+            );
+            let plans: Vec<String> = p
+                .plan_map
+                .entries()
+                .iter()
+                .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+                .collect();
+            let _ = writeln!(out, "plan_map = {{ {} }}", plans.join(", "));
         }
         out
     }
+}
+
+/// A TOML string literal.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// A database URL with any password replaced.
@@ -512,7 +551,8 @@ mod tests {
     fn no_file_runs_project_default_with_the_contract_defaults() {
         let config = load(None, &[]).unwrap();
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.database_url, "sqlite://assay.db");
+        assert_eq!(config.database.url, "sqlite://assay.db");
+        assert_eq!(config.database.lease, Duration::from_secs(30));
         let p = &config.projects["default"];
         assert!(p.webhook_secrets.is_empty());
         assert!(p.api_key.is_none());

@@ -89,7 +89,7 @@ async fn main() -> ExitCode {
             print!("{}", config.redacted());
             Ok(())
         }
-        Command::Migrate => assay::store::connect(&config.database_url)
+        Command::Migrate => assay::store::connect(&config.database)
             .await
             .map(|_| eprintln!("assay: migrations applied"))
             .map_err(anyhow::Error::from),

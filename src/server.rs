@@ -17,7 +17,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect(&config.database).await?;
     let config = Arc::new(config);
     let sweeper = Sweeper::new(store.clone(), config.sweep.clone());
     let sweeper_task = tokio::spawn(sweeper.run(shutdown.child_token()));

@@ -39,7 +39,7 @@ impl Sweeper {
                 );
             }
             opened.extend(swept.incidents);
-            if swept.runs_failed < self.config.batch_size {
+            if swept.runs_claimed < self.config.batch_size {
                 return Ok(opened);
             }
         }

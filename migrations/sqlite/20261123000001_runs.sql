@@ -31,12 +31,16 @@ CREATE TABLE runs (
     access_due_at        INTEGER NOT NULL,
     deadline_at          INTEGER,  -- next deadline; NULL once the run ended
     closed_at            INTEGER,
+    -- A worker's claim on the run (see the claim mechanism in src/store/sql.rs).
+    lease_token          TEXT,
+    lease_expires_at     INTEGER,
     UNIQUE (project, workflow, event_id)
 );
 
 -- The sweeper's only way in: open runs by deadline. Ended runs have no
 -- deadline and are not in the index, so a sweep costs what is overdue.
 CREATE INDEX runs_by_deadline ON runs (deadline_at) WHERE deadline_at IS NOT NULL;
+CREATE INDEX runs_by_lease ON runs (lease_token) WHERE lease_token IS NOT NULL;
 CREATE INDEX runs_by_project_newest ON runs (project, opened_at DESC, id DESC);
 CREATE INDEX runs_by_customer ON runs (project, customer_id, opened_at DESC);
 

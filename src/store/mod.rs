@@ -6,10 +6,13 @@
 //! [`crate::run`] and [`crate::incident`]; a backend only loads, calls those
 //! pure transitions and writes the result back atomically.
 
+pub mod postgres;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -154,6 +157,8 @@ pub struct RunDetail {
 /// What one sweep batch did.
 #[derive(Debug, Clone, Default)]
 pub struct Swept {
+    /// Overdue runs this batch leased; fewer than the limit means no more.
+    pub runs_claimed: usize,
     pub runs_failed: usize,
     pub incidents: Vec<Incident>,
 }
@@ -190,8 +195,8 @@ pub trait Store: Send + Sync {
 
     async fn list_runs(&self, project: &str, filter: &RunFilter) -> Result<Page<Run>, StoreError>;
 
-    /// Fails up to `limit` runs whose deadline has passed at `now` and opens
-    /// their incidents, in one transaction.
+    /// Claims up to `limit` runs whose deadline has passed at `now` (see the
+    /// claim mechanism in `sql.rs`), fails them and opens their incidents.
     async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> Result<Swept, StoreError>;
 
     async fn list_incidents(
@@ -218,9 +223,32 @@ pub trait Store: Send + Sync {
     ) -> Result<Incident, StoreError>;
 }
 
-/// Opens the store the URL names and applies its migrations.
-pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
+/// How to reach the database, and the limits that keep it healthy.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://...`.
+    pub url: String,
+    /// PostgreSQL pool size; SQLite read pool size (it always has one writer).
+    pub max_connections: u32,
+    /// PostgreSQL `statement_timeout` and pool acquire timeout; SQLite's busy
+    /// timeout.
+    pub statement_timeout: Duration,
+    /// How long a claim on background work holds before another replica may
+    /// take it over.
+    pub lease: Duration,
+}
+
+/// Opens the store the URL's scheme names and applies its migrations.
+pub async fn connect(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres(&settings.url) {
+        Ok(Arc::new(postgres::PostgresStore::connect(settings).await?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::connect(settings).await?))
+    }
+}
+
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Times are stored as integer milliseconds since the epoch: exact, cheap to

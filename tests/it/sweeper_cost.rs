@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use assay::run::{BILLING_WORKFLOW, Deadlines, Expectation, RunSpec, Source};
-use assay::store::Store;
 use assay::store::sqlite::SqliteStore;
+use assay::store::{DatabaseSettings, Store};
 use chrono::Utc;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -14,9 +14,14 @@ use sqlx::{ConnectOptions, Connection};
 async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sweep.db");
-    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    let store = SqliteStore::connect(&DatabaseSettings {
+        url: format!("sqlite://{}", path.display()),
+        max_connections: 2,
+        statement_timeout: Duration::from_secs(10),
+        lease: Duration::from_secs(30),
+    })
+    .await
+    .unwrap();
 
     let plan = store.explain_sweep().await.unwrap().join("\n");
     assert!(

@@ -1,0 +1,55 @@
+//! The PostgreSQL store, for several replicas on one database.
+//!
+//! Every statement is shared with SQLite (see `sql.rs`); what is particular
+//! here is how replicas stay out of each other's way: rows a transaction will
+//! write back are read `FOR UPDATE`, background work is claimed with
+//! `FOR UPDATE SKIP LOCKED` plus a lease, and migrations run under sqlx's
+//! advisory lock, so replicas that start together apply them once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+
+use super::DatabaseSettings;
+use super::sql::sql_store;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PostgresStore {
+    writer: PgPool,
+    /// The same pool: PostgreSQL has no single-writer rule to work around.
+    reader: PgPool,
+    lease: Duration,
+}
+
+impl PostgresStore {
+    pub async fn connect(settings: &DatabaseSettings) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(&settings.url)?
+            .application_name("assay")
+            .options([(
+                "statement_timeout",
+                format!("{}ms", settings.statement_timeout.as_millis()),
+            )]);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.statement_timeout)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PostgresStore {
+            writer: pool.clone(),
+            reader: pool,
+            lease: settings.lease,
+        })
+    }
+}
+
+sql_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    PgConnection,
+    lock = " FOR UPDATE",
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+);

@@ -1,0 +1,516 @@
+//! The SQL both backends share, written once.
+//!
+//! SQLite and PostgreSQL run the same statements here: every column is text,
+//! a 64-bit integer or a boolean, times are unix milliseconds, and `$n`
+//! placeholders work in both. What differs is passed in as literals:
+//! `lock` is appended to reads that a transaction will write back
+//! (`FOR UPDATE` on PostgreSQL; nothing on SQLite, where one writer
+//! connection serialises every transaction), and `skip_locked` lets
+//! concurrent replicas claim disjoint rows.
+//!
+//! A macro rather than a function generic over `sqlx::Database`: the generic
+//! form needs a dozen higher-ranked bounds on every item and fights `Send`
+//! futures; the macro body is plain code over concrete types.
+//!
+//! # The claim mechanism
+//!
+//! Background work is claimed with a lease: one statement marks up to N due
+//! rows with a fresh `lease_token` and a `lease_expires_at`, skipping rows
+//! another replica has locked or leased. The worker then settles its rows in
+//! a transaction that reads them back *by token* (so a row whose lease was
+//! taken over is not settled twice) and releases the lease. A replica that
+//! dies between the two steps holds its rows only until the lease expires;
+//! then any replica claims them again. The sweeper uses it now; the prober,
+//! alert sender and drills claim their own rows the same way. Exactly-once
+//! outcomes do not rest on the lease alone: the unique `(run_id, kind)` key
+//! refuses a second incident even if an expired lease is settled late.
+
+/// The sweeper's claim: lease up to `$4` runs whose deadline has passed and
+/// that nobody holds. Through the `runs_by_deadline` index, so its cost
+/// follows the overdue runs, not all runs. One definition, so that a test can
+/// read the plan of exactly this statement.
+macro_rules! claim_overdue_sql {
+    ($skip:literal) => {
+        concat!(
+            "UPDATE runs SET lease_token = $1, lease_expires_at = $2 WHERE id IN (",
+            "SELECT id FROM runs WHERE deadline_at <= $3 ",
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= $3) ",
+            "ORDER BY deadline_at LIMIT $4",
+            $skip,
+            ")"
+        )
+    };
+}
+pub(crate) use claim_overdue_sql;
+
+macro_rules! sql_store {
+    ($store:ident, $db:ty, $conn:ty, lock = $lock:literal, skip_locked = $skip:literal) => {
+        use $crate::incident::{Incident, NewIncident};
+        use $crate::run::{Run, RunSpec, Source, Stage, StageReport, TimelineEntry};
+        use $crate::store::sql::claim_overdue_sql;
+        use $crate::store::rows::{
+            IncidentRow, RunRow, TimelineRow, convert, incident_columns, run_columns,
+        };
+        use $crate::store::{
+            Cursor, IncidentFilter, Ingested, Page, RunDetail, RunFilter, RunRef, Store,
+            StoreError, StoredEvent, Swept, to_ms,
+        };
+
+        /// Reads one run of `project`; `locked` when the transaction will
+        /// write it back.
+        async fn fetch_run(
+            conn: &mut $conn,
+            project: &str,
+            run: &RunRef,
+            locked: bool,
+        ) -> Result<Option<Run>, StoreError> {
+            let (by_id, by_event) = if locked {
+                (
+                    concat!("SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND id = $2", $lock),
+                    concat!("SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND event_id = $2", $lock),
+                )
+            } else {
+                (
+                    concat!("SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND id = $2"),
+                    concat!("SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND event_id = $2"),
+                )
+            };
+            let (sql, key) = match run {
+                RunRef::Id(id) => (by_id, id.to_string()),
+                RunRef::EventId(event_id) => (by_event, event_id.clone()),
+            };
+            let row: Option<RunRow> = sqlx::query_as(sql)
+                .bind(project)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+            row.map(Run::try_from).transpose()
+        }
+
+        /// Inserts a new run, or writes back every field a transition may
+        /// change. Returns false when `insert_only` and the event already had
+        /// a run (another request opened it first).
+        async fn write_run(conn: &mut $conn, run: &Run, insert_only: bool) -> Result<bool, StoreError> {
+            let query = if insert_only {
+                sqlx::query(concat!(
+                    "INSERT INTO runs (",
+                    run_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                     ON CONFLICT (project, workflow, event_id) DO NOTHING"
+                ))
+            } else {
+                sqlx::query(concat!(
+                    "INSERT INTO runs (",
+                    run_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                     ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+                     subscription_id = excluded.subscription_id, expected_plan = excluded.expected_plan, \
+                     expected_plan_reason = excluded.expected_plan_reason, \
+                     observed_plan = excluded.observed_plan, deploy_sha = excluded.deploy_sha, \
+                     livemode = excluded.livemode, stage = excluded.stage, status = excluded.status, \
+                     deadline_at = excluded.deadline_at, closed_at = excluded.closed_at"
+                ))
+            };
+            let done = query
+                .bind(run.id.to_string())
+                .bind(&run.project)
+                .bind(&run.workflow)
+                .bind(&run.event_id)
+                .bind(&run.event_type)
+                .bind(&run.customer_id)
+                .bind(&run.subscription_id)
+                .bind(&run.expected_plan)
+                .bind(&run.expected_plan_reason)
+                .bind(&run.observed_plan)
+                .bind(&run.deploy_sha)
+                .bind(run.livemode)
+                .bind(run.stage.as_str())
+                .bind(run.status.as_str())
+                .bind(to_ms(run.opened_at))
+                .bind(to_ms(run.reconciled_due_at))
+                .bind(to_ms(run.access_due_at))
+                .bind(run.deadline_at.map(to_ms))
+                .bind(run.closed_at.map(to_ms))
+                .execute(&mut *conn)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn append_timeline(
+            conn: &mut $conn,
+            run_id: uuid::Uuid,
+            entries: &[TimelineEntry],
+        ) -> Result<(), StoreError> {
+            for entry in entries {
+                sqlx::query(
+                    "INSERT INTO run_timeline (run_id, at, source, stage, outcome, evidence) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(run_id.to_string())
+                .bind(to_ms(entry.at))
+                .bind(entry.source.as_str())
+                .bind(entry.stage.as_str())
+                .bind(&entry.outcome)
+                .bind(entry.evidence.to_string())
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        /// Inserts the incident unless the run already has one of its kind;
+        /// returns whether it was inserted.
+        async fn insert_incident(conn: &mut $conn, new: &NewIncident) -> Result<bool, StoreError> {
+            let done = sqlx::query(concat!(
+                "INSERT INTO incidents (",
+                incident_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, NULL, NULL, NULL) \
+                 ON CONFLICT (run_id, kind) DO NOTHING"
+            ))
+            .bind(new.id.to_string())
+            .bind(new.run_id.to_string())
+            .bind(&new.project)
+            .bind(&new.workflow)
+            .bind(new.kind.as_str())
+            .bind(&new.title)
+            .bind(new.evidence.to_string())
+            .bind(to_ms(new.opened_at))
+            .execute(&mut *conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn save_incident(conn: &mut $conn, incident: &Incident) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE incidents SET status = $2, acknowledged_at = $3, resolved_at = $4, \
+                 resolution = $5 WHERE id = $1",
+            )
+            .bind(incident.id.to_string())
+            .bind(incident.status.as_str())
+            .bind(incident.acknowledged_at.map(to_ms))
+            .bind(incident.resolved_at.map(to_ms))
+            .bind(&incident.resolution)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn fetch_incident(
+            conn: &mut $conn,
+            project: &str,
+            id: uuid::Uuid,
+            locked: bool,
+        ) -> Result<Incident, StoreError> {
+            let sql = if locked {
+                concat!("SELECT ", incident_columns!(), " FROM incidents WHERE project = $1 AND id = $2", $lock)
+            } else {
+                concat!("SELECT ", incident_columns!(), " FROM incidents WHERE project = $1 AND id = $2")
+            };
+            let row: Option<IncidentRow> = sqlx::query_as(sql)
+                .bind(project)
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+            row.ok_or(StoreError::NotFound("incident"))?.try_into()
+        }
+
+        async fn incidents_of_run(conn: &mut $conn, run_id: uuid::Uuid) -> Result<Vec<Incident>, StoreError> {
+            let rows: Vec<IncidentRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                incident_columns!(),
+                " FROM incidents WHERE run_id = $1 ORDER BY opened_at, id"
+            ))
+            .bind(run_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            convert(rows)
+        }
+
+        /// Opens the run, or confirms the one the other side opened first.
+        /// Safe under concurrency: the insert yields to a run another request
+        /// committed first, which is then read locked and merged.
+        async fn open_or_merge(
+            conn: &mut $conn,
+            spec: RunSpec,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(Run, bool), StoreError> {
+            let key = RunRef::EventId(spec.event_id.clone());
+            if fetch_run(conn, &spec.project, &key, true).await?.is_none() {
+                let (run, entry) = Run::open(spec.clone(), now);
+                if write_run(conn, &run, true).await? {
+                    append_timeline(conn, run.id, &[entry]).await?;
+                    return Ok((run, true));
+                }
+            }
+            let mut run = fetch_run(conn, &spec.project, &key, true)
+                .await?
+                .ok_or(StoreError::NotFound("run"))?;
+            if let Some(entry) = run.merge(spec, now) {
+                write_run(conn, &run, false).await?;
+                append_timeline(conn, run.id, &[entry]).await?;
+            }
+            Ok((run, false))
+        }
+
+        fn push_cursor(query: &mut sqlx::QueryBuilder<$db>, cursor: Option<Cursor>) {
+            if let Some(c) = cursor {
+                query
+                    .push(" AND (opened_at < ")
+                    .push_bind(c.at_ms)
+                    .push(" OR (opened_at = ")
+                    .push_bind(c.at_ms)
+                    .push(" AND id < ")
+                    .push_bind(c.id.to_string())
+                    .push("))");
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            async fn ready(&self) -> Result<(), StoreError> {
+                let applied: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                        .fetch_one(&self.reader)
+                        .await?;
+                if applied < MIGRATOR.iter().count() as i64 {
+                    return Err(StoreError::NotMigrated);
+                }
+                Ok(())
+            }
+
+            async fn ingest_stripe_event(
+                &self,
+                event: StoredEvent,
+                run: Option<RunSpec>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Ingested, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                // The primary key makes a redelivery a no-op, even when two
+                // replicas receive it at the same moment.
+                let inserted = sqlx::query(
+                    "INSERT INTO stripe_events (project, event_id, event_type, livemode, created, \
+                     received_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (project, event_id) DO NOTHING",
+                )
+                .bind(&event.project)
+                .bind(&event.event_id)
+                .bind(&event.event_type)
+                .bind(event.livemode)
+                .bind(event.created)
+                .bind(to_ms(now))
+                .bind(&event.payload)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(Ingested::Duplicate);
+                }
+                let run = match run {
+                    Some(spec) => Some(Box::new(open_or_merge(&mut tx, spec, now).await?.0)),
+                    None => None,
+                };
+                tx.commit().await?;
+                Ok(Ingested::Stored { run })
+            }
+
+            async fn open_run(
+                &self,
+                spec: RunSpec,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(Run, bool), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let opened = open_or_merge(&mut tx, spec, now).await?;
+                tx.commit().await?;
+                Ok(opened)
+            }
+
+            async fn report_stage(
+                &self,
+                project: &str,
+                run_ref: &RunRef,
+                stage: Stage,
+                report: StageReport,
+                source: Source,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Run, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let mut run = fetch_run(&mut tx, project, run_ref, true)
+                    .await?
+                    .ok_or(StoreError::NotFound("run"))?;
+                let outcome = run.report(stage, report, source, now)?;
+                write_run(&mut tx, &run, false).await?;
+                append_timeline(&mut tx, run.id, &outcome.timeline).await?;
+                if outcome.access_now_matches {
+                    let resolution = format!(
+                        "access now matches: {} reported plan `{}`",
+                        source.as_str(),
+                        run.observed_plan.as_deref().unwrap_or_default()
+                    );
+                    for mut incident in incidents_of_run(&mut tx, run.id).await? {
+                        if incident.resolve(now, resolution.clone()) {
+                            save_incident(&mut tx, &incident).await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(run)
+            }
+
+            async fn run_detail(&self, project: &str, run_ref: &RunRef) -> Result<RunDetail, StoreError> {
+                let mut conn = self.reader.acquire().await?;
+                let run = fetch_run(&mut conn, project, run_ref, false)
+                    .await?
+                    .ok_or(StoreError::NotFound("run"))?;
+                let timeline: Vec<TimelineRow> = sqlx::query_as(
+                    "SELECT at, source, stage, outcome, evidence FROM run_timeline WHERE run_id = $1 ORDER BY seq",
+                )
+                .bind(run.id.to_string())
+                .fetch_all(&mut *conn)
+                .await?;
+                let incidents = incidents_of_run(&mut conn, run.id).await?;
+                Ok(RunDetail {
+                    run,
+                    timeline: convert(timeline)?,
+                    incidents,
+                })
+            }
+
+            async fn list_runs(&self, project: &str, filter: &RunFilter) -> Result<Page<Run>, StoreError> {
+                let mut query =
+                    sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE project = "));
+                query.push_bind(project.to_owned());
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(stage) = filter.stage {
+                    query.push(" AND stage = ").push_bind(stage.as_str());
+                }
+                if let Some(customer) = &filter.customer_id {
+                    query.push(" AND customer_id = ").push_bind(customer.clone());
+                }
+                push_cursor(&mut query, filter.cursor);
+                query
+                    .push(" ORDER BY opened_at DESC, id DESC LIMIT ")
+                    .push_bind(i64::from(filter.limit) + 1);
+                let rows: Vec<RunRow> = query.build_query_as().fetch_all(&self.reader).await?;
+                Ok(Page::from_rows(convert(rows)?, filter.limit, |run: &Run| Cursor {
+                    at_ms: to_ms(run.opened_at),
+                    id: run.id,
+                }))
+            }
+
+            async fn sweep(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Swept, StoreError> {
+                // Claim: lease up to `limit` overdue runs nobody holds.
+                let token = uuid::Uuid::now_v7().to_string();
+                let lease_until = to_ms(now) + self.lease.as_millis() as i64;
+                let claimed = sqlx::query(claim_overdue_sql!($skip))
+                .bind(&token)
+                .bind(lease_until)
+                .bind(to_ms(now))
+                .bind(i64::from(limit))
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+                let mut swept = Swept {
+                    runs_claimed: claimed as usize,
+                    ..Swept::default()
+                };
+                if claimed == 0 {
+                    return Ok(swept);
+                }
+                // Settle: fail what is still overdue and still ours, open the
+                // incidents, release the lease, in one transaction.
+                let mut tx = self.writer.begin().await?;
+                let rows: Vec<RunRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM runs WHERE lease_token = $1",
+                    $lock
+                ))
+                .bind(&token)
+                .fetch_all(&mut *tx)
+                .await?;
+                for mut run in convert::<_, Run>(rows)? {
+                    let Some((incident, entry)) = run.expire(now) else {
+                        continue;
+                    };
+                    swept.runs_failed += 1;
+                    write_run(&mut tx, &run, false).await?;
+                    append_timeline(&mut tx, run.id, &[entry]).await?;
+                    if insert_incident(&mut tx, &incident).await? {
+                        swept.incidents.push(Incident::from_new(incident));
+                    }
+                }
+                sqlx::query("UPDATE runs SET lease_token = NULL, lease_expires_at = NULL WHERE lease_token = $1")
+                    .bind(&token)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(swept)
+            }
+
+            async fn list_incidents(
+                &self,
+                project: &str,
+                filter: &IncidentFilter,
+            ) -> Result<Page<Incident>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    incident_columns!(),
+                    " FROM incidents WHERE project = "
+                ));
+                query.push_bind(project.to_owned());
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(status.as_str());
+                }
+                push_cursor(&mut query, filter.cursor);
+                query
+                    .push(" ORDER BY opened_at DESC, id DESC LIMIT ")
+                    .push_bind(i64::from(filter.limit) + 1);
+                let rows: Vec<IncidentRow> = query.build_query_as().fetch_all(&self.reader).await?;
+                Ok(Page::from_rows(convert(rows)?, filter.limit, |i: &Incident| Cursor {
+                    at_ms: to_ms(i.opened_at),
+                    id: i.id,
+                }))
+            }
+
+            async fn incident(&self, project: &str, id: uuid::Uuid) -> Result<Incident, StoreError> {
+let mut conn = self.reader.acquire().await?;
+                fetch_incident(&mut conn, project, id, false).await
+            }
+
+            async fn acknowledge_incident(
+                &self,
+                project: &str,
+                id: uuid::Uuid,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Incident, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let mut incident = fetch_incident(&mut tx, project, id, true).await?;
+                if incident.acknowledge(now)? {
+                    save_incident(&mut tx, &incident).await?;
+                }
+                tx.commit().await?;
+                Ok(incident)
+            }
+
+            async fn resolve_incident(
+                &self,
+                project: &str,
+                id: uuid::Uuid,
+                resolution: String,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Incident, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let mut incident = fetch_incident(&mut tx, project, id, true).await?;
+                if incident.resolve(now, resolution) {
+                    save_incident(&mut tx, &incident).await?;
+                }
+                tx.commit().await?;
+                Ok(incident)
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;

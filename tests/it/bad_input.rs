@@ -4,7 +4,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{OTHER_API_KEY, SECRET, TestServer, now, sign, subscription_created};
+use crate::support::{
+    Backend, OTHER_API_KEY, SECRET, TestServer, now, on_both_backends, sign, subscription_created,
+};
 
 fn assert_error(case: &str, got: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(got.0, status, "{case}: {}", got.1);
@@ -17,9 +19,10 @@ fn assert_error(case: &str, got: &(StatusCode, Value), status: StatusCode, code:
     );
 }
 
-#[tokio::test]
-async fn bad_stripe_deliveries_are_refused_and_store_nothing() {
-    let server = TestServer::start(&[]).await;
+async fn bad_stripe_deliveries_are_refused_and_store_nothing(backend: Backend) {
+    let Some(server) = TestServer::start(backend, &[]).await else {
+        return;
+    };
     let event = subscription_created("evt_bad", "cus_1", "sub_1", "price_pro");
     let body = event.to_string();
     let t = now();
@@ -151,9 +154,10 @@ async fn bad_stripe_deliveries_are_refused_and_store_nothing() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn bad_sdk_calls_are_refused_and_change_nothing() {
-    let server = TestServer::start(&[]).await;
+async fn bad_sdk_calls_are_refused_and_change_nothing(backend: Backend) {
+    let Some(server) = TestServer::start(backend, &[]).await else {
+        return;
+    };
     server
         .deliver(&subscription_created(
             "evt_sdk",
@@ -363,9 +367,10 @@ async fn bad_sdk_calls_are_refused_and_change_nothing() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn unknown_endpoints_and_methods_answer_in_the_contract_shape() {
-    let server = TestServer::start(&[]).await;
+async fn unknown_endpoints_and_methods_answer_in_the_contract_shape(backend: Backend) {
+    let Some(server) = TestServer::start(backend, &[]).await else {
+        return;
+    };
     let got = server.api(Method::GET, "/v2/nothing", None).await;
     assert_error("unknown path", &got, StatusCode::NOT_FOUND, "not_found");
     let got = server.api(Method::DELETE, "/v1/runs", None).await;
@@ -378,9 +383,11 @@ async fn unknown_endpoints_and_methods_answer_in_the_contract_shape() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_project_without_a_webhook_secret_answers_503_naming_the_setting() {
-    let server = TestServer::start(&[("ASSAY_STRIPE_WEBHOOK_SECRET", "")]).await;
+async fn a_project_without_a_webhook_secret_answers_503_naming_the_setting(backend: Backend) {
+    let Some(server) = TestServer::start(backend, &[("ASSAY_STRIPE_WEBHOOK_SECRET", "")]).await
+    else {
+        return;
+    };
     let event = subscription_created("evt_nosecret", "cus_1", "sub_1", "price_pro");
     let body = event.to_string();
     let got = server
@@ -401,3 +408,10 @@ async fn a_project_without_a_webhook_secret_answers_503_naming_the_setting() {
     assert_eq!(server.count("stripe_events").await, 0);
     server.stop().await;
 }
+
+on_both_backends!(
+    bad_stripe_deliveries_are_refused_and_store_nothing,
+    bad_sdk_calls_are_refused_and_change_nothing,
+    unknown_endpoints_and_methods_answer_in_the_contract_shape,
+    a_project_without_a_webhook_secret_answers_503_naming_the_setting,
+);

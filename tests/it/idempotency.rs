@@ -5,15 +5,20 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{TestServer, subscription_created};
+use crate::support::{Backend, TestServer, on_both_backends, subscription_created};
 
-#[tokio::test]
-async fn five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident() {
-    let server = TestServer::start(&[
-        ("ASSAY_DEADLINE_RECONCILED", "1s"),
-        ("ASSAY_DEADLINE_ACCESS_ASSERTED", "2s"),
-    ])
-    .await;
+async fn five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident(backend: Backend) {
+    let Some(server) = TestServer::start(
+        backend,
+        &[
+            ("ASSAY_DEADLINE_RECONCILED", "1s"),
+            ("ASSAY_DEADLINE_ACCESS_ASSERTED", "2s"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
     let event = subscription_created("evt_dup", "cus_dup", "sub_dup", "price_pro");
 
     let deliveries = (0..5).map(|_| server.deliver(&event));
@@ -82,3 +87,5 @@ async fn five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident(
     assert_eq!(run["incidents"].as_array().unwrap().len(), 1);
     server.stop().await;
 }
+
+on_both_backends!(five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident,);

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, checkout, subscription_created};
+use crate::support::{Backend, TestServer, checkout, on_both_backends, subscription_created};
 
 /// Short deadlines so that the sweeper fires within the test.
 const FAST: &[(&str, &str)] = &[
@@ -18,9 +18,10 @@ fn evidence_field_is_filled(evidence: &Value, field: &str) {
     );
 }
 
-#[tokio::test]
-async fn happy_path_closes_succeeded_with_no_incident() {
-    let server = TestServer::start(FAST).await;
+async fn happy_path_closes_succeeded_with_no_incident(backend: Backend) {
+    let Some(server) = TestServer::start(backend, FAST).await else {
+        return;
+    };
     let (status, body) = server
         .deliver(&checkout("evt_happy", "cus_happy", "sub_happy"))
         .await;
@@ -83,9 +84,10 @@ async fn happy_path_closes_succeeded_with_no_incident() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn missing_access_opens_one_incident_with_full_evidence() {
-    let server = TestServer::start(FAST).await;
+async fn missing_access_opens_one_incident_with_full_evidence(backend: Backend) {
+    let Some(server) = TestServer::start(backend, FAST).await else {
+        return;
+    };
     let event = subscription_created("evt_noaccess", "cus_1", "sub_1", "price_pro");
     assert_eq!(server.deliver(&event).await.0, StatusCode::OK);
     let (status, _) = server
@@ -159,9 +161,10 @@ async fn missing_access_opens_one_incident_with_full_evidence() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn wrong_plan_is_an_incident_that_shows_the_observed_plan() {
-    let server = TestServer::start(FAST).await;
+async fn wrong_plan_is_an_incident_that_shows_the_observed_plan(backend: Backend) {
+    let Some(server) = TestServer::start(backend, FAST).await else {
+        return;
+    };
     let event = subscription_created("evt_wrong", "cus_1", "sub_1", "price_pro");
     server.deliver(&event).await;
     server.report("evt_wrong", "reconciled", json!({})).await;
@@ -188,9 +191,10 @@ async fn wrong_plan_is_an_incident_that_shows_the_observed_plan() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn missing_reconciliation_names_that_outcome() {
-    let server = TestServer::start(FAST).await;
+async fn missing_reconciliation_names_that_outcome(backend: Backend) {
+    let Some(server) = TestServer::start(backend, FAST).await else {
+        return;
+    };
     server
         .deliver(&subscription_created(
             "evt_norec",
@@ -210,9 +214,10 @@ async fn missing_reconciliation_names_that_outcome() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn incidents_are_acknowledged_resolved_and_resolve_themselves() {
-    let server = TestServer::start(FAST).await;
+async fn incidents_are_acknowledged_resolved_and_resolve_themselves(backend: Backend) {
+    let Some(server) = TestServer::start(backend, FAST).await else {
+        return;
+    };
     for (event, customer) in [("evt_a", "cus_a"), ("evt_b", "cus_b")] {
         server
             .deliver(&subscription_created(
@@ -285,9 +290,10 @@ async fn incidents_are_acknowledged_resolved_and_resolve_themselves() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn sdk_and_stripe_open_one_run_in_either_order() {
-    let server = TestServer::start(&[]).await;
+async fn sdk_and_stripe_open_one_run_in_either_order(backend: Backend) {
+    let Some(server) = TestServer::start(backend, &[]).await else {
+        return;
+    };
     let open = json!({
         "event_id": "evt_both",
         "event_type": "customer.subscription.created",
@@ -328,9 +334,10 @@ async fn sdk_and_stripe_open_one_run_in_either_order() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn runs_list_newest_first_with_filters_and_cursors() {
-    let server = TestServer::start(&[]).await;
+async fn runs_list_newest_first_with_filters_and_cursors(backend: Backend) {
+    let Some(server) = TestServer::start(backend, &[]).await else {
+        return;
+    };
     for i in 0..5 {
         let event = subscription_created(
             &format!("evt_list_{i}"),
@@ -380,9 +387,10 @@ async fn runs_list_newest_first_with_filters_and_cursors() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn other_event_types_are_stored_without_a_run() {
-    let server = TestServer::start(&[]).await;
+async fn other_event_types_are_stored_without_a_run(backend: Backend) {
+    let Some(server) = TestServer::start(backend, &[]).await else {
+        return;
+    };
     let event = crate::support::fixture("customer.subscription.trial_will_end", "evt_trial");
     let (status, body) = server.deliver(&event).await;
     assert_eq!(status, StatusCode::OK);
@@ -391,3 +399,14 @@ async fn other_event_types_are_stored_without_a_run() {
     assert_eq!(server.count("runs").await, 0);
     server.stop().await;
 }
+
+on_both_backends!(
+    happy_path_closes_succeeded_with_no_incident,
+    missing_access_opens_one_incident_with_full_evidence,
+    wrong_plan_is_an_incident_that_shows_the_observed_plan,
+    missing_reconciliation_names_that_outcome,
+    incidents_are_acknowledged_resolved_and_resolve_themselves,
+    sdk_and_stripe_open_one_run_in_either_order,
+    runs_list_newest_first_with_filters_and_cursors,
+    other_event_types_are_stored_without_a_run,
+);

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use reqwest::StatusCode;
 
-use crate::support::{SECRET, TestServer, fixture, now};
+use crate::support::{Backend, SECRET, TestServer, fixture, now};
 
 fn script() -> String {
     format!("{}/tests/stripe_sdk.py", env!("CARGO_MANIFEST_DIR"))
@@ -56,7 +56,7 @@ async fn payloads_signed_by_stripes_sdk_are_accepted() {
     if !stripe_sdk_available() {
         return;
     }
-    let server = TestServer::start(&[]).await;
+    let server = TestServer::start(Backend::Sqlite, &[]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let events = [
         "checkout.session.completed",

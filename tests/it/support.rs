@@ -2,12 +2,13 @@
 //! signed Stripe payloads, and direct reads of the database file.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use assay::config::{Config, Sources};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
@@ -16,13 +17,202 @@ pub const SECRET: &str = "whsec_test_secret_for_assay";
 pub const API_KEY: &str = "test-api-key-0123456789abcdef";
 pub const OTHER_API_KEY: &str = "other-api-key-0123456789abcdef";
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn name(backend: Backend)` once per backend, as
+/// `sqlite::name` and `postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::support::Backend::Sqlite).await
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::support::Backend::Postgres).await
+            })+
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// The server PostgreSQL tests create their databases on.
+fn postgres_admin_url() -> String {
+    std::env::var("ASSAY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, empty database for one test, removed when dropped.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    /// `None` when PostgreSQL is not reachable outside CI: the caller skips,
+    /// and a notice says so. In CI a missing PostgreSQL fails the test.
+    pub async fn create(backend: Backend) -> Option<TestDb> {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => Some(TestDb {
+                backend,
+                url: format!("sqlite://{}", dir.path().join("assay.db").display()),
+                dir,
+                pg_name: None,
+            }),
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let options = PgConnectOptions::from_str(&admin).unwrap();
+                let connect = options.connect();
+                let mut conn = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => return postgres_missing(&e.to_string()),
+                    Err(_) => return postgres_missing("connection timed out"),
+                };
+                let name = format!("assay_test_{}", uuid::Uuid::new_v4().simple());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                let mut url = url::Url::parse(&admin).unwrap();
+                url.set_path(&name);
+                Some(TestDb {
+                    backend,
+                    url: url.to_string(),
+                    dir,
+                    pg_name: Some(name),
+                })
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Runs one `SELECT COUNT(*)`-style scalar query straight on the
+    /// database, bypassing Assay.
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true)
+                    .connect()
+                    .await
+                    .unwrap();
+                let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                n
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                n
+            }
+        }
+    }
+
+    /// Runs one statement straight on the database.
+    pub async fn execute(&self, sql: &'static str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .connect()
+                    .await
+                    .unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
+    }
+
+    /// Row counts of every table, for "nothing changed" checks.
+    pub async fn counts(&self) -> [i64; 4] {
+        [
+            self.scalar("SELECT COUNT(*) FROM stripe_events").await,
+            self.scalar("SELECT COUNT(*) FROM runs").await,
+            self.scalar("SELECT COUNT(*) FROM run_timeline").await,
+            self.scalar("SELECT COUNT(*) FROM incidents").await,
+        ]
+    }
+}
+
+fn postgres_missing(why: &str) -> Option<TestDb> {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs PostgreSQL at {}: {why}",
+        postgres_admin_url()
+    );
+    eprintln!("NOTICE: skipping a PostgreSQL test, PostgreSQL is not reachable ({why})");
+    None
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop cannot await; a short-lived thread with its own runtime can.
+        let admin = postgres_admin_url();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut conn = PgConnectOptions::from_str(&admin)
+                    .ok()?
+                    .connect()
+                    .await
+                    .ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("NOTICE: could not drop a test database");
+        }
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
-    pub db_path: PathBuf,
+    pub db: TestDb,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
 }
 
 /// Settings for a test server, as `ASSAY_*` variables.
@@ -47,10 +237,10 @@ pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 impl TestServer {
     /// Project `default` from the variables, plus project `other` (with its
     /// own key) from a file, to check that projects do not see each other.
-    pub async fn start(overrides: &[(&str, &str)]) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let db_path = dir.path().join("assay.db");
-        let file = dir.path().join("assay.toml");
+    /// `None` when the backend is not available here (see [`TestDb::create`]).
+    pub async fn start(backend: Backend, overrides: &[(&str, &str)]) -> Option<TestServer> {
+        let db = TestDb::create(backend).await?;
+        let file = db.dir().join("assay.toml");
         std::fs::write(
             &file,
             format!(
@@ -59,10 +249,7 @@ impl TestServer {
         )
         .unwrap();
         let mut env = env(overrides);
-        env.insert(
-            "ASSAY_DATABASE_URL".into(),
-            format!("sqlite://{}", db_path.display()),
-        );
+        env.insert("ASSAY_DATABASE_URL".into(), db.url.clone());
         env.insert("ASSAY_BIND".into(), "127.0.0.1:0".into());
         let config = Config::load(Sources {
             file: Some(&file),
@@ -76,10 +263,9 @@ impl TestServer {
         let server = TestServer {
             base,
             client: reqwest::Client::new(),
-            db_path,
+            db,
             shutdown,
             task: Some(task),
-            _dir: dir,
         };
         wait_for("the server to be ready", async || {
             let response = server.client.get(server.url("/readyz")).send().await;
@@ -88,7 +274,7 @@ impl TestServer {
                 .then_some(())
         })
         .await;
-        server
+        Some(server)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -169,14 +355,8 @@ impl TestServer {
         .await
     }
 
-    /// Counts rows straight from the database file, bypassing the API.
+    /// Counts rows straight from the database, bypassing the API.
     pub async fn count(&self, table: &str) -> i64 {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(&self.db_path)
-            .read_only(true)
-            .connect()
-            .await
-            .unwrap();
         let sql = match table {
             "stripe_events" => "SELECT COUNT(*) FROM stripe_events",
             "runs" => "SELECT COUNT(*) FROM runs",
@@ -184,19 +364,11 @@ impl TestServer {
             "incidents" => "SELECT COUNT(*) FROM incidents",
             other => panic!("no table {other}"),
         };
-        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
-        conn.close().await.unwrap();
-        n
+        self.db.scalar(sql).await
     }
 
-    /// Row counts of every table, for "nothing changed" checks.
     pub async fn counts(&self) -> [i64; 4] {
-        [
-            self.count("stripe_events").await,
-            self.count("runs").await,
-            self.count("run_timeline").await,
-            self.count("incidents").await,
-        ]
+        self.db.counts().await
     }
 
     pub async fn stop(mut self) {

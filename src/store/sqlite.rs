@@ -39,7 +39,7 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&writer).await?;
+        migrate(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
             .connect_with(options.read_only(true))
@@ -62,6 +62,24 @@ impl SqliteStore {
                 .fetch_all(&self.reader)
                 .await?;
         Ok(rows.into_iter().map(|r| r.3).collect())
+    }
+}
+
+/// Applies migrations. sqlx takes no lock on SQLite, so two processes that
+/// start on one file at once can both try the same migration; each runs in a
+/// transaction, so the loser fails cleanly and, on a retry, finds it applied.
+async fn migrate(writer: &SqlitePool) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match MIGRATOR.run(writer).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -7,5 +7,6 @@ mod bad_input;
 mod cli;
 mod idempotency;
 mod lifecycle;
+mod store_contract;
 mod stripe_sdk;
 mod sweeper_cost;

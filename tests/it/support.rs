@@ -24,17 +24,18 @@ pub enum Backend {
 }
 
 /// Runs each named `async fn name(backend: Backend)` once per backend, as
-/// `sqlite::name` and `postgres::name`.
+/// `sqlite::name` and `postgres::name`, on two worker threads so that
+/// concurrent work really runs at once.
 macro_rules! on_both_backends {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
-            $(#[tokio::test]
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name($crate::support::Backend::Sqlite).await
             })+
         }
         mod postgres {
-            $(#[tokio::test]
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name($crate::support::Backend::Postgres).await
             })+

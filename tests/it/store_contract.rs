@@ -1,0 +1,554 @@
+//! The store contract: what every backend must do, checked on SQLite and on
+//! PostgreSQL alike, straight through the `Store` trait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use assay::run::{
+    BILLING_WORKFLOW, Deadlines, Expectation, RunSpec, RunStatus, Source, Stage, StageReport,
+};
+use assay::store::{
+    DatabaseSettings, IncidentFilter, Ingested, RunFilter, RunRef, Store, StoreError, StoredEvent,
+    connect,
+};
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+
+use crate::support::{Backend, TestDb, on_both_backends};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn open_store(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
+    let db = TestDb::create(backend).await?;
+    let store = connect(&DatabaseSettings {
+        url: db.url.clone(),
+        max_connections: 8,
+        statement_timeout: Duration::from_secs(10),
+        lease: LEASE,
+    })
+    .await
+    .unwrap();
+    Some((db, store))
+}
+
+fn spec(event_id: &str, source: Source) -> RunSpec {
+    RunSpec {
+        project: "default".into(),
+        workflow: BILLING_WORKFLOW.into(),
+        event_id: event_id.into(),
+        event_type: "customer.subscription.created".into(),
+        customer_id: Some(format!("cus_{event_id}")),
+        subscription_id: Some(format!("sub_{event_id}")),
+        expectation: Expectation::Plan("pro".into()),
+        livemode: Some(false),
+        deadlines: Deadlines {
+            reconciled: Duration::from_secs(60),
+            access_asserted: Duration::from_secs(120),
+        },
+        source,
+    }
+}
+
+fn event(event_id: &str) -> StoredEvent {
+    StoredEvent {
+        project: "default".into(),
+        event_id: event_id.into(),
+        event_type: "customer.subscription.created".into(),
+        livemode: Some(false),
+        created: Some(1_767_225_600),
+        payload: format!(r#"{{"id":"{event_id}"}}"#),
+    }
+}
+
+fn minutes(m: i64) -> chrono::Duration {
+    chrono::Duration::minutes(m)
+}
+
+fn t0() -> DateTime<Utc> {
+    // Whole milliseconds: that is what the store keeps.
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
+}
+
+async fn ready_after_migrations(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    store.ready().await.unwrap();
+}
+
+async fn migrations_are_safe_when_replicas_start_together(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let settings = DatabaseSettings {
+        url: db.url.clone(),
+        max_connections: 2,
+        statement_timeout: Duration::from_secs(10),
+        lease: LEASE,
+    };
+    let stores = join_all((0..4).map(|_| connect(&settings))).await;
+    for store in stores {
+        store.unwrap().ready().await.unwrap();
+    }
+}
+
+async fn ingest_stores_once_and_round_trips_the_run(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    let first = store
+        .ingest_stripe_event(event("evt_1"), Some(spec("evt_1", Source::Stripe)), now)
+        .await
+        .unwrap();
+    let Ingested::Stored { run: Some(run) } = first else {
+        panic!("the first delivery opens a run: {first:?}");
+    };
+    let again = store
+        .ingest_stripe_event(event("evt_1"), Some(spec("evt_1", Source::Stripe)), now)
+        .await
+        .unwrap();
+    assert_eq!(again, Ingested::Duplicate);
+
+    let detail = store
+        .run_detail("default", &RunRef::EventId("evt_1".into()))
+        .await
+        .unwrap();
+    assert_eq!(detail.run, *run, "the run reads back exactly as written");
+    assert_eq!(detail.timeline.len(), 1);
+    let by_id = store
+        .run_detail("default", &RunRef::Id(run.id))
+        .await
+        .unwrap();
+    assert_eq!(by_id.run.id, run.id);
+    assert!(matches!(
+        store.run_detail("other", &RunRef::Id(run.id)).await,
+        Err(StoreError::NotFound("run"))
+    ));
+    assert_eq!(db.counts().await, [1, 1, 1, 0]);
+}
+
+async fn concurrent_deliveries_and_opens_make_one_run(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    let deliveries = (0..10).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .ingest_stripe_event(
+                    event("evt_race"),
+                    Some(spec("evt_race", Source::Stripe)),
+                    now,
+                )
+                .await
+                .unwrap()
+        })
+    });
+    let opens = (0..10).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .open_run(spec("evt_race", Source::Sdk), now)
+                .await
+                .unwrap()
+        })
+    });
+    let (deliveries, opens) = tokio::join!(join_all(deliveries), join_all(opens));
+    let stored = deliveries
+        .into_iter()
+        .filter(|d| matches!(d.as_ref().unwrap(), Ingested::Stored { .. }))
+        .count();
+    assert_eq!(stored, 1, "exactly one delivery is stored");
+    let created = opens.into_iter().filter(|o| o.as_ref().unwrap().1).count();
+    assert!(created <= 1, "at most one open creates the run");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM runs").await, 1);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM stripe_events").await, 1);
+}
+
+async fn reports_move_runs_and_stay_in_their_project(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    store
+        .open_run(spec("evt_r", Source::Sdk), now)
+        .await
+        .unwrap();
+    let key = RunRef::EventId("evt_r".into());
+    let run = store
+        .report_stage(
+            "default",
+            &key,
+            Stage::Reconciled,
+            StageReport::default(),
+            Source::Sdk,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.stage, Stage::Reconciled);
+    let mismatch = StageReport {
+        observed_plan: Some("starter".into()),
+        ..Default::default()
+    };
+    let err = store
+        .report_stage(
+            "other",
+            &key,
+            Stage::AccessAsserted,
+            mismatch.clone(),
+            Source::Sdk,
+            now,
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::NotFound("run"))));
+    let run = store
+        .report_stage(
+            "default",
+            &key,
+            Stage::AccessAsserted,
+            mismatch,
+            Source::Sdk,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Open);
+    let refused = store
+        .report_stage(
+            "default",
+            &key,
+            Stage::Closed,
+            StageReport::default(),
+            Source::Sdk,
+            now,
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::Report(_))));
+    let matched = StageReport {
+        observed_plan: Some("pro".into()),
+        ..Default::default()
+    };
+    let run = store
+        .report_stage(
+            "default",
+            &key,
+            Stage::AccessAsserted,
+            matched,
+            Source::Sdk,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let detail = store.run_detail("default", &key).await.unwrap();
+    assert_eq!(detail.run, run);
+    let outcomes: Vec<_> = detail.timeline.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "opened",
+            "advanced",
+            "plan_mismatch",
+            "matched",
+            "succeeded"
+        ]
+    );
+}
+
+async fn lists_page_newest_first_and_filter(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    let base = t0();
+    for i in 0..7 {
+        let at = base + chrono::Duration::milliseconds(i);
+        store
+            .open_run(spec(&format!("evt_{i}"), Source::Sdk), at)
+            .await
+            .unwrap();
+    }
+    // Two runs opened in the same millisecond still page without loss.
+    store
+        .open_run(spec("evt_same", Source::Sdk), base)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let filter = RunFilter {
+            limit: 3,
+            cursor,
+            ..Default::default()
+        };
+        let page = store.list_runs("default", &filter).await.unwrap();
+        seen.extend(page.data.iter().map(|r| r.event_id.clone()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(assay::store::Cursor::decode(&next).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    assert_eq!(
+        &seen[..6],
+        ["evt_6", "evt_5", "evt_4", "evt_3", "evt_2", "evt_1"]
+    );
+    let filtered = store
+        .list_runs(
+            "default",
+            &RunFilter {
+                customer_id: Some("cus_evt_3".into()),
+                status: Some(RunStatus::Open),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(filtered.data.len(), 1);
+    assert!(
+        store
+            .list_runs(
+                "other",
+                &RunFilter {
+                    limit: 10,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+}
+
+async fn sweep_fails_only_overdue_runs_once(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    for i in 0..5 {
+        store
+            .open_run(
+                spec(&format!("evt_late_{i}"), Source::Sdk),
+                now - minutes(10),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        store
+            .open_run(spec(&format!("evt_fresh_{i}"), Source::Sdk), now)
+            .await
+            .unwrap();
+    }
+    let swept = store.sweep(now, 500).await.unwrap();
+    assert_eq!(
+        (swept.runs_claimed, swept.runs_failed, swept.incidents.len()),
+        (5, 5, 5)
+    );
+    assert!(swept.incidents.iter().all(|i| {
+        i.evidence["event_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("evt_late_")
+    }));
+    let again = store.sweep(now, 500).await.unwrap();
+    assert_eq!(again.runs_claimed, 0);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM incidents").await, 5);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM runs WHERE lease_token IS NOT NULL")
+            .await,
+        0,
+        "leases are released"
+    );
+    let open = store
+        .list_incidents(
+            "default",
+            &IncidentFilter {
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.data.len(), 5);
+}
+
+async fn concurrent_sweeps_open_exactly_one_incident_per_run(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    for i in 0..200 {
+        store
+            .open_run(spec(&format!("evt_{i}"), Source::Sdk), now - minutes(10))
+            .await
+            .unwrap();
+    }
+    // Four sweepers at once, in small batches, as four replicas would.
+    let sweepers = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut opened = 0;
+            loop {
+                let swept = store.sweep(now, 25).await.unwrap();
+                opened += swept.incidents.len();
+                if swept.runs_claimed == 0 {
+                    return opened;
+                }
+            }
+        })
+    });
+    let opened: usize = join_all(sweepers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(opened, 200);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM incidents").await, 200);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM (SELECT run_id FROM incidents GROUP BY run_id HAVING COUNT(*) > 1) AS doubled")
+            .await,
+        0
+    );
+}
+
+async fn a_dead_replicas_claim_is_taken_over_after_its_lease(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    for i in 0..3 {
+        store
+            .open_run(spec(&format!("evt_{i}"), Source::Sdk), now - minutes(10))
+            .await
+            .unwrap();
+    }
+    // A replica claimed every overdue run, then died before settling: its
+    // lease runs until far in the future relative to `now`...
+    db.execute("UPDATE runs SET lease_token = 'dead-replica', lease_expires_at = 9000000000000")
+        .await;
+    let swept = store.sweep(now, 500).await.unwrap();
+    assert_eq!(swept.runs_claimed, 0, "a live lease is respected");
+    // ...and once it has expired, the work goes to whoever sweeps next.
+    let after = DateTime::from_timestamp_millis(9_000_000_000_000).unwrap();
+    let swept = store.sweep(after, 500).await.unwrap();
+    assert_eq!((swept.runs_claimed, swept.incidents.len()), (3, 3));
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM incidents").await, 3);
+}
+
+async fn a_report_that_beats_the_sweeper_wins(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    store
+        .open_run(spec("evt_1", Source::Sdk), now - minutes(10))
+        .await
+        .unwrap();
+    let matched = StageReport {
+        observed_plan: Some("pro".into()),
+        ..Default::default()
+    };
+    store
+        .report_stage(
+            "default",
+            &RunRef::EventId("evt_1".into()),
+            Stage::AccessAsserted,
+            matched,
+            Source::Sdk,
+            now,
+        )
+        .await
+        .unwrap();
+    let swept = store.sweep(now, 500).await.unwrap();
+    assert_eq!(swept.runs_failed, 0);
+}
+
+async fn incidents_acknowledge_resolve_and_resolve_themselves(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    store
+        .open_run(spec("evt_a", Source::Sdk), now - minutes(10))
+        .await
+        .unwrap();
+    store
+        .open_run(spec("evt_b", Source::Sdk), now - minutes(10))
+        .await
+        .unwrap();
+    let swept = store.sweep(now, 500).await.unwrap();
+    let id_of = |event: &str| {
+        swept
+            .incidents
+            .iter()
+            .find(|i| i.evidence["event_id"] == event)
+            .unwrap()
+            .id
+    };
+    let (a, b) = (id_of("evt_a"), id_of("evt_b"));
+    assert!(matches!(
+        store.incident("other", a).await,
+        Err(StoreError::NotFound("incident"))
+    ));
+    let acked = store.acknowledge_incident("default", a, now).await.unwrap();
+    assert_eq!(acked.acknowledged_at, Some(now));
+    let resolved = store
+        .resolve_incident("default", a, "by hand".into(), now)
+        .await
+        .unwrap();
+    assert_eq!(resolved.resolution.as_deref(), Some("by hand"));
+    assert!(matches!(
+        store.acknowledge_incident("default", a, now).await,
+        Err(StoreError::Incident(_))
+    ));
+    assert_eq!(store.incident("default", a).await.unwrap(), resolved);
+
+    let matched = StageReport {
+        observed_plan: Some("pro".into()),
+        ..Default::default()
+    };
+    store
+        .report_stage(
+            "default",
+            &RunRef::EventId("evt_b".into()),
+            Stage::AccessAsserted,
+            matched,
+            Source::Sdk,
+            now,
+        )
+        .await
+        .unwrap();
+    let b = store.incident("default", b).await.unwrap();
+    assert_eq!(b.status, assay::incident::IncidentStatus::Resolved);
+    let open = store
+        .list_incidents(
+            "default",
+            &IncidentFilter {
+                status: Some(assay::incident::IncidentStatus::Open),
+                limit: 10,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(open.data.is_empty());
+}
+
+on_both_backends!(
+    ready_after_migrations,
+    migrations_are_safe_when_replicas_start_together,
+    ingest_stores_once_and_round_trips_the_run,
+    concurrent_deliveries_and_opens_make_one_run,
+    reports_move_runs_and_stay_in_their_project,
+    lists_page_newest_first_and_filter,
+    sweep_fails_only_overdue_runs_once,
+    concurrent_sweeps_open_exactly_one_incident_per_run,
+    a_dead_replicas_claim_is_taken_over_after_its_lease,
+    a_report_that_beats_the_sweeper_wins,
+    incidents_acknowledge_resolve_and_resolve_themselves,
+);

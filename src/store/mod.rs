@@ -247,6 +247,19 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, Stor
     }
 }
 
+/// A fresh claim token that names its holder (`pid@host/uuid`), so that an
+/// operator, or a test, can tell which replica holds a lease.
+pub fn lease_token() -> String {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let holder = HOLDER.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
+        format!("{}@{host}", std::process::id())
+    });
+    format!("{holder}/{}", Uuid::now_v7())
+}
+
 pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

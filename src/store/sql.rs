@@ -401,7 +401,7 @@ macro_rules! sql_store {
 
             async fn sweep(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Swept, StoreError> {
                 // Claim: lease up to `limit` overdue runs nobody holds.
-                let token = uuid::Uuid::now_v7().to_string();
+                let token = $crate::store::lease_token();
                 let lease_until = to_ms(now) + self.lease.as_millis() as i64;
                 let claimed = sqlx::query(claim_overdue_sql!($skip))
                 .bind(&token)

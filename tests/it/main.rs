@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod idempotency;
 mod lifecycle;
+mod replicas;
 mod store_contract;
 mod stripe_sdk;
 mod sweeper_cost;

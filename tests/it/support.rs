@@ -103,7 +103,8 @@ impl TestDb {
 
     /// Runs one `SELECT COUNT(*)`-style scalar query straight on the
     /// database, bypassing Assay.
-    pub async fn scalar(&self, sql: &'static str) -> i64 {
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match self.backend {
             Backend::Sqlite => {
                 let path = self.url.trim_start_matches("sqlite://");

@@ -491,6 +491,12 @@ pub(crate) mod tests {
         t0() + chrono::Duration::seconds(s)
     }
 
+    /// The app reports `reconciled` at `at`.
+    fn reconcile(run: &mut Run, at: DateTime<Utc>) -> ReportOutcome {
+        run.report(Stage::Reconciled, StageReport::default(), Source::Sdk, at)
+            .unwrap()
+    }
+
     fn access(plan: &str) -> StageReport {
         StageReport {
             observed_plan: Some(plan.into()),
@@ -509,13 +515,7 @@ pub(crate) mod tests {
     #[test]
     fn happy_path_closes_succeeded() {
         let mut run = pro_run();
-        run.report(
-            Stage::Reconciled,
-            StageReport::default(),
-            Source::Sdk,
-            secs(5),
-        )
-        .unwrap();
+        reconcile(&mut run, secs(5));
         assert_eq!(run.stage, Stage::Reconciled);
         assert_eq!(run.deadline_at, Some(secs(600)));
         let out = run
@@ -549,21 +549,8 @@ pub(crate) mod tests {
     #[test]
     fn stage_never_moves_backwards_and_repeats_are_recorded() {
         let mut run = pro_run();
-        run.report(
-            Stage::Reconciled,
-            StageReport::default(),
-            Source::Sdk,
-            secs(1),
-        )
-        .unwrap();
-        let again = run
-            .report(
-                Stage::Reconciled,
-                StageReport::default(),
-                Source::Sdk,
-                secs(2),
-            )
-            .unwrap();
+        reconcile(&mut run, secs(1));
+        let again = reconcile(&mut run, secs(2));
         assert_eq!(again.timeline[0].outcome, "recorded");
         assert_eq!(run.stage, Stage::Reconciled);
     }
@@ -573,14 +560,7 @@ pub(crate) mod tests {
         let mut run = pro_run();
         run.report(Stage::AccessAsserted, access("pro"), Source::Sdk, secs(1))
             .unwrap();
-        let late = run
-            .report(
-                Stage::Reconciled,
-                StageReport::default(),
-                Source::Sdk,
-                secs(2),
-            )
-            .unwrap();
+        let late = reconcile(&mut run, secs(2));
         assert_eq!(late.timeline[0].outcome, "recorded_after_close");
         assert_eq!(run.status, RunStatus::Succeeded);
     }
@@ -698,13 +678,7 @@ pub(crate) mod tests {
         );
 
         let mut run = pro_run();
-        run.report(
-            Stage::Reconciled,
-            StageReport::default(),
-            Source::Sdk,
-            secs(1),
-        )
-        .unwrap();
+        reconcile(&mut run, secs(1));
         assert!(run.expire(secs(300)).is_none());
         let (incident, _) = run.expire(secs(600)).unwrap();
         assert_eq!(

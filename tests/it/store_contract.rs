@@ -60,6 +60,31 @@ fn event(event_id: &str) -> StoredEvent {
     }
 }
 
+/// The app reports that the customer now has `plan`.
+async fn report_access(
+    store: &dyn Store,
+    project: &str,
+    event_id: &str,
+    plan: &str,
+    now: DateTime<Utc>,
+) -> Result<assay::run::Run, StoreError> {
+    let report = StageReport {
+        observed_plan: Some(plan.into()),
+        ..Default::default()
+    };
+    let key = RunRef::EventId(event_id.into());
+    store
+        .report_stage(
+            project,
+            &key,
+            Stage::AccessAsserted,
+            report,
+            Source::Sdk,
+            now,
+        )
+        .await
+}
+
 fn minutes(m: i64) -> chrono::Duration {
     chrono::Duration::minutes(m)
 }
@@ -189,30 +214,9 @@ async fn reports_move_runs_and_stay_in_their_project(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(run.stage, Stage::Reconciled);
-    let mismatch = StageReport {
-        observed_plan: Some("starter".into()),
-        ..Default::default()
-    };
-    let err = store
-        .report_stage(
-            "other",
-            &key,
-            Stage::AccessAsserted,
-            mismatch.clone(),
-            Source::Sdk,
-            now,
-        )
-        .await;
+    let err = report_access(store.as_ref(), "other", "evt_r", "starter", now).await;
     assert!(matches!(err, Err(StoreError::NotFound("run"))));
-    let run = store
-        .report_stage(
-            "default",
-            &key,
-            Stage::AccessAsserted,
-            mismatch,
-            Source::Sdk,
-            now,
-        )
+    let run = report_access(store.as_ref(), "default", "evt_r", "starter", now)
         .await
         .unwrap();
     assert_eq!(run.status, RunStatus::Open);
@@ -227,19 +231,7 @@ async fn reports_move_runs_and_stay_in_their_project(backend: Backend) {
         )
         .await;
     assert!(matches!(refused, Err(StoreError::Report(_))));
-    let matched = StageReport {
-        observed_plan: Some("pro".into()),
-        ..Default::default()
-    };
-    let run = store
-        .report_stage(
-            "default",
-            &key,
-            Stage::AccessAsserted,
-            matched,
-            Source::Sdk,
-            now,
-        )
+    let run = report_access(store.as_ref(), "default", "evt_r", "pro", now)
         .await
         .unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
@@ -449,19 +441,7 @@ async fn a_report_that_beats_the_sweeper_wins(backend: Backend) {
         .open_run(spec("evt_1", Source::Sdk), now - minutes(10))
         .await
         .unwrap();
-    let matched = StageReport {
-        observed_plan: Some("pro".into()),
-        ..Default::default()
-    };
-    store
-        .report_stage(
-            "default",
-            &RunRef::EventId("evt_1".into()),
-            Stage::AccessAsserted,
-            matched,
-            Source::Sdk,
-            now,
-        )
+    report_access(store.as_ref(), "default", "evt_1", "pro", now)
         .await
         .unwrap();
     let swept = store.sweep(now, 500).await.unwrap();
@@ -508,19 +488,7 @@ async fn incidents_acknowledge_resolve_and_resolve_themselves(backend: Backend) 
     ));
     assert_eq!(store.incident("default", a).await.unwrap(), resolved);
 
-    let matched = StageReport {
-        observed_plan: Some("pro".into()),
-        ..Default::default()
-    };
-    store
-        .report_stage(
-            "default",
-            &RunRef::EventId("evt_b".into()),
-            Stage::AccessAsserted,
-            matched,
-            Source::Sdk,
-            now,
-        )
+    report_access(store.as_ref(), "default", "evt_b", "pro", now)
         .await
         .unwrap();
     let b = store.incident("default", b).await.unwrap();

@@ -25,7 +25,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://assay.db";
 pub const DEFAULT_SWEEP_SCHEDULE: &str = "*/5 * * * * *";
 pub const DEFAULT_DEADLINE_RECONCILED: &str = "2m";
 pub const DEFAULT_DEADLINE_ACCESS_ASSERTED: &str = "10m";
-pub const DEFAULT_SWEEP_BATCH: usize = 500;
+pub const DEFAULT_SWEEP_BATCH: u32 = 500;
+/// Above this, one sweep transaction holds too many rows for too long.
+pub const MAX_SWEEP_BATCH: u32 = 10_000;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 10;
 pub const DEFAULT_DATABASE_STATEMENT_TIMEOUT: &str = "10s";
 pub const DEFAULT_LEASE_DURATION: &str = "30s";
@@ -90,7 +92,7 @@ pub struct SweepConfig {
     pub schedule: cron::Schedule,
     pub schedule_text: String,
     /// Overdue runs failed per transaction; a sweep repeats until done.
-    pub batch_size: usize,
+    pub batch_size: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -160,7 +162,7 @@ struct FileConfig {
     lease_duration: Option<String>,
     admin_token: Option<String>,
     sweep_schedule: Option<String>,
-    sweep_batch_size: Option<usize>,
+    sweep_batch_size: Option<u32>,
     #[serde(default)]
     projects: BTreeMap<String, FileProject>,
 }
@@ -309,16 +311,19 @@ impl Config {
                 ))
             })
             .ok();
+        // The same range from the file and the environment: a batch of 0
+        // would claim nothing, ever.
         let batch_size = match env("ASSAY_SWEEP_BATCH_SIZE") {
-            Some(text) => text.parse::<usize>().ok().filter(|n| *n > 0).or_else(|| {
-                errors.push(format!(
-                    "ASSAY_SWEEP_BATCH_SIZE: `{text}` is not a positive whole number"
-                ));
-                None
-            }),
-            None => file.sweep_batch_size.or(Some(DEFAULT_SWEEP_BATCH)),
+            Some(text) => text.parse::<u32>().ok(),
+            None => Some(file.sweep_batch_size.unwrap_or(DEFAULT_SWEEP_BATCH)),
         }
-        .unwrap_or(DEFAULT_SWEEP_BATCH);
+        .filter(|n| (1..=MAX_SWEEP_BATCH).contains(n))
+        .unwrap_or_else(|| {
+            errors.push(format!(
+                "ASSAY_SWEEP_BATCH_SIZE / sweep_batch_size: must be a whole number from 1 to {MAX_SWEEP_BATCH}"
+            ));
+            DEFAULT_SWEEP_BATCH
+        });
 
         let admin_token = env("ASSAY_ADMIN_TOKEN")
             .map(str::to_owned)
@@ -442,6 +447,21 @@ impl Config {
             );
         }
 
+        // A key that opens two projects would act for whichever is checked
+        // last: refuse it.
+        let keyed: Vec<&ProjectConfig> =
+            projects.values().filter(|p| p.api_key.is_some()).collect();
+        for (i, a) in keyed.iter().enumerate() {
+            for b in &keyed[i + 1..] {
+                if a.api_key == b.api_key {
+                    errors.push(format!(
+                        "projects `{}` and `{}` have the same API key; every project needs its own",
+                        a.name, b.name
+                    ));
+                }
+            }
+        }
+
         match (bind, schedule) {
             (Some(bind), Some(schedule)) if errors.is_empty() => Ok(Config {
                 bind,
@@ -516,15 +536,30 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-/// A database URL with any password replaced.
+/// A database URL with any password replaced, whether it is written before
+/// the host or as a `password` query parameter (sqlx reads both).
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("redacted"));
     }
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "redacted".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -610,6 +645,22 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_batch_of_zero_is_refused_from_the_file_too() {
+        for file in ["sweep_batch_size = 0\n", "sweep_batch_size = 10001\n"] {
+            let err = load(Some(file), &[]).unwrap_err();
+            assert!(err.to_string().contains("sweep_batch_size"), "{err}");
+        }
+        assert!(load(None, &[("ASSAY_SWEEP_BATCH_SIZE", "0")]).is_err());
+    }
+
+    #[test]
+    fn two_projects_may_not_share_an_api_key() {
+        let file = "[projects.a]\napi_key = \"same-key-0123456789\"\n[projects.b]\napi_key = \"same-key-0123456789\"\n";
+        let err = load(Some(file), &[]).unwrap_err();
+        assert!(err.to_string().contains("same API key"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_refused_with_their_name() {
         let err = load(Some("[projects.default]\nplanmap = \"x\"\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("planmap"), "{err}");
@@ -680,5 +731,8 @@ mod tests {
             "postgres://assay:redacted@db:5432/assay"
         );
         assert_eq!(redact_url("sqlite://assay.db"), "sqlite://assay.db");
+        let query = redact_url("postgres://db/assay?user=a&password=hunter2&sslmode=require");
+        assert!(!query.contains("hunter2"), "{query}");
+        assert!(query.contains("sslmode=require"), "{query}");
     }
 }

@@ -19,3 +19,10 @@ pub mod server;
 pub mod store;
 pub mod stripe;
 pub mod sweeper;
+
+/// The current time, to the millisecond: the precision every time is stored
+/// with, so that what a response shows equals what a later read returns.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}

@@ -381,6 +381,14 @@ impl Run {
                 self.stage = stage;
                 self.deadline_at = Some(self.next_deadline());
             }
+            // The app reports what access the customer has, so it has
+            // processed the event: count that as reconciliation. The run then
+            // waits for the access deadline, and if it fails, it fails as
+            // "access did not change", showing the wrong plan.
+            "plan_mismatch" if self.stage < Stage::Reconciled => {
+                self.stage = Stage::Reconciled;
+                self.deadline_at = Some(self.next_deadline());
+            }
             "matched" | "accepted_without_expectation" => {
                 self.stage = Stage::Closed;
                 self.status = RunStatus::Succeeded;
@@ -542,7 +550,17 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(out.timeline[0].outcome, "plan_mismatch");
         assert_eq!(run.status, RunStatus::Open);
-        assert_eq!(run.stage, Stage::Received);
+        assert_eq!(
+            run.stage,
+            Stage::Reconciled,
+            "an access report implies reconciliation"
+        );
+        assert_eq!(run.deadline_at, Some(secs(600)));
+        let (incident, _) = run.expire(secs(600)).unwrap();
+        assert_eq!(
+            incident.kind,
+            crate::incident::IncidentKind::AccessNotChanged
+        );
         assert_eq!(run.observed_plan.as_deref(), Some("starter"));
     }
 

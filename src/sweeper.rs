@@ -25,8 +25,8 @@ impl Sweeper {
     pub async fn sweep_once(&self) -> Result<Vec<Incident>, StoreError> {
         let mut opened = Vec::new();
         loop {
-            let now = Utc::now();
-            let swept = self.store.sweep(now, self.config.batch_size as u32).await?;
+            let now = crate::now();
+            let swept = self.store.sweep(now, self.config.batch_size).await?;
             for incident in &swept.incidents {
                 tracing::warn!(
                     incident_id = %incident.id,
@@ -39,7 +39,10 @@ impl Sweeper {
                 );
             }
             opened.extend(swept.incidents);
-            if swept.runs_claimed < self.config.batch_size {
+            // A short batch means nothing more is due. (`runs_claimed` is
+            // never above the batch size; `== 0` guards a misconfiguration
+            // that would otherwise spin.)
+            if swept.runs_claimed == 0 || (swept.runs_claimed as u32) < self.config.batch_size {
                 return Ok(opened);
             }
         }

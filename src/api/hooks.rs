@@ -3,7 +3,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
@@ -26,7 +25,15 @@ pub async fn stripe(
     let signature = headers
         .get("stripe-signature")
         .map(|v| v.to_str().unwrap_or_default());
-    match ingest::stripe_event(state.store.as_ref(), project, signature, &body, Utc::now()).await {
+    match ingest::stripe_event(
+        state.store.as_ref(),
+        project,
+        signature,
+        &body,
+        crate::now(),
+    )
+    .await
+    {
         Ok(accepted) => Ok(Json(json!({
             "received": true,
             "event_id": accepted.event_id,

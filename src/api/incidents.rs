@@ -2,7 +2,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -60,7 +59,7 @@ pub async fn acknowledge(
 ) -> Result<Json<Incident>, ApiError> {
     let incident = state
         .store
-        .acknowledge_incident(&project.name, incident_id(&id)?, Utc::now())
+        .acknowledge_incident(&project.name, incident_id(&id)?, crate::now())
         .await?;
     Ok(Json(incident))
 }
@@ -84,15 +83,18 @@ pub async fn resolve(
         .resolution
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| "resolved by hand through the API".to_owned());
-    if resolution.len() > 2000 {
+    let stray_control = resolution
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'));
+    if resolution.len() > 2000 || stray_control {
         return Err(ApiError::unprocessable(
             "invalid_field",
-            "`resolution` must be at most 2000 characters",
+            "`resolution` must be at most 2000 characters of text (no control characters but line breaks and tabs)",
         ));
     }
     let incident = state
         .store
-        .resolve_incident(&project.name, id, resolution, Utc::now())
+        .resolve_incident(&project.name, id, resolution, crate::now())
         .await?;
     Ok(Json(incident))
 }

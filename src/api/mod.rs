@@ -112,6 +112,24 @@ impl FromRequestParts<AppState> for ApiProject {
     }
 }
 
+/// The longest id, plan name or filter value we accept.
+pub const MAX_FIELD_LEN: usize = 255;
+
+/// Ids, plan names and filters: 1 to 255 characters, none of them control
+/// characters (PostgreSQL cannot even store a NUL).
+pub fn is_clean_field(value: &str) -> bool {
+    !value.trim().is_empty() && value.len() <= MAX_FIELD_LEN && !value.chars().any(char::is_control)
+}
+
+/// A `{run}` path segment. One that no run could have answers 404, like an
+/// unknown run.
+pub fn run_ref(text: &str) -> Result<crate::store::RunRef, ApiError> {
+    if !is_clean_field(text) {
+        return Err(ApiError::not_found("run"));
+    }
+    Ok(crate::store::RunRef::parse(text))
+}
+
 /// A JSON body that may be left out: an empty body reads as `T::default()`.
 /// Takes the raw body so that a missing `Content-Type` is not an error.
 pub fn optional_json<T: serde::de::DeserializeOwned + Default>(

@@ -3,20 +3,18 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiProject, AppJson, AppQuery, AppState, optional_json};
+use super::{
+    ApiError, ApiProject, AppJson, AppQuery, AppState, MAX_FIELD_LEN, is_clean_field,
+    optional_json, run_ref,
+};
 use crate::run::{BILLING_WORKFLOW, Expectation, Run, RunSpec, Source, Stage, StageReport};
-use crate::store::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, RunFilter, RunRef};
-
-/// The longest id or plan name we accept from the SDK.
-const MAX_FIELD_LEN: usize = 255;
+use crate::store::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, RunFilter};
 
 fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() || value.len() > MAX_FIELD_LEN || value.chars().any(char::is_control)
-    {
+    if !is_clean_field(value) {
         return Err(ApiError::unprocessable(
             "invalid_field",
             format!("`{name}` must be 1 to {MAX_FIELD_LEN} printable characters"),
@@ -68,7 +66,7 @@ pub async fn open(
         deadlines: project.deadlines,
         source: Source::Sdk,
     };
-    let (run, created) = state.store.open_run(spec, Utc::now()).await?;
+    let (run, created) = state.store.open_run(spec, crate::now()).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -110,11 +108,11 @@ pub async fn report_stage(
         .store
         .report_stage(
             &project.name,
-            &RunRef::parse(&run),
+            &run_ref(&run)?,
             stage,
             report,
             Source::Sdk,
-            Utc::now(),
+            crate::now(),
         )
         .await?;
     Ok(Json(run))
@@ -165,6 +163,16 @@ pub async fn list(
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Json<Page<Run>>, ApiError> {
     let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
+    if query
+        .customer_id
+        .as_deref()
+        .is_some_and(|c| !is_clean_field(c))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`customer_id` must be 1 to {MAX_FIELD_LEN} printable characters"),
+        ));
+    }
     let filter = RunFilter {
         status: parse_filter(query.status.as_deref())?,
         stage: parse_filter(query.stage.as_deref())?,
@@ -183,7 +191,7 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let detail = state
         .store
-        .run_detail(&project.name, &RunRef::parse(&run))
+        .run_detail(&project.name, &run_ref(&run)?)
         .await?;
     let mut body = json!(detail);
     // Active probes arrive with the prober; the key is here so that clients

@@ -40,6 +40,15 @@ pub struct RunFacts {
     pub expectation: Expectation,
 }
 
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 /// `"cus_1"` or an expanded `{"id": "cus_1", ...}`.
 fn id_of(value: Option<&Value>) -> Option<String> {
     let value = value?;
@@ -79,6 +88,11 @@ impl StripeEvent {
         if !envelope.is_object() {
             return Err(EventError::NotJson("the top level is not an object".into()));
         }
+        // No Stripe payload holds a NUL, and PostgreSQL cannot store one in
+        // text: refuse it here rather than fail at the database.
+        if contains_nul(&envelope) {
+            return Err(EventError::Invalid("body", "it contains a NUL character"));
+        }
         let id = envelope
             .get("id")
             .ok_or(EventError::Missing("id"))?
@@ -97,7 +111,10 @@ impl StripeEvent {
             .as_str()
             .ok_or(EventError::Invalid("type", "it must be a string"))?
             .to_owned();
-        if event_type.is_empty() || event_type.len() > 255 {
+        if event_type.is_empty()
+            || event_type.len() > 255
+            || event_type.chars().any(char::is_control)
+        {
             return Err(EventError::Invalid(
                 "type",
                 "it must be 1 to 255 characters",
@@ -359,6 +376,12 @@ mod tests {
         assert_eq!(
             StripeEvent::parse(br#"{"id":"evt_1","type":"x"}"#),
             Err(EventError::Missing("data.object"))
+        );
+        assert_eq!(
+            StripeEvent::parse(
+                br#"{"id":"evt_1","type":"x","data":{"object":{"customer":"cus\u0000"}}}"#
+            ),
+            Err(EventError::Invalid("body", "it contains a NUL character"))
         );
     }
 }

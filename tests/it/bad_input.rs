@@ -132,6 +132,20 @@ async fn bad_stripe_deliveries_are_refused_and_store_nothing(backend: Backend) {
         assert_error(case, got, *status, code);
     }
 
+    // A NUL inside the event, correctly signed.
+    let mut nul = event.clone();
+    nul["data"]["object"]["customer"] = json!("cus_\u{0}1");
+    let nul = nul.to_string();
+    let got = server
+        .deliver_raw("default", nul.clone(), Some(sign(&nul, SECRET, t)))
+        .await;
+    assert_error(
+        "NUL in the event",
+        &got,
+        StatusCode::BAD_REQUEST,
+        "malformed_event",
+    );
+
     // Over the limit, correctly signed: refused before it is read whole.
     let mut big = event.clone();
     big["data"]["object"]["metadata"] = json!({ "padding": "x".repeat(600 * 1024) });
@@ -330,6 +344,41 @@ async fn bad_sdk_calls_are_refused_and_change_nothing(backend: Backend) {
         &server.api(Method::GET, "/v1/incidents/abc", None).await,
         StatusCode::NOT_FOUND,
         "not_found",
+    );
+
+    // NUL cannot be stored by PostgreSQL: it must be refused before it gets
+    // there, the same on both backends.
+    assert_error(
+        "NUL in a run id",
+        &server.api(Method::GET, "/v1/runs/evt%00x", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        "NUL in a run id of a stage report",
+        &server.report("evt%00x", "reconciled", json!({})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        "NUL in a customer filter",
+        &server
+            .api(Method::GET, "/v1/runs?customer_id=a%00b", None)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+    assert_error(
+        "NUL in a reported plan",
+        &server
+            .report(
+                "evt_sdk",
+                "access_asserted",
+                json!({"observed_plan": "pro\u{0}"}),
+            )
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
     );
 
     // Another project's key sees none of this project's runs: 404, not 403.

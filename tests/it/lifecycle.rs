@@ -5,10 +5,11 @@ use serde_json::{Value, json};
 
 use crate::support::{Backend, TestServer, checkout, on_both_backends, subscription_created};
 
-/// Short deadlines so that the sweeper fires within the test.
+/// Deadlines short enough that the sweeper fires within the test, and long
+/// enough that a loaded machine still reports in time where a test means to.
 const FAST: &[(&str, &str)] = &[
-    ("ASSAY_DEADLINE_RECONCILED", "1s"),
-    ("ASSAY_DEADLINE_ACCESS_ASSERTED", "2s"),
+    ("ASSAY_DEADLINE_RECONCILED", "3s"),
+    ("ASSAY_DEADLINE_ACCESS_ASSERTED", "5s"),
 ];
 
 fn evidence_field_is_filled(evidence: &Value, field: &str) {
@@ -182,7 +183,37 @@ async fn wrong_plan_is_an_incident_that_shows_the_observed_plan(backend: Backend
     );
     assert_eq!(run["observed_plan"], "starter");
 
-    let incidents = server.wait_for_incidents(1).await;
+    // The wrong plan with no `reconciled` at all: still the access outcome,
+    // since the app showed what access the customer has.
+    server
+        .deliver(&subscription_created(
+            "evt_wrong_only",
+            "cus_2",
+            "sub_2",
+            "price_pro",
+        ))
+        .await;
+    let (status, _) = server
+        .report(
+            "evt_wrong_only",
+            "access_asserted",
+            json!({"observed_plan": "starter"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let incidents = server.wait_for_incidents(2).await;
+    for incident in &incidents {
+        assert_eq!(
+            incident["title"],
+            "Customer access did not change after Stripe event"
+        );
+        assert_eq!(incident["evidence"]["observed_plan"], "starter");
+    }
+    let incidents: Vec<_> = incidents
+        .into_iter()
+        .filter(|i| i["evidence"]["event_id"] == "evt_wrong")
+        .collect();
     let evidence = &incidents[0]["evidence"];
     assert_eq!(evidence["expected_plan"], "pro");
     assert_eq!(evidence["observed_plan"], "starter");
@@ -307,6 +338,7 @@ async fn sdk_and_stripe_open_one_run_in_either_order(backend: Backend) {
     let (status, again) = server.api(Method::POST, "/v1/runs", Some(open)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again["id"], first["id"]);
+    assert_eq!(again, first, "times read back exactly as first answered");
 
     server
         .deliver(&subscription_created(

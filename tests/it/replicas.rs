@@ -30,6 +30,22 @@ impl Drop for Replica {
     }
 }
 
+/// Sends a signal with the system's `kill`.
+fn signal(which: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {which} {pid}");
+}
+
+async fn scalar(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -55,8 +71,8 @@ fn spawn_replica(db: &TestDb, index: usize) -> Replica {
         .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
         .env("ASSAY_API_KEY", API_KEY)
         .env("ASSAY_PLAN_MAP", "price_pro=pro")
-        .env("ASSAY_DEADLINE_RECONCILED", "8s")
-        .env("ASSAY_DEADLINE_ACCESS_ASSERTED", "10s")
+        .env("ASSAY_DEADLINE_RECONCILED", "12s")
+        .env("ASSAY_DEADLINE_ACCESS_ASSERTED", "15s")
         .env("ASSAY_SWEEP_SCHEDULE", "* * * * * *")
         // Small batches and a short lease: many claims per sweep, and a dead
         // replica's claims come back quickly.
@@ -202,58 +218,64 @@ async fn three_replicas_one_run_per_event_one_incident_per_overdue_run() {
         (EVENTS / 2) as i64
     );
 
-    // Phase 2: more runs go overdue together; one replica is killed with
-    // SIGKILL while it holds a claim on some of them.
-    for i in 0..LATE_EVENTS {
-        let body = subscription_created(
-            &format!("evt_late_{i}"),
-            &format!("cus_l{i}"),
-            &format!("sub_l{i}"),
-            "price_pro",
-        )
-        .to_string();
-        let (status, _) = deliver(&client, &bases[i % bases.len()], &body).await;
-        assert_eq!(status, StatusCode::OK);
-    }
+    // Phase 2: more runs go overdue together, and one replica is killed
+    // with SIGKILL while it holds a claim on some of them. To be sure it is
+    // mid-claim, it is frozen (SIGSTOP) the moment it is seen holding one,
+    // checked again while it cannot move, and only then killed; if it had
+    // just finished, it is thawed and the next round tries again.
     let victim = replicas.remove(0);
     let victim_pid = victim.child.id();
     let held_by_victim =
         format!("SELECT COUNT(*) FROM runs WHERE lease_token LIKE '{victim_pid}@%'");
-    // Watch over one connection, as fast as it answers, for the moment the
-    // victim holds a claim.
     let mut watch = sqlx::postgres::PgConnectOptions::from_str(&db.url)
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut caught = false;
-    let watch_until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < watch_until {
-        let held: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(held_by_victim.clone()))
-            .fetch_one(&mut watch)
-            .await
-            .unwrap();
-        if held > 0 {
-            caught = true;
-            break;
+    let mut rounds = 0;
+    let orphaned = 'rounds: loop {
+        rounds += 1;
+        assert!(
+            rounds <= 3,
+            "never caught the victim holding a claim in {} rounds",
+            rounds - 1
+        );
+        for i in 0..LATE_EVENTS {
+            let body = subscription_created(
+                &format!("evt_late_{rounds}_{i}"),
+                &format!("cus_l{rounds}_{i}"),
+                &format!("sub_l{rounds}_{i}"),
+                "price_pro",
+            )
+            .to_string();
+            let (status, _) = deliver(&client, &bases[i % bases.len()], &body).await;
+            assert_eq!(status, StatusCode::OK);
         }
-        let open_late: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE event_id LIKE 'evt_late_%' AND status = 'open'",
-        )
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if open_late == 0 {
-            break;
+        let watch_until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < watch_until {
+            if scalar(&mut watch, &held_by_victim).await > 0 {
+                signal("-STOP", victim_pid);
+                let held = scalar(&mut watch, &held_by_victim).await;
+                if held > 0 {
+                    break 'rounds held;
+                }
+                signal("-CONT", victim_pid);
+            }
+            let open_late = scalar(
+                &mut watch,
+                "SELECT COUNT(*) FROM runs WHERE event_id LIKE 'evt_late_%' AND status = 'open'",
+            )
+            .await;
+            if open_late == 0 {
+                break;
+            }
         }
-    }
-    drop(victim); // SIGKILL, then reap.
-    let orphaned = db.scalar(&held_by_victim).await;
-    eprintln!(
-        "killed replica {victim_pid}: caught holding a claim: {caught}; runs left leased: {orphaned}"
-    );
+    };
+    drop(victim); // SIGKILL (a stopped process dies too), then reap.
+    eprintln!("killed replica {victim_pid} holding a claim on {orphaned} runs, in round {rounds}");
+    assert!(orphaned > 0);
 
-    let total = (EVENTS / 2 + LATE_EVENTS) as i64;
+    let total = (EVENTS / 2 + LATE_EVENTS * rounds) as i64;
     wait_until(
         "an incident for every late run",
         Duration::from_secs(90),

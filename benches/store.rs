@@ -205,15 +205,16 @@ async fn bench_ingest(label: &str, db: &BenchDb) {
 /// written in one statement each.
 const FILL_SQLITE: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
     INSERT INTO runs (id, project, workflow, event_id, event_type, stage, status, opened_at, \
-    reconciled_due_at, access_due_at, deadline_at) \
+    reconciled_due_at, access_due_at, deadline_at, event_created_at) \
     SELECT '00000000-0000-4000-8000-' || printf('%012d', i), 'default', 'billing', 'evt_' || i, 'invoice.paid', 'received', 'open', \
+    0, \
     CASE WHEN i <= 1000 THEN 0 ELSE 9000000000000 END, \
     CASE WHEN i <= 1000 THEN 0 ELSE 9000000000000 END, \
     CASE WHEN i <= 1000 THEN 0 ELSE 9000000000000 END, \
     CASE WHEN i <= 1000 THEN 0 ELSE 9000000000000 END FROM n";
 const FILL_POSTGRES: &str = "INSERT INTO runs (id, project, workflow, event_id, event_type, stage, status, opened_at, \
-    reconciled_due_at, access_due_at, deadline_at) \
-    SELECT '00000000-0000-4000-8000-' || lpad(i::text, 12, '0'), 'default', 'billing', 'evt_' || i, 'invoice.paid', 'received', 'open', d, d, d, d \
+    reconciled_due_at, access_due_at, deadline_at, event_created_at) \
+    SELECT '00000000-0000-4000-8000-' || lpad(i::text, 12, '0'), 'default', 'billing', 'evt_' || i, 'invoice.paid', 'received', 'open', d, d, d, d, 0 \
     FROM (SELECT i, CASE WHEN i <= 1000 THEN 0 ELSE 9000000000000 END AS d \
           FROM generate_series(1, $1::bigint) AS i) AS s";
 

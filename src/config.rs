@@ -25,6 +25,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://assay.db";
 pub const DEFAULT_SWEEP_SCHEDULE: &str = "*/5 * * * * *";
 pub const DEFAULT_DEADLINE_RECONCILED: &str = "2m";
 pub const DEFAULT_DEADLINE_ACCESS_ASSERTED: &str = "10m";
+pub const DEFAULT_GRACE_PERIOD: &str = "7d";
 pub const DEFAULT_SWEEP_BATCH: u32 = 500;
 /// Above this, one sweep transaction holds too many rows for too long.
 pub const MAX_SWEEP_BATCH: u32 = 10_000;
@@ -33,12 +34,15 @@ pub const DEFAULT_DATABASE_STATEMENT_TIMEOUT: &str = "10s";
 pub const DEFAULT_LEASE_DURATION: &str = "30s";
 
 /// The variables that configure one project (the one `ASSAY_PROJECT` names).
-const PROJECT_VARIABLES: [&str; 5] = [
+const PROJECT_VARIABLES: [&str; 8] = [
     "ASSAY_STRIPE_WEBHOOK_SECRET",
     "ASSAY_API_KEY",
     "ASSAY_PLAN_MAP",
+    "ASSAY_PLAN_PRIORITY",
     "ASSAY_DEADLINE_RECONCILED",
     "ASSAY_DEADLINE_ACCESS_ASSERTED",
+    "ASSAY_GRACE_PERIOD",
+    "ASSAY_PAUSED_KEEPS_ACCESS",
 ];
 
 /// A value that must never be printed or logged.
@@ -102,6 +106,20 @@ pub struct ProjectConfig {
     pub api_key: Option<ApiKeyHash>,
     pub plan_map: PlanMap,
     pub deadlines: Deadlines,
+    /// How long access must be kept after a failed payment.
+    pub grace_period: Duration,
+    /// Whether a paused subscription keeps its plan.
+    pub paused_keeps_access: bool,
+}
+
+impl ProjectConfig {
+    pub fn access_policy(&self) -> crate::stripe::event::AccessPolicy<'_> {
+        crate::stripe::event::AccessPolicy {
+            plans: &self.plan_map,
+            grace_period: self.grace_period,
+            paused_keeps_access: self.paused_keeps_access,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -174,8 +192,11 @@ struct FileProject {
     api_key: Option<String>,
     api_key_sha256: Option<String>,
     plan_map: Option<PlanMapSetting>,
+    plan_priority: Option<OneOrMany>,
     deadline_reconciled: Option<String>,
     deadline_access_asserted: Option<String>,
+    grace_period: Option<String>,
+    paused_keeps_access: Option<bool>,
 }
 
 /// Where the configuration comes from: a file (optional) and a set of
@@ -405,6 +426,35 @@ impl Config {
                 errors.push(format!("project `{name}`: ASSAY_PLAN_MAP / plan_map: {e}"));
                 PlanMap::default()
             });
+            let priority = match (from_env("ASSAY_PLAN_PRIORITY"), p.plan_priority.take()) {
+                (Some(text), _) => comma_list(text),
+                (None, Some(OneOrMany::One(text))) => comma_list(&text),
+                (None, Some(OneOrMany::Many(list))) => list,
+                (None, None) => Vec::new(),
+            };
+            let plan_map = plan_map.with_priority(priority);
+            let grace_text = from_env("ASSAY_GRACE_PERIOD")
+                .map(str::to_owned)
+                .or(p.grace_period.take())
+                .unwrap_or_else(|| DEFAULT_GRACE_PERIOD.to_owned());
+            let grace_period = parse_duration(
+                &format!("project `{name}`: ASSAY_GRACE_PERIOD / grace_period"),
+                &grace_text,
+                &mut errors,
+            );
+            let paused_keeps_access = match from_env("ASSAY_PAUSED_KEEPS_ACCESS") {
+                Some(text) => match text {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    other => {
+                        errors.push(format!(
+                            "project `{name}`: ASSAY_PAUSED_KEEPS_ACCESS: `{other}` is not true or false"
+                        ));
+                        false
+                    }
+                },
+                None => p.paused_keeps_access.unwrap_or(false),
+            };
             let reconciled_text = from_env("ASSAY_DEADLINE_RECONCILED")
                 .map(str::to_owned)
                 .or(p.deadline_reconciled.take())
@@ -443,6 +493,8 @@ impl Config {
                         reconciled: reconciled.unwrap_or_default(),
                         access_asserted: access_asserted.unwrap_or_default(),
                     },
+                    grace_period: grace_period.unwrap_or_default(),
+                    paused_keeps_access,
                 },
             );
         }
@@ -526,6 +578,10 @@ impl Config {
                 .map(|(k, v)| format!("{} = {}", q(k), q(v)))
                 .collect();
             let _ = writeln!(out, "plan_map = {{ {} }}", plans.join(", "));
+            let priority: Vec<String> = p.plan_map.priority().iter().map(|x| q(x)).collect();
+            let _ = writeln!(out, "plan_priority = [{}]", priority.join(", "));
+            let _ = writeln!(out, "grace_period = {}", duration(p.grace_period));
+            let _ = writeln!(out, "paused_keeps_access = {}", p.paused_keeps_access);
         }
         out
     }

@@ -12,13 +12,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::run::{Run, Stage, UnknownName, named_enum};
+use crate::run::{Expectation, NO_PLAN, Run, Stage, UnknownName, named_enum};
 
 named_enum! {
     /// Which outcome was missing. A run has at most one incident per kind.
     IncidentKind, "incident kind" {
         ReconciliationMissing => "reconciliation_missing",
         AccessNotChanged => "access_not_changed",
+        AccessNotRevoked => "access_not_revoked",
+        AccessRevokedEarly => "access_revoked_early",
     }
 }
 
@@ -29,6 +31,24 @@ impl IncidentKind {
                 "Subscription state was not reconciled after Stripe event"
             }
             IncidentKind::AccessNotChanged => "Customer access did not change after Stripe event",
+            IncidentKind::AccessNotRevoked => "Customer access was not revoked after Stripe event",
+            IncidentKind::AccessRevokedEarly => {
+                "Customer access was revoked during the payment grace period"
+            }
+        }
+    }
+
+    /// The kind for a run that missed `missed`: what the customer sees wrong.
+    fn for_run(run: &Run, missed: Stage) -> IncidentKind {
+        if missed <= Stage::Reconciled {
+            return IncidentKind::ReconciliationMissing;
+        }
+        match run.expectation() {
+            Expectation::Plan(plan) if plan == NO_PLAN => IncidentKind::AccessNotRevoked,
+            Expectation::KeepAccess { .. } if run.observed_plan.as_deref() == Some(NO_PLAN) => {
+                IncidentKind::AccessRevokedEarly
+            }
+            _ => IncidentKind::AccessNotChanged,
         }
     }
 }
@@ -132,10 +152,7 @@ impl NewIncident {
         deadline: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> NewIncident {
-        let kind = match missed {
-            Stage::Received | Stage::Reconciled => IncidentKind::ReconciliationMissing,
-            Stage::AccessAsserted | Stage::Closed => IncidentKind::AccessNotChanged,
-        };
+        let kind = IncidentKind::for_run(run, missed);
         NewIncident {
             id: Uuid::now_v7(),
             run_id: run.id,
@@ -150,12 +167,10 @@ impl NewIncident {
 }
 
 fn evidence(run: &Run, kind: IncidentKind, missed: Stage, deadline: DateTime<Utc>) -> Value {
-    let observed_plan_reason = match (&run.observed_plan, kind) {
+    let observed_plan_reason = match (&run.observed_plan, &run.observed_features) {
         (Some(_), _) => None,
-        (None, IncidentKind::ReconciliationMissing) => {
-            Some("the app never reported access for this event, and no active probe is configured")
-        }
-        (None, IncidentKind::AccessNotChanged) => Some(
+        (None, Some(_)) => Some("the app reported features, not a plan"),
+        (None, None) => Some(
             "the app reported no access_asserted for this event, and no active probe is configured",
         ),
     };
@@ -175,8 +190,11 @@ fn evidence(run: &Run, kind: IncidentKind, missed: Stage, deadline: DateTime<Utc
         "subscription_id": run.subscription_id,
         "expected_plan": run.expected_plan,
         "expected_plan_reason": run.expected_plan_reason,
+        "expected_features": run.expected_features,
+        "keep_access_until": run.keep_access_until.as_ref().map(rfc3339),
         "observed_plan": run.observed_plan,
         "observed_plan_reason": observed_plan_reason,
+        "observed_features": run.observed_features,
         "deploy_sha": run.deploy_sha,
         "deploy_sha_reason": deploy_sha_reason,
         "last_stage": run.stage,
@@ -195,20 +213,38 @@ fn or_unknown(value: &Option<String>, what: &str) -> String {
 
 fn summary(run: &Run, kind: IncidentKind) -> String {
     let customer = or_unknown(&run.customer_id, "customer");
-    let expected = or_unknown(&run.expected_plan, "plan");
-    match (kind, &run.observed_plan) {
-        (IncidentKind::ReconciliationMissing, _) => format!(
-            "{} for customer {customer} was not reconciled by the app before its deadline",
-            run.event_id
+    let event = &run.event_id;
+    let shown = match (&run.observed_plan, &run.observed_features) {
+        (Some(plan), _) => format!("the app shows {plan}"),
+        (None, Some(features)) => format!("the app shows features [{}]", features.join(", ")),
+        (None, None) => "the app never confirmed it".to_owned(),
+    };
+    match kind {
+        IncidentKind::ReconciliationMissing => {
+            format!(
+                "{event} for customer {customer} was not reconciled by the app before its deadline"
+            )
+        }
+        IncidentKind::AccessNotRevoked => {
+            format!("customer {customer} should have no paid access after {event}, but {shown}")
+        }
+        IncidentKind::AccessRevokedEarly => format!(
+            "customer {customer} should keep access until {} after {event} (payment grace period), but {shown}",
+            run.keep_access_until
+                .as_ref()
+                .map(rfc3339)
+                .unwrap_or_default()
         ),
-        (IncidentKind::AccessNotChanged, Some(observed)) => format!(
-            "customer {customer} should have plan {expected} after {}, but the app shows {observed}",
-            run.event_id
-        ),
-        (IncidentKind::AccessNotChanged, None) => format!(
-            "customer {customer} should have plan {expected} after {}, but the app never confirmed it",
-            run.event_id
-        ),
+        IncidentKind::AccessNotChanged => match &run.expected_features {
+            Some(features) => format!(
+                "customer {customer} should have features [{}] after {event}, but {shown}",
+                features.join(", ")
+            ),
+            None => format!(
+                "customer {customer} should have plan {} after {event}, but {shown}",
+                or_unknown(&run.expected_plan, "plan")
+            ),
+        },
     }
 }
 
@@ -232,6 +268,34 @@ fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
                 "Re-run reconciliation for subscription {subscription}: fetch it from Stripe and update the app's subscription row, then report `reconciled` for {}.",
                 run.event_id
             ));
+        }
+        IncidentKind::AccessNotRevoked => {
+            steps.push(format!(
+                "Revoke customer {customer}'s paid access in the app: after {} ({}) they should have none{}.",
+                run.event_id,
+                run.event_type,
+                run.observed_plan
+                    .as_ref()
+                    .map(|o| format!(", the app last showed `{o}`"))
+                    .unwrap_or_default()
+            ));
+            steps.push(format!(
+                "Check why the app's cancellation path did not run for subscription {subscription}, then report `access_asserted` with `none` for {}.",
+                run.event_id
+            ));
+        }
+        IncidentKind::AccessRevokedEarly => {
+            steps.push(format!(
+                "Restore customer {customer}'s access now: a failed payment keeps access until the grace period ends{}.",
+                run.keep_access_until
+                    .as_ref()
+                    .map(|u| format!(" ({})", rfc3339(u)))
+                    .unwrap_or_default()
+            ));
+            steps.push(
+                "Check the app's dunning path: it revoked on the failed payment instead of waiting for the subscription to be canceled or unpaid."
+                    .to_owned(),
+            );
         }
         IncidentKind::AccessNotChanged => {
             steps.push(format!(

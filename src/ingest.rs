@@ -46,18 +46,21 @@ pub async fn stripe_event(
     let secrets: Vec<&str> = project.webhook_secrets.iter().map(|s| s.expose()).collect();
     verify(signature, body, &secrets, now.timestamp())?;
     let event = StripeEvent::parse(body)?;
-    let spec = event.run_facts(&project.plan_map).map(|facts| RunSpec {
-        project: project.name.clone(),
-        workflow: BILLING_WORKFLOW.to_owned(),
-        event_id: event.id.clone(),
-        event_type: event.event_type.clone(),
-        customer_id: facts.customer_id,
-        subscription_id: facts.subscription_id,
-        expectation: facts.expectation,
-        livemode: event.livemode,
-        deadlines: project.deadlines,
-        source: Source::Stripe,
-    });
+    let spec = event
+        .run_facts(&project.access_policy(), now)
+        .map(|facts| RunSpec {
+            project: project.name.clone(),
+            workflow: BILLING_WORKFLOW.to_owned(),
+            event_id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            customer_id: facts.customer_id,
+            subscription_id: facts.subscription_id,
+            expectation: facts.expectation,
+            livemode: event.livemode,
+            event_created_at: event.created_at(),
+            deadlines: project.deadlines,
+            source: Source::Stripe,
+        });
     // `parse` accepted the body as JSON, so it is UTF-8.
     let payload = String::from_utf8_lossy(body).into_owned();
     let stored = StoredEvent {

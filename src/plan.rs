@@ -15,7 +15,12 @@ pub struct PriceRef {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlanMap(BTreeMap<String, String>);
+pub struct PlanMap {
+    entries: BTreeMap<String, String>,
+    /// Which plan wins when a subscription's items map to several: earlier
+    /// in this list wins; plans not listed rank after, in item order.
+    priority: Vec<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -36,11 +41,31 @@ impl PlanMap {
                 });
             }
         }
-        Ok(PlanMap(entries))
+        Ok(PlanMap {
+            entries,
+            priority: Vec::new(),
+        })
+    }
+
+    /// Sets which plan wins when several items of one subscription map.
+    pub fn with_priority(mut self, priority: Vec<String>) -> PlanMap {
+        self.priority = priority;
+        self
     }
 
     pub fn entries(&self) -> &BTreeMap<String, String> {
-        &self.0
+        &self.entries
+    }
+
+    pub fn priority(&self) -> &[String] {
+        &self.priority
+    }
+
+    fn rank(&self, plan: &str) -> usize {
+        self.priority
+            .iter()
+            .position(|p| p == plan)
+            .unwrap_or(self.priority.len())
     }
 
     /// The plan for one price: its id first, then its lookup_key, then its
@@ -53,20 +78,24 @@ impl PlanMap {
         ]
         .into_iter()
         .flatten()
-        .find_map(|key| self.0.get(key))
+        .find_map(|key| self.entries.get(key))
         .map(String::as_str)
     }
 
-    /// The expected plan for the prices of one event: the first price that
-    /// maps wins; when none maps, the reason names every price we saw.
-    pub fn expectation(&self, prices: &[PriceRef]) -> Expectation {
-        if let Some(plan) = prices.iter().find_map(|p| self.plan_for(p)) {
-            return Expectation::Plan(plan.to_owned());
+    /// The plan for the prices of one event: of the prices that map, the
+    /// plan ranked first by the priority list wins (the first item on a
+    /// tie); when none maps, the reason names every price seen.
+    pub fn plan_of(&self, prices: &[PriceRef]) -> Result<String, String> {
+        let best = prices
+            .iter()
+            .filter_map(|p| self.plan_for(p))
+            .enumerate()
+            .min_by_key(|(i, plan)| (self.rank(plan), *i));
+        if let Some((_, plan)) = best {
+            return Ok(plan.to_owned());
         }
         if prices.is_empty() {
-            return Expectation::Unknown {
-                reason: "the event names no price".into(),
-            };
+            return Err("the event names no price".into());
         }
         let seen: Vec<String> = prices
             .iter()
@@ -81,11 +110,17 @@ impl PlanMap {
                 s
             })
             .collect();
-        Expectation::Unknown {
-            reason: format!(
-                "no price of the event is in ASSAY_PLAN_MAP: {}",
-                seen.join(", ")
-            ),
+        Err(format!(
+            "no price of the event is in ASSAY_PLAN_MAP: {}",
+            seen.join(", ")
+        ))
+    }
+
+    /// [`PlanMap::plan_of`] as an expectation of exactly that plan.
+    pub fn expectation(&self, prices: &[PriceRef]) -> Expectation {
+        match self.plan_of(prices) {
+            Ok(plan) => Expectation::Plan(plan),
+            Err(reason) => Expectation::Unknown { reason },
         }
     }
 }
@@ -135,6 +170,25 @@ mod tests {
             Some("starter")
         );
         assert_eq!(map.plan_for(&price("price_2", None, None)), None);
+    }
+
+    #[test]
+    fn the_priority_list_says_which_plan_wins_for_several_items() {
+        let map: PlanMap = "price_a=starter,price_b=team,price_c=pro".parse().unwrap();
+        let items = [price("price_a", None, None), price("price_c", None, None)];
+        assert_eq!(
+            map.plan_of(&items),
+            Ok("starter".into()),
+            "item order without priority"
+        );
+        let map = map.with_priority(vec!["team".into(), "pro".into()]);
+        assert_eq!(map.plan_of(&items), Ok("pro".into()));
+        let items = [price("price_x", None, None), price("price_b", None, None)];
+        assert_eq!(
+            map.plan_of(&items),
+            Ok("team".into()),
+            "unmapped items are skipped"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Keeping the rules out of the store is what lets a second backend sit beside
 //! the first without repeating them.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -112,11 +113,27 @@ pub struct Deadlines {
     pub access_asserted: Duration,
 }
 
-/// What we expect the customer's plan to be, or why we cannot tell yet.
+/// What the customer's access should be once the app has processed an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expectation {
+    /// Exactly this plan; `none` means no paid access.
     Plan(String),
+    /// A failed payment inside the grace period: access must *not* be
+    /// revoked before `until`. `plan`, when known, is the plan that stays.
+    KeepAccess {
+        plan: Option<String>,
+        until: DateTime<Utc>,
+    },
+    /// An entitlement summary: exactly these feature lookup keys.
+    Features(BTreeSet<String>),
+    /// The event cannot tell; the reason is kept as evidence.
     Unknown { reason: String },
+}
+
+impl Expectation {
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Expectation::Unknown { .. })
+    }
 }
 
 /// Everything needed to open a run, from a Stripe event or from the SDK.
@@ -130,6 +147,8 @@ pub struct RunSpec {
     pub subscription_id: Option<String>,
     pub expectation: Expectation,
     pub livemode: Option<bool>,
+    /// When the event happened (Stripe's `created`), if known.
+    pub event_created_at: Option<DateTime<Utc>>,
     pub deadlines: Deadlines,
     pub source: Source,
 }
@@ -141,7 +160,7 @@ pub struct TimelineEntry {
     pub source: Source,
     pub stage: Stage,
     /// What the entry did to the run, e.g. `opened`, `advanced`, `recorded`,
-    /// `plan_mismatch`, `succeeded`, `failed`.
+    /// `plan_mismatch`, `succeeded`, `superseded`, `failed`.
     pub outcome: String,
     pub evidence: Value,
 }
@@ -158,11 +177,21 @@ pub struct Run {
     pub expected_plan: Option<String>,
     /// Why `expected_plan` is null, when it is.
     pub expected_plan_reason: Option<String>,
+    /// For an entitlement summary: the feature lookup keys expected, sorted.
+    pub expected_features: Option<Vec<String>>,
+    /// For a failed payment: access must not be revoked before this time.
+    pub keep_access_until: Option<DateTime<Utc>>,
     pub observed_plan: Option<String>,
+    pub observed_features: Option<Vec<String>>,
     pub deploy_sha: Option<String>,
     pub livemode: Option<bool>,
     pub stage: Stage,
     pub status: RunStatus,
+    /// When the event happened: Stripe's `created`, or when the run opened
+    /// until Stripe's delivery says. Orders events of one subscription.
+    pub event_created_at: DateTime<Utc>,
+    /// The newer run that replaced what this one expected.
+    pub superseded_by: Option<Uuid>,
     pub opened_at: DateTime<Utc>,
     pub reconciled_due_at: DateTime<Utc>,
     pub access_due_at: DateTime<Utc>,
@@ -172,10 +201,12 @@ pub struct Run {
     pub closed_at: Option<DateTime<Utc>>,
 }
 
-/// A stage report from the app (or, later, a probe).
+/// A stage report from the app or from a probe.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StageReport {
     pub observed_plan: Option<String>,
+    /// The feature lookup keys the customer has (entitlement runs).
+    pub observed_features: Option<Vec<String>>,
     pub deploy_sha: Option<String>,
     /// The plan the app reconciled to; fills in an expectation the Stripe
     /// event could not tell (a checkout session carries no line items).
@@ -189,7 +220,9 @@ pub enum ReportError {
         "stage `{0}` is set by Assay and cannot be reported; report `reconciled` or `access_asserted`"
     )]
     NotReportable(Stage),
-    #[error("an `access_asserted` report needs `observed_plan`: the plan the customer has now")]
+    #[error(
+        "an `access_asserted` report needs `observed_plan` (the plan the customer has now) or `observed_features`"
+    )]
     MissingObservedPlan,
 }
 
@@ -202,6 +235,24 @@ pub struct ReportOutcome {
     pub access_now_matches: bool,
 }
 
+/// How what the app shows compares with what the run expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Matches,
+    /// Nothing to compare against, and the app shows paid access: the app's
+    /// word is the best evidence there is.
+    AcceptedWithoutExpectation,
+    Mismatch,
+}
+
+/// What a run is about, for ordering its events: its subscription, or its
+/// customer when the event names no subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Subscription(String),
+    Customer(String),
+}
+
 fn fmt_deadline(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -210,16 +261,20 @@ fn add(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     at + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+fn sorted_set(features: &[String]) -> BTreeSet<&str> {
+    features
+        .iter()
+        .map(|f| f.trim())
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
 impl Run {
     /// Opens a run at `now`, at stage `received`.
     pub fn open(spec: RunSpec, now: DateTime<Utc>) -> (Run, TimelineEntry) {
-        let (expected_plan, expected_plan_reason) = match spec.expectation {
-            Expectation::Plan(plan) => (Some(plan), None),
-            Expectation::Unknown { reason } => (None, Some(reason)),
-        };
         let reconciled_due_at = add(now, spec.deadlines.reconciled);
         let access_due_at = add(now, spec.deadlines.access_asserted);
-        let run = Run {
+        let mut run = Run {
             id: Uuid::now_v7(),
             project: spec.project,
             workflow: spec.workflow,
@@ -227,19 +282,25 @@ impl Run {
             event_type: spec.event_type,
             customer_id: spec.customer_id,
             subscription_id: spec.subscription_id,
-            expected_plan,
-            expected_plan_reason,
+            expected_plan: None,
+            expected_plan_reason: None,
+            expected_features: None,
+            keep_access_until: None,
             observed_plan: None,
+            observed_features: None,
             deploy_sha: None,
             livemode: spec.livemode,
             stage: Stage::Received,
             status: RunStatus::Open,
+            event_created_at: spec.event_created_at.unwrap_or(now),
+            superseded_by: None,
             opened_at: now,
             reconciled_due_at,
             access_due_at,
             deadline_at: Some(reconciled_due_at.min(access_due_at)),
             closed_at: None,
         };
+        run.set_expectation(spec.expectation);
         let entry = TimelineEntry {
             at: now,
             source: spec.source,
@@ -249,11 +310,91 @@ impl Run {
                 "event_type": run.event_type,
                 "expected_plan": run.expected_plan,
                 "expected_plan_reason": run.expected_plan_reason,
+                "expected_features": run.expected_features,
+                "keep_access_until": run.keep_access_until.as_ref().map(fmt_deadline),
                 "reconciled_due_at": fmt_deadline(&run.reconciled_due_at),
                 "access_asserted_due_at": fmt_deadline(&run.access_due_at),
             }),
         };
         (run, entry)
+    }
+
+    /// What the run expects, as one value.
+    pub fn expectation(&self) -> Expectation {
+        if let Some(features) = &self.expected_features {
+            return Expectation::Features(features.iter().cloned().collect());
+        }
+        if let Some(until) = self.keep_access_until {
+            return Expectation::KeepAccess {
+                plan: self.expected_plan.clone(),
+                until,
+            };
+        }
+        match &self.expected_plan {
+            Some(plan) => Expectation::Plan(plan.clone()),
+            None => Expectation::Unknown {
+                reason: self.expected_plan_reason.clone().unwrap_or_default(),
+            },
+        }
+    }
+
+    fn set_expectation(&mut self, expectation: Expectation) {
+        let (plan, reason, features, until) = match expectation {
+            Expectation::Plan(plan) => (Some(plan), None, None, None),
+            Expectation::KeepAccess { plan, until } => {
+                let reason = plan.is_none().then(|| {
+                    "a failed payment keeps whatever paid plan the customer has".to_owned()
+                });
+                (plan, reason, None, Some(until))
+            }
+            Expectation::Features(set) => (
+                None,
+                Some("an entitlement summary expects features, not a plan".to_owned()),
+                Some(set.into_iter().collect()),
+                None,
+            ),
+            Expectation::Unknown { reason } => (None, Some(reason), None, None),
+        };
+        self.expected_plan = plan;
+        self.expected_plan_reason = reason;
+        self.expected_features = features;
+        self.keep_access_until = until;
+    }
+
+    /// How `plan` and `features`, as the app shows them, compare with what
+    /// this run expects.
+    pub fn verdict(&self, plan: Option<&str>, features: Option<&[String]>) -> Verdict {
+        let paid = plan.is_some_and(|p| p != NO_PLAN);
+        let matches = match self.expectation() {
+            Expectation::Features(expected) => features
+                .is_some_and(|f| sorted_set(f) == expected.iter().map(String::as_str).collect()),
+            Expectation::KeepAccess { plan: kept, .. } => {
+                paid && kept.as_deref().is_none_or(|k| Some(k) == plan)
+            }
+            Expectation::Plan(expected) => plan == Some(expected.as_str()),
+            Expectation::Unknown { .. } if paid => return Verdict::AcceptedWithoutExpectation,
+            Expectation::Unknown { .. } => false,
+        };
+        if matches {
+            Verdict::Matches
+        } else {
+            Verdict::Mismatch
+        }
+    }
+
+    /// What this run is about, for ordering.
+    pub fn subject(&self) -> Option<Subject> {
+        match (&self.subscription_id, &self.customer_id) {
+            (Some(sub), _) => Some(Subject::Subscription(sub.clone())),
+            (None, Some(cus)) => Some(Subject::Customer(cus.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Events of one subject are ordered by when they happened, then by id
+    /// (Stripe's `created` has one-second resolution).
+    pub fn order_key(&self) -> (DateTime<Utc>, &str) {
+        (self.event_created_at, &self.event_id)
     }
 
     /// The same event arrived again from the other side (the SDK opened the
@@ -275,12 +416,18 @@ impl Run {
             self.livemode = spec.livemode;
             filled.push("livemode");
         }
-        if self.expected_plan.is_none()
-            && let Expectation::Plan(plan) = spec.expectation
+        // Stripe's `created` is the true time of the event; the SDK's open
+        // only stood in for it.
+        if spec.source == Source::Stripe
+            && let Some(created) = spec.event_created_at
+            && created != self.event_created_at
         {
-            self.expected_plan = Some(plan);
-            self.expected_plan_reason = None;
-            filled.push("expected_plan");
+            self.event_created_at = created;
+            filled.push("event_created_at");
+        }
+        if !self.expectation().is_known() && spec.expectation.is_known() {
+            self.set_expectation(spec.expectation);
+            filled.push("expectation");
         }
         if filled.is_empty() && spec.source != Source::Stripe {
             return None;
@@ -306,14 +453,25 @@ impl Run {
         if !stage.is_reportable() {
             return Err(ReportError::NotReportable(stage));
         }
-        let observed = report.observed_plan.as_deref().map(str::trim);
-        if stage == Stage::AccessAsserted && observed.is_none_or(str::is_empty) {
+        let observed = report
+            .observed_plan
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        let features = report.observed_features.as_deref().map(|f| {
+            sorted_set(f)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        });
+        if stage == Stage::AccessAsserted && observed.is_none() && features.is_none() {
             return Err(ReportError::MissingObservedPlan);
         }
-        let observed = observed.filter(|p| !p.is_empty()).map(str::to_owned);
 
         let mut evidence = json!({
             "observed_plan": observed,
+            "observed_features": features,
             "deploy_sha": report.deploy_sha,
             "reported_expected_plan": report.expected_plan,
             "evidence": report.evidence,
@@ -323,50 +481,47 @@ impl Run {
             if let Some(sha) = report.deploy_sha.as_ref().filter(|s| !s.trim().is_empty()) {
                 self.deploy_sha = Some(sha.trim().to_owned());
             }
-            if self.expected_plan.is_none()
+            if !self.expectation().is_known()
                 && let Some(plan) = report
                     .expected_plan
                     .as_ref()
                     .filter(|p| !p.trim().is_empty())
             {
-                self.expected_plan = Some(plan.trim().to_owned());
-                self.expected_plan_reason = None;
+                self.set_expectation(Expectation::Plan(plan.trim().to_owned()));
             }
         }
-        if let Some(plan) = &observed {
-            // The latest word on the customer's plan, kept even after the run
-            // ends so that the incident and the dashboard show it.
-            self.observed_plan = Some(plan.clone());
+        // The latest word on the customer's access, kept even after the run
+        // ends so that the incident and the dashboard show it.
+        if observed.is_some() {
+            self.observed_plan = observed.clone();
+        }
+        if features.is_some() {
+            self.observed_features = features.clone();
         }
 
+        let verdict = (stage == Stage::AccessAsserted)
+            .then(|| self.verdict(observed.as_deref(), features.as_deref()));
         let mut timeline = Vec::new();
         let mut access_now_matches = false;
         let outcome = if !was_open {
-            if stage == Stage::AccessAsserted
-                && self.status == RunStatus::Failed
-                && self.access_matches(observed.as_deref())
-            {
+            if self.status == RunStatus::Failed && verdict == Some(Verdict::Matches) {
                 access_now_matches = true;
                 "access_now_matches"
             } else {
                 "recorded_after_close"
             }
         } else {
-            match stage {
-                Stage::AccessAsserted => match self.expected_plan.as_deref() {
-                    Some(expected) if Some(expected) == observed.as_deref() => "matched",
-                    Some(_) => "plan_mismatch",
-                    // Nothing to compare against: the app's word that the
-                    // customer has a paid plan is the best evidence there is.
-                    None if observed.as_deref() != Some(NO_PLAN) => "accepted_without_expectation",
-                    None => "plan_mismatch",
-                },
-                _ if stage > self.stage => "advanced",
-                _ => "recorded",
+            match verdict {
+                Some(Verdict::Matches) => "matched",
+                Some(Verdict::AcceptedWithoutExpectation) => "accepted_without_expectation",
+                Some(Verdict::Mismatch) => "plan_mismatch",
+                None if stage > self.stage => "advanced",
+                None => "recorded",
             }
         };
         if outcome == "plan_mismatch" {
             evidence["expected_plan"] = json!(self.expected_plan);
+            evidence["expected_features"] = json!(self.expected_features);
         }
         timeline.push(TimelineEntry {
             at: now,
@@ -399,7 +554,10 @@ impl Run {
                     source,
                     stage: Stage::Closed,
                     outcome: "succeeded".into(),
-                    evidence: json!({ "plan": self.observed_plan }),
+                    evidence: json!({
+                        "plan": self.observed_plan,
+                        "features": self.observed_features,
+                    }),
                 });
             }
             _ => {}
@@ -410,8 +568,29 @@ impl Run {
         })
     }
 
-    fn access_matches(&self, observed: Option<&str>) -> bool {
-        matches!((self.expected_plan.as_deref(), observed), (Some(e), Some(o)) if e == o)
+    /// Ends this open run because `newer`, a later event about the same
+    /// subject, replaced what it expected. A superseded run never raises an
+    /// incident. `None` when the run has already ended.
+    pub fn supersede(&mut self, newer: &Run, now: DateTime<Utc>) -> Option<TimelineEntry> {
+        if self.status != RunStatus::Open {
+            return None;
+        }
+        self.status = RunStatus::Superseded;
+        self.superseded_by = Some(newer.id);
+        self.deadline_at = None;
+        self.closed_at = Some(now);
+        Some(TimelineEntry {
+            at: now,
+            source: Source::Stripe,
+            stage: self.stage,
+            outcome: "superseded".into(),
+            evidence: json!({
+                "superseded_by": newer.id,
+                "newer_event_id": newer.event_id,
+                "newer_event_type": newer.event_type,
+                "newer_event_created_at": fmt_deadline(&newer.event_created_at),
+            }),
+        })
     }
 
     /// The deadline of the stage this open run waits for next.
@@ -463,6 +642,39 @@ impl Run {
     }
 }
 
+/// Stripe does not deliver in order. When `new` opens (or learns its
+/// subject), it and the other runs of its subject settle who is current:
+/// if a newer event's run exists, `new` is superseded by the newest one;
+/// otherwise `new` supersedes every older run still open. Returns the
+/// timeline entries for each run it changed: `None` for `new`, `Some(i)` for
+/// `others[i]`.
+pub fn settle_order(
+    new: &mut Run,
+    others: &mut [Run],
+    now: DateTime<Utc>,
+) -> Vec<(Option<usize>, TimelineEntry)> {
+    let mut changed = Vec::new();
+    let newest_newer = others
+        .iter()
+        .filter(|other| other.id != new.id && other.order_key() > new.order_key())
+        .max_by(|a, b| a.order_key().cmp(&b.order_key()));
+    if let Some(newer) = newest_newer {
+        if let Some(entry) = new.supersede(newer, now) {
+            changed.push((None, entry));
+        }
+        return changed;
+    }
+    for (i, other) in others.iter_mut().enumerate() {
+        if other.id != new.id
+            && other.order_key() < new.order_key()
+            && let Some(entry) = other.supersede(new, now)
+        {
+            changed.push((Some(i), entry));
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -483,6 +695,7 @@ pub(crate) mod tests {
             subscription_id: Some("sub_1".into()),
             expectation,
             livemode: Some(false),
+            event_created_at: None,
             deadlines: Deadlines {
                 reconciled: Duration::from_secs(120),
                 access_asserted: Duration::from_secs(600),

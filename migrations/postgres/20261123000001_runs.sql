@@ -35,6 +35,15 @@ CREATE TABLE runs (
     access_due_at        BIGINT  NOT NULL,
     deadline_at          BIGINT,  -- next deadline; NULL once the run ended
     closed_at            BIGINT,
+    -- What else the run expects and saw: entitlement feature sets (JSON
+    -- arrays) and, for a failed payment, when the grace period ends.
+    expected_features    TEXT,
+    keep_access_until    BIGINT,
+    observed_features    TEXT,
+    -- Orders the events of one subscription: Stripe's `created`, else when
+    -- the run opened.
+    event_created_at     BIGINT NOT NULL,
+    superseded_by        TEXT,
     -- A worker's claim on the run (see the claim mechanism in src/store/sql.rs).
     lease_token          TEXT,
     lease_expires_at     BIGINT,
@@ -46,6 +55,7 @@ CREATE INDEX runs_by_deadline ON runs (deadline_at) WHERE deadline_at IS NOT NUL
 CREATE INDEX runs_by_lease ON runs (lease_token) WHERE lease_token IS NOT NULL;
 CREATE INDEX runs_by_project_newest ON runs (project, opened_at DESC, id DESC);
 CREATE INDEX runs_by_customer ON runs (project, customer_id, opened_at DESC);
+CREATE INDEX runs_by_subscription ON runs (project, subscription_id);
 
 CREATE TABLE run_timeline (
     seq      BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -63,6 +63,7 @@ pub async fn open(
         subscription_id: body.subscription_id,
         expectation,
         livemode: None,
+        event_created_at: None,
         deadlines: project.deadlines,
         source: Source::Sdk,
     };
@@ -79,6 +80,7 @@ pub async fn open(
 #[serde(deny_unknown_fields)]
 struct ReportBody {
     observed_plan: Option<String>,
+    observed_features: Option<Vec<String>>,
     deploy_sha: Option<String>,
     expected_plan: Option<String>,
     evidence: Option<serde_json::Map<String, Value>>,
@@ -96,10 +98,22 @@ pub async fn report_stage(
     })?;
     let body: ReportBody = optional_json(body)?;
     check_optional("observed_plan", &body.observed_plan)?;
+    if let Some(features) = &body.observed_features {
+        if features.len() > 200 {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "`observed_features` holds at most 200 lookup keys",
+            ));
+        }
+        for feature in features {
+            check_field("observed_features[]", feature)?;
+        }
+    }
     check_optional("deploy_sha", &body.deploy_sha)?;
     check_optional("expected_plan", &body.expected_plan)?;
     let report = StageReport {
         observed_plan: body.observed_plan,
+        observed_features: body.observed_features,
         deploy_sha: body.deploy_sha,
         expected_plan: body.expected_plan,
         evidence: body.evidence.map(Value::Object),

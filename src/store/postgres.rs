@@ -51,5 +51,6 @@ sql_store!(
     sqlx::Postgres,
     PgConnection,
     lock = " FOR UPDATE",
-    skip_locked = " FOR UPDATE SKIP LOCKED"
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    subject_lock = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 );

@@ -16,7 +16,8 @@ macro_rules! run_columns {
     () => {
         "id, project, workflow, event_id, event_type, customer_id, subscription_id, \
          expected_plan, expected_plan_reason, observed_plan, deploy_sha, livemode, stage, \
-         status, opened_at, reconciled_due_at, access_due_at, deadline_at, closed_at"
+         status, opened_at, reconciled_due_at, access_due_at, deadline_at, closed_at, \
+         expected_features, keep_access_until, observed_features, event_created_at, superseded_by"
     };
 }
 pub(crate) use run_columns;
@@ -66,6 +67,18 @@ pub(crate) struct RunRow {
     access_due_at: i64,
     deadline_at: Option<i64>,
     closed_at: Option<i64>,
+    expected_features: Option<String>,
+    keep_access_until: Option<i64>,
+    observed_features: Option<String>,
+    event_created_at: i64,
+    superseded_by: Option<String>,
+}
+
+fn string_list(text: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("feature list: {e}")))
+    })
+    .transpose()
 }
 
 impl TryFrom<RunRow> for Run {
@@ -91,6 +104,11 @@ impl TryFrom<RunRow> for Run {
             access_due_at: from_ms(r.access_due_at),
             deadline_at: r.deadline_at.map(from_ms),
             closed_at: r.closed_at.map(from_ms),
+            expected_features: string_list(r.expected_features)?,
+            keep_access_until: r.keep_access_until.map(from_ms),
+            observed_features: string_list(r.observed_features)?,
+            event_created_at: from_ms(r.event_created_at),
+            superseded_by: r.superseded_by.as_deref().map(uuid).transpose()?,
         })
     }
 }

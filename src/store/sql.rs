@@ -5,8 +5,9 @@
 //! placeholders work in both. What differs is passed in as literals:
 //! `lock` is appended to reads that a transaction will write back
 //! (`FOR UPDATE` on PostgreSQL; nothing on SQLite, where one writer
-//! connection serialises every transaction), and `skip_locked` lets
-//! concurrent replicas claim disjoint rows.
+//! connection serialises every transaction), `skip_locked` lets concurrent
+//! replicas claim disjoint rows, and `subject_lock` serialises the opening of
+//! runs about one subscription (empty on SQLite).
 //!
 //! A macro rather than a function generic over `sqlx::Database`: the generic
 //! form needs a dozen higher-ranked bounds on every item and fights `Send`
@@ -44,9 +45,16 @@ macro_rules! claim_overdue_sql {
 pub(crate) use claim_overdue_sql;
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $conn:ty, lock = $lock:literal, skip_locked = $skip:literal) => {
+    (
+        $store:ident,
+        $db:ty,
+        $conn:ty,
+        lock = $lock:literal,
+        skip_locked = $skip:literal,
+        subject_lock = $subject_lock:literal
+    ) => {
         use $crate::incident::{Incident, NewIncident};
-        use $crate::run::{Run, RunSpec, Source, Stage, StageReport, TimelineEntry};
+        use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
         use $crate::store::sql::claim_overdue_sql;
         use $crate::store::rows::{
             IncidentRow, RunRow, TimelineRow, convert, incident_columns, run_columns,
@@ -95,20 +103,24 @@ macro_rules! sql_store {
                 sqlx::query(concat!(
                     "INSERT INTO runs (",
                     run_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-                     ON CONFLICT (project, workflow, event_id) DO NOTHING"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                     $20, $21, $22, $23, $24) ON CONFLICT (project, workflow, event_id) DO NOTHING"
                 ))
             } else {
                 sqlx::query(concat!(
                     "INSERT INTO runs (",
                     run_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-                     ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                     $20, $21, $22, $23, $24) ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
                      subscription_id = excluded.subscription_id, expected_plan = excluded.expected_plan, \
                      expected_plan_reason = excluded.expected_plan_reason, \
                      observed_plan = excluded.observed_plan, deploy_sha = excluded.deploy_sha, \
                      livemode = excluded.livemode, stage = excluded.stage, status = excluded.status, \
-                     deadline_at = excluded.deadline_at, closed_at = excluded.closed_at"
+                     deadline_at = excluded.deadline_at, closed_at = excluded.closed_at, \
+                     expected_features = excluded.expected_features, \
+                     keep_access_until = excluded.keep_access_until, \
+                     observed_features = excluded.observed_features, \
+                     event_created_at = excluded.event_created_at, superseded_by = excluded.superseded_by"
                 ))
             };
             let done = query
@@ -131,6 +143,11 @@ macro_rules! sql_store {
                 .bind(to_ms(run.access_due_at))
                 .bind(run.deadline_at.map(to_ms))
                 .bind(run.closed_at.map(to_ms))
+                .bind(run.expected_features.as_ref().map(|f| serde_json::json!(f).to_string()))
+                .bind(run.keep_access_until.map(to_ms))
+                .bind(run.observed_features.as_ref().map(|f| serde_json::json!(f).to_string()))
+                .bind(to_ms(run.event_created_at))
+                .bind(run.superseded_by.map(|id| id.to_string()))
                 .execute(&mut *conn)
                 .await?;
             Ok(done.rows_affected() == 1)
@@ -226,6 +243,63 @@ macro_rules! sql_store {
             convert(rows)
         }
 
+        /// Settles which run of its subscription (or customer) is current
+        /// once `run` has opened or learnt more (see `run::settle_order`), and
+        /// writes back every run that changed. Only the open runs and the
+        /// runs of newer events are read.
+        async fn settle_order(
+            conn: &mut $conn,
+            run: &mut Run,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), StoreError> {
+            let (sql, key) = match run.subject() {
+                Some(Subject::Subscription(id)) => (
+                    concat!(
+                        "SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND workflow = $2 ",
+                        "AND subscription_id = $3 AND id <> $4 AND (status = 'open' OR event_created_at > $5 ",
+                        "OR (event_created_at = $5 AND event_id > $6))", $lock
+                    ),
+                    id,
+                ),
+                Some(Subject::Customer(id)) => (
+                    concat!(
+                        "SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND workflow = $2 ",
+                        "AND customer_id = $3 AND subscription_id IS NULL AND id <> $4 AND (status = 'open' ",
+                        "OR event_created_at > $5 OR (event_created_at = $5 AND event_id > $6))", $lock
+                    ),
+                    id,
+                ),
+                None => return Ok(()),
+            };
+            // Two events of one subject opening at once must not both miss
+            // each other: the later of them waits here for the first to commit.
+            if !$subject_lock.is_empty() {
+                sqlx::query($subject_lock)
+                    .bind(format!("{}/{}/{}", run.project, run.workflow, key))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let rows: Vec<RunRow> = sqlx::query_as(sql)
+                .bind(&run.project)
+                .bind(&run.workflow)
+                .bind(&key)
+                .bind(run.id.to_string())
+                .bind(to_ms(run.event_created_at))
+                .bind(&run.event_id)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut others: Vec<Run> = convert(rows)?;
+            for (which, entry) in $crate::run::settle_order(run, &mut others, now) {
+                let changed = match which {
+                    None => &*run,
+                    Some(i) => &others[i],
+                };
+                write_run(conn, changed, false).await?;
+                append_timeline(conn, changed.id, &[entry]).await?;
+            }
+            Ok(())
+        }
+
         /// Opens the run, or confirms the one the other side opened first.
         /// Safe under concurrency: the insert yields to a run another request
         /// committed first, which is then read locked and merged.
@@ -236,9 +310,10 @@ macro_rules! sql_store {
         ) -> Result<(Run, bool), StoreError> {
             let key = RunRef::EventId(spec.event_id.clone());
             if fetch_run(conn, &spec.project, &key, true).await?.is_none() {
-                let (run, entry) = Run::open(spec.clone(), now);
+                let (mut run, entry) = Run::open(spec.clone(), now);
                 if write_run(conn, &run, true).await? {
                     append_timeline(conn, run.id, &[entry]).await?;
+                    settle_order(conn, &mut run, now).await?;
                     return Ok((run, true));
                 }
             }
@@ -248,6 +323,7 @@ macro_rules! sql_store {
             if let Some(entry) = run.merge(spec, now) {
                 write_run(conn, &run, false).await?;
                 append_timeline(conn, run.id, &[entry]).await?;
+                settle_order(conn, &mut run, now).await?;
             }
             Ok((run, false))
         }

@@ -88,5 +88,6 @@ sql_store!(
     sqlx::Sqlite,
     SqliteConnection,
     lock = "",
-    skip_locked = ""
+    skip_locked = "",
+    subject_lock = ""
 );

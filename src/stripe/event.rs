@@ -4,10 +4,24 @@
 //! Payload shapes differ across API versions; where Stripe moved a field
 //! (basil, 2025-03-31) both the old and the new path are read.
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::plan::{PlanMap, PriceRef};
 use crate::run::{Expectation, NO_PLAN};
+
+/// How events translate into expected access, from the project's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessPolicy<'a> {
+    pub plans: &'a PlanMap,
+    /// How long access must be kept after a failed payment.
+    pub grace_period: Duration,
+    /// Whether a paused subscription keeps its plan (by default it does not).
+    pub paused_keeps_access: bool,
+}
 
 /// The longest event id we store; Stripe's are about 30 characters.
 const MAX_EVENT_ID_LEN: usize = 255;
@@ -136,10 +150,31 @@ impl StripeEvent {
         })
     }
 
+    /// When the event happened, from Stripe's `created`.
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.created
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+    }
+
     /// The facts for the run this event opens, or `None` for event types that
     /// do not change access (they are stored without a run).
-    pub fn run_facts(&self, plans: &PlanMap) -> Option<RunFacts> {
+    pub fn run_facts(&self, policy: &AccessPolicy<'_>, now: DateTime<Utc>) -> Option<RunFacts> {
         let o = &self.object;
+        // A failed payment keeps access until the grace period, counted from
+        // the event, is over; after that, access should be gone.
+        let grace = |plan: Result<String, String>| {
+            let happened = self.created_at().unwrap_or(now);
+            let until = happened
+                + chrono::Duration::from_std(policy.grace_period).unwrap_or(chrono::Duration::MAX);
+            if until <= now {
+                Expectation::Plan(NO_PLAN.into())
+            } else {
+                Expectation::KeepAccess {
+                    plan: plan.ok(),
+                    until,
+                }
+            }
+        };
         match self.event_type.as_str() {
             "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
                 // Delayed payment methods complete the session unpaid; access
@@ -160,7 +195,7 @@ impl StripeEvent {
                         ),
                     }
                 } else {
-                    plans.expectation(&prices)
+                    policy.plans.expectation(&prices)
                 };
                 Some(RunFacts {
                     customer_id: id_of(o.get("customer")),
@@ -173,24 +208,33 @@ impl StripeEvent {
             | "customer.subscription.deleted"
             | "customer.subscription.paused"
             | "customer.subscription.resumed" => {
+                let prices: Vec<_> = list(o, "/items/data")
+                    .iter()
+                    .filter_map(|item| {
+                        item.get("price")
+                            .or_else(|| item.get("plan"))
+                            .and_then(price_ref)
+                    })
+                    .collect();
                 let status = str_at(o, "/status").unwrap_or_default();
-                let ended = self.event_type == "customer.subscription.deleted"
-                    || matches!(
-                        status,
-                        "canceled" | "unpaid" | "incomplete" | "incomplete_expired" | "paused"
-                    );
-                let expectation = if ended {
+                let paused =
+                    status == "paused" || self.event_type == "customer.subscription.paused";
+                let expectation = if self.event_type == "customer.subscription.deleted" {
                     Expectation::Plan(NO_PLAN.into())
+                } else if paused {
+                    if policy.paused_keeps_access {
+                        policy.plans.expectation(&prices)
+                    } else {
+                        Expectation::Plan(NO_PLAN.into())
+                    }
                 } else {
-                    let prices: Vec<_> = list(o, "/items/data")
-                        .iter()
-                        .filter_map(|item| {
-                            item.get("price")
-                                .or_else(|| item.get("plan"))
-                                .and_then(price_ref)
-                        })
-                        .collect();
-                    plans.expectation(&prices)
+                    match status {
+                        "canceled" | "unpaid" | "incomplete" | "incomplete_expired" => {
+                            Expectation::Plan(NO_PLAN.into())
+                        }
+                        "past_due" => grace(policy.plans.plan_of(&prices)),
+                        _ => policy.plans.expectation(&prices),
+                    }
                 };
                 Some(RunFacts {
                     customer_id: id_of(o.get("customer")),
@@ -210,30 +254,41 @@ impl StripeEvent {
                             .and_then(price_ref)
                     })
                     .collect();
+                let expectation = if self.event_type == "invoice.payment_failed" {
+                    grace(policy.plans.plan_of(&prices))
+                } else {
+                    policy.plans.expectation(&prices)
+                };
                 Some(RunFacts {
                     customer_id: id_of(o.get("customer")),
                     subscription_id,
-                    expectation: plans.expectation(&prices),
+                    expectation,
                 })
             }
             "entitlements.active_entitlement_summary.updated" => {
-                let keys: Vec<_> = list(o, "/entitlements/data")
+                let keys: BTreeSet<String> = list(o, "/entitlements/data")
                     .iter()
                     .filter_map(|e| str_at(e, "/lookup_key"))
+                    .map(str::to_owned)
                     .collect();
+                // The summary lists at most 10 entitlements; with more, the
+                // event does not tell the whole set.
+                let complete =
+                    o.pointer("/entitlements/has_more").and_then(Value::as_bool) != Some(true);
+                let expectation = if complete {
+                    Expectation::Features(keys)
+                } else {
+                    Expectation::Unknown {
+                        reason: format!(
+                            "the entitlement summary lists only some features ({}) and says there are more",
+                            keys.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                    }
+                };
                 Some(RunFacts {
                     customer_id: id_of(o.get("customer")),
                     subscription_id: None,
-                    expectation: Expectation::Unknown {
-                        reason: format!(
-                            "an entitlement summary names features, not a plan (lookup keys: {})",
-                            if keys.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                keys.join(", ")
-                            }
-                        ),
-                    },
+                    expectation,
                 })
             }
             _ => None,
@@ -257,10 +312,31 @@ mod tests {
         "price_1PgafmB7WZ01zgkW6dKueIc5=pro".parse().unwrap()
     }
 
+    const WEEK: Duration = Duration::from_secs(7 * 86_400);
+
+    /// The facts an hour after the event, with a week of grace.
+    fn facts_with(event: &StripeEvent, plans: &PlanMap) -> Option<RunFacts> {
+        facts_at(event, plans, chrono::Duration::hours(1), false)
+    }
+
+    fn facts_at(
+        event: &StripeEvent,
+        plans: &PlanMap,
+        after: chrono::Duration,
+        paused_keeps_access: bool,
+    ) -> Option<RunFacts> {
+        let policy = AccessPolicy {
+            plans,
+            grace_period: WEEK,
+            paused_keeps_access,
+        };
+        event.run_facts(&policy, event.created_at().unwrap() + after)
+    }
+
     #[test]
     fn subscription_created_maps_its_price() {
         let event = fixture("customer.subscription.created");
-        let facts = event.run_facts(&plans()).unwrap();
+        let facts = facts_with(&event, &plans()).unwrap();
         assert_eq!(facts.customer_id.as_deref(), Some("cus_QXg1o8vcGmoR32"));
         assert_eq!(
             facts.subscription_id.as_deref(),
@@ -271,9 +347,7 @@ mod tests {
 
     #[test]
     fn deleted_subscription_expects_no_plan() {
-        let facts = fixture("customer.subscription.deleted")
-            .run_facts(&plans())
-            .unwrap();
+        let facts = facts_with(&fixture("customer.subscription.deleted"), &plans()).unwrap();
         assert_eq!(facts.expectation, Expectation::Plan("none".into()));
     }
 
@@ -283,7 +357,7 @@ mod tests {
         event.object["payment_status"] = "paid".into();
         event.object["customer"] = "cus_9".into();
         event.object["subscription"] = serde_json::json!({"id": "sub_9"});
-        let facts = event.run_facts(&plans()).unwrap();
+        let facts = facts_with(&event, &plans()).unwrap();
         assert_eq!(facts.customer_id.as_deref(), Some("cus_9"));
         assert_eq!(facts.subscription_id.as_deref(), Some("sub_9"));
         match facts.expectation {
@@ -296,7 +370,7 @@ mod tests {
     fn unpaid_checkout_waits_for_the_async_payment() {
         let event = fixture("checkout.session.completed");
         assert_eq!(event.object["payment_status"], "unpaid");
-        assert_eq!(event.run_facts(&plans()), None);
+        assert_eq!(facts_with(&event, &plans()), None);
     }
 
     #[test]
@@ -305,7 +379,7 @@ mod tests {
         event.object["parent"]["subscription_details"]["subscription"] = "sub_new".into();
         event.object["lines"]["data"][0]["pricing"]["price_details"] =
             serde_json::json!({"price": "price_1PgafmB7WZ01zgkW6dKueIc5"});
-        let facts = event.run_facts(&plans()).unwrap();
+        let facts = facts_with(&event, &plans()).unwrap();
         assert_eq!(facts.subscription_id.as_deref(), Some("sub_new"));
         assert_eq!(facts.expectation, Expectation::Plan("pro".into()));
 
@@ -315,16 +389,18 @@ mod tests {
         event.object["lines"]["data"][0]["price"] =
             serde_json::json!({"id": "price_x", "lookup_key": "pro_monthly"});
         let plans: PlanMap = "pro_monthly=pro".parse().unwrap();
-        let facts = event.run_facts(&plans).unwrap();
+        let facts = facts_with(&event, &plans).unwrap();
         assert_eq!(facts.subscription_id.as_deref(), Some("sub_old"));
         assert_eq!(facts.expectation, Expectation::Plan("pro".into()));
     }
 
     #[test]
     fn unmapped_prices_are_named_in_the_reason() {
-        let facts = fixture("customer.subscription.created")
-            .run_facts(&PlanMap::default())
-            .unwrap();
+        let facts = facts_with(
+            &fixture("customer.subscription.created"),
+            &PlanMap::default(),
+        )
+        .unwrap();
         match facts.expectation {
             Expectation::Unknown { reason } => {
                 assert!(
@@ -346,13 +422,93 @@ mod tests {
         .unwrap()
         {
             let event = StripeEvent::parse(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
-            let opens_run = event.run_facts(&plans()).is_some();
+            let opens_run = facts_with(&event, &plans()).is_some();
             let expected = !matches!(
                 event.event_type.as_str(),
                 "customer.subscription.trial_will_end" | "checkout.session.completed"
             );
             assert_eq!(opens_run, expected, "{}", event.event_type);
         }
+    }
+
+    #[test]
+    fn a_failed_payment_keeps_access_through_the_grace_period_only() {
+        let mut event = fixture("invoice.payment_failed");
+        event.object["lines"]["data"][0]["price"] =
+            serde_json::json!({"id": "price_1PgafmB7WZ01zgkW6dKueIc5"});
+        let until = event.created_at().unwrap() + chrono::Duration::days(7);
+        let facts = facts_with(&event, &plans()).unwrap();
+        assert_eq!(
+            facts.expectation,
+            Expectation::KeepAccess {
+                plan: Some("pro".into()),
+                until
+            }
+        );
+        let late = facts_at(&event, &plans(), chrono::Duration::days(8), false).unwrap();
+        assert_eq!(
+            late.expectation,
+            Expectation::Plan("none".into()),
+            "grace is over"
+        );
+
+        let mut past_due = fixture("customer.subscription.created");
+        past_due.object["status"] = "past_due".into();
+        assert!(matches!(
+            facts_with(&past_due, &plans()).unwrap().expectation,
+            Expectation::KeepAccess { plan: Some(_), .. }
+        ));
+    }
+
+    #[test]
+    fn subscription_statuses_map_to_access() {
+        for (status, expected) in [
+            ("active", "pro"),
+            ("trialing", "pro"),
+            ("canceled", "none"),
+            ("unpaid", "none"),
+            ("incomplete_expired", "none"),
+            ("paused", "none"),
+        ] {
+            let mut event = fixture("customer.subscription.created");
+            event.object["status"] = status.into();
+            let facts = facts_with(&event, &plans()).unwrap();
+            assert_eq!(
+                facts.expectation,
+                Expectation::Plan(expected.into()),
+                "{status}"
+            );
+        }
+        let paused = fixture("customer.subscription.paused");
+        let kept = facts_at(&paused, &plans(), chrono::Duration::hours(1), true).unwrap();
+        assert_eq!(
+            kept.expectation,
+            Expectation::Plan("pro".into()),
+            "paused keeps access when configured"
+        );
+    }
+
+    #[test]
+    fn an_entitlement_summary_expects_its_exact_feature_set() {
+        let mut event = fixture("entitlements.active_entitlement_summary.updated");
+        event.object["customer"] = "cus_1".into();
+        event.object["entitlements"]["data"] = serde_json::json!([
+            {"lookup_key": "seats"}, {"lookup_key": "api"}, {"lookup_key": "seats"}
+        ]);
+        assert!(
+            matches!(
+                facts_with(&event, &plans()).unwrap().expectation,
+                Expectation::Unknown { .. }
+            ),
+            "has_more: the list is not the whole set"
+        );
+        event.object["entitlements"]["has_more"] = false.into();
+        let facts = facts_with(&event, &plans()).unwrap();
+        assert_eq!(facts.customer_id.as_deref(), Some("cus_1"));
+        assert_eq!(
+            facts.expectation,
+            Expectation::Features(["api".to_owned(), "seats".to_owned()].into())
+        );
     }
 
     #[test]

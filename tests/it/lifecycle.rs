@@ -371,10 +371,12 @@ async fn runs_list_newest_first_with_filters_and_cursors(backend: Backend) {
         return;
     };
     for i in 0..5 {
+        // One subscription each: events of one subscription would supersede
+        // each other.
         let event = subscription_created(
             &format!("evt_list_{i}"),
             &format!("cus_{}", i % 2),
-            "sub_x",
+            &format!("sub_{i}"),
             "price_pro",
         );
         assert_eq!(server.deliver(&event).await.0, StatusCode::OK);

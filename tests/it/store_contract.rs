@@ -41,6 +41,7 @@ fn spec(event_id: &str, source: Source) -> RunSpec {
         subscription_id: Some(format!("sub_{event_id}")),
         expectation: Expectation::Plan("pro".into()),
         livemode: Some(false),
+        event_created_at: None,
         deadlines: Deadlines {
             reconciled: Duration::from_secs(60),
             access_asserted: Duration::from_secs(120),

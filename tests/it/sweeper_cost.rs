@@ -35,9 +35,9 @@ async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
          INSERT INTO runs (id, project, workflow, event_id, event_type, stage, status, opened_at, \
-                           reconciled_due_at, access_due_at, deadline_at) \
+                           reconciled_due_at, access_due_at, deadline_at, event_created_at) \
          SELECT '00000000-0000-4000-8000-' || printf('%012d', i), 'default', 'billing', 'evt_bulk_' || i, 'invoice.paid', 'received', 'open', \
-                $1, $1, $1, $1 FROM n",
+                $1, $1, $1, $1, $1 FROM n",
     )
     .bind(far)
     .execute(&mut conn)
@@ -68,6 +68,7 @@ async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
             subscription_id: None,
             expectation: Expectation::Plan("pro".into()),
             livemode: Some(false),
+            event_created_at: None,
             deadlines: Deadlines {
                 reconciled: Duration::from_secs(60),
                 access_asserted: Duration::from_secs(120),

@@ -943,4 +943,75 @@ pub(crate) mod tests {
         assert_eq!("failed".parse::<RunStatus>(), Ok(RunStatus::Failed));
         assert!("done".parse::<RunStatus>().is_err());
     }
+
+    mod ordering {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Event `i` of one subscription, created `i` seconds after t0.
+        fn event_run(i: usize, now: DateTime<Utc>) -> Run {
+            let spec = RunSpec {
+                event_id: format!("evt_{i}"),
+                event_created_at: Some(t0() + chrono::Duration::seconds(i as i64)),
+                ..spec(Expectation::Plan("pro".into()))
+            };
+            Run::open(spec, now).0
+        }
+
+        /// Delivers the events in `order`, settling each as the store does.
+        fn deliver(order: &[usize]) -> Vec<Run> {
+            let mut stored: Vec<Run> = Vec::new();
+            for (step, &i) in order.iter().enumerate() {
+                let now = t0() + chrono::Duration::minutes(step as i64);
+                let mut new = event_run(i, now);
+                for (which, _) in settle_order(&mut new, &mut stored, now) {
+                    assert!(which.is_none_or(|i| stored[i].status == RunStatus::Superseded));
+                }
+                stored.push(new);
+            }
+            stored
+        }
+
+        #[test]
+        fn a_late_older_event_opens_superseded_by_the_newest() {
+            let runs = deliver(&[2, 0, 1]);
+            let newest = runs.iter().find(|r| r.event_id == "evt_2").unwrap();
+            assert_eq!(newest.status, RunStatus::Open);
+            for old in runs.iter().filter(|r| r.event_id != "evt_2") {
+                assert_eq!(old.status, RunStatus::Superseded, "{}", old.event_id);
+                assert_eq!(old.superseded_by, Some(newest.id));
+                assert_eq!(old.deadline_at, None, "a superseded run is never swept");
+            }
+        }
+
+        #[test]
+        fn only_open_runs_are_superseded() {
+            let now = t0();
+            let mut old = event_run(0, now);
+            old.report(Stage::AccessAsserted, access("pro"), Source::Sdk, now)
+                .unwrap();
+            let mut others = vec![old];
+            let mut new = event_run(1, now);
+            assert!(settle_order(&mut new, &mut others, now).is_empty());
+            assert_eq!(others[0].status, RunStatus::Succeeded);
+        }
+
+        proptest! {
+            /// Whatever order Stripe delivers a subscription's events in, and
+            /// however often, once all have arrived exactly one run is
+            /// current: the newest event's. Every other run is superseded, so
+            /// only the newest can ever fail.
+            #[test]
+            fn only_the_newest_event_stays_current(
+                order in Just((0..6).collect::<Vec<usize>>()).prop_shuffle()
+            ) {
+                let runs = deliver(&order);
+                for run in &runs {
+                    let newest = run.event_id == "evt_5";
+                    prop_assert_eq!(run.status == RunStatus::Open, newest, "{} {:?}", run.event_id, run.status);
+                    prop_assert_eq!(run.superseded_by.is_some(), !newest);
+                }
+            }
+        }
+    }
 }

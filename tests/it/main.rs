@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod expectations;
 mod idempotency;
 mod lifecycle;
 mod replicas;

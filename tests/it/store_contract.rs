@@ -508,7 +508,106 @@ async fn incidents_acknowledge_resolve_and_resolve_themselves(backend: Backend) 
     assert!(open.data.is_empty());
 }
 
+/// Events of one subscription, `i` seconds apart, as Stripe would send them.
+fn ordered_event(sub: &str, i: usize) -> (StoredEvent, RunSpec) {
+    let id = format!("evt_{sub}_{i}");
+    let created = DateTime::from_timestamp(1_767_225_600 + i as i64, 0).unwrap();
+    let spec = RunSpec {
+        subscription_id: Some(sub.to_owned()),
+        event_created_at: Some(created),
+        ..spec(&id, Source::Stripe)
+    };
+    (event(&id), spec)
+}
+
+async fn newer_events_supersede_older_runs_in_any_order(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for (k, order) in orders.iter().enumerate() {
+        let sub = format!("sub_{k}");
+        for &i in order {
+            let (event, spec) = ordered_event(&sub, i);
+            store
+                .ingest_stripe_event(event, Some(spec), now)
+                .await
+                .unwrap();
+        }
+        let newest = store
+            .run_detail("default", &RunRef::EventId(format!("evt_{sub}_2")))
+            .await
+            .unwrap()
+            .run;
+        assert_eq!(newest.status, RunStatus::Open, "order {order:?}");
+        for i in 0..2 {
+            let detail = store
+                .run_detail("default", &RunRef::EventId(format!("evt_{sub}_{i}")))
+                .await
+                .unwrap();
+            assert_eq!(
+                detail.run.status,
+                RunStatus::Superseded,
+                "order {order:?}, event {i}"
+            );
+            assert!(detail.run.superseded_by.is_some());
+            assert_eq!(detail.run.deadline_at, None);
+            assert!(detail.timeline.iter().any(|e| e.outcome == "superseded"));
+        }
+    }
+    // Superseded runs are never swept, even long after their deadlines.
+    let swept = store.sweep(now + minutes(60), 500).await.unwrap();
+    assert_eq!(
+        swept.runs_failed,
+        orders.len(),
+        "only each subscription's newest run fails"
+    );
+}
+
+async fn racing_events_of_one_subscription_still_leave_one_current(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    let deliveries = (0..10)
+        .flat_map(|k| (0..3).map(move |i| (k, i)))
+        .map(|(k, i)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (event, spec) = ordered_event(&format!("sub_race_{k}"), i);
+                store
+                    .ingest_stripe_event(event, Some(spec), now)
+                    .await
+                    .unwrap();
+            })
+        });
+    for delivery in join_all(deliveries).await {
+        delivery.unwrap();
+    }
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM runs WHERE status = 'open'")
+            .await,
+        10
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM runs WHERE status = 'open' AND event_id NOT LIKE '%\\_2' ESCAPE '\\'")
+            .await,
+        0,
+        "the open run of each subscription is its newest event's"
+    );
+}
+
 on_both_backends!(
+    newer_events_supersede_older_runs_in_any_order,
+    racing_events_of_one_subscription_still_leave_one_current,
     ready_after_migrations,
     migrations_are_safe_when_replicas_start_together,
     ingest_stores_once_and_round_trips_the_run,

@@ -157,6 +157,7 @@ async fn bench_ingest(label: &str, db: &BenchDb) {
     );
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(assay::server::serve(config, listener, shutdown.clone()));
+    assay::install_crypto_provider();
     let client = reqwest::Client::new();
     // Wait for the server (migrations) before timing.
     while client

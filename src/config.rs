@@ -16,8 +16,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::plan::PlanMap;
+use crate::probe::ProbeStart;
+use crate::probe::settings::{FileProbe, ProbeConfig};
+use crate::probe::worker::ProberSettings;
 use crate::run::Deadlines;
 use crate::store::{DatabaseSettings, is_postgres};
+use std::sync::Arc;
 
 pub const DEFAULT_PROJECT: &str = "default";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -110,9 +114,16 @@ pub struct ProjectConfig {
     pub grace_period: Duration,
     /// Whether a paused subscription keeps its plan.
     pub paused_keeps_access: bool,
+    /// How Assay probes the app's access endpoint; `None`: it does not.
+    pub probe: Option<Arc<ProbeConfig>>,
 }
 
 impl ProjectConfig {
+    /// When this project's runs start being probed, if they are.
+    pub fn probe_start(&self) -> Option<ProbeStart> {
+        self.probe.as_ref().map(|p| p.start)
+    }
+
     pub fn access_policy(&self) -> crate::stripe::event::AccessPolicy<'_> {
         crate::stripe::event::AccessPolicy {
             plans: &self.plan_map,
@@ -128,6 +139,7 @@ pub struct Config {
     pub database: DatabaseSettings,
     pub admin_token: Option<Secret>,
     pub sweep: SweepConfig,
+    pub prober: ProberSettings,
     pub projects: BTreeMap<String, ProjectConfig>,
 }
 
@@ -181,6 +193,8 @@ struct FileConfig {
     admin_token: Option<String>,
     sweep_schedule: Option<String>,
     sweep_batch_size: Option<u32>,
+    probe_concurrency: Option<usize>,
+    probe_poll_interval: Option<String>,
     #[serde(default)]
     projects: BTreeMap<String, FileProject>,
 }
@@ -197,6 +211,7 @@ struct FileProject {
     deadline_access_asserted: Option<String>,
     grace_period: Option<String>,
     paused_keeps_access: Option<bool>,
+    probe: Option<FileProbe>,
 }
 
 /// Where the configuration comes from: a file (optional) and a set of
@@ -346,6 +361,25 @@ impl Config {
             DEFAULT_SWEEP_BATCH
         });
 
+        let probe_concurrency = match env("ASSAY_PROBE_CONCURRENCY") {
+            Some(text) => text.parse::<usize>().ok(),
+            None => Some(file.probe_concurrency.unwrap_or(16)),
+        }
+        .filter(|n| (1..=4096).contains(n))
+        .unwrap_or_else(|| {
+            errors.push("ASSAY_PROBE_CONCURRENCY / probe_concurrency: must be a whole number from 1 to 4096".into());
+            16
+        });
+        let poll_interval = parse_duration(
+            "ASSAY_PROBE_POLL_INTERVAL / probe_poll_interval",
+            &env("ASSAY_PROBE_POLL_INTERVAL")
+                .map(str::to_owned)
+                .or(file.probe_poll_interval.take())
+                .unwrap_or_else(|| "500ms".to_owned()),
+            &mut errors,
+        )
+        .unwrap_or(Duration::from_millis(500));
+
         let admin_token = env("ASSAY_ADMIN_TOKEN")
             .map(str::to_owned)
             .or(file.admin_token.take())
@@ -358,7 +392,10 @@ impl Config {
             file.projects.entry(env_project.clone()).or_default();
         } else if !file.projects.contains_key(&env_project) {
             // A variable that configures nothing would be a silent trap.
-            for var in PROJECT_VARIABLES {
+            for var in PROJECT_VARIABLES
+                .iter()
+                .chain(&crate::probe::settings::VARIABLES)
+            {
                 if env(var).is_some() {
                     errors.push(format!(
                         "{var} is set, but the config file has no project `{env_project}`; set ASSAY_PROJECT to the project it configures"
@@ -442,6 +479,24 @@ impl Config {
                 &grace_text,
                 &mut errors,
             );
+            let probe = ProbeConfig::load(
+                &format!("project `{name}`"),
+                p.probe.take(),
+                &|var| from_env(var).map(str::to_owned),
+                &|var| sources.env.get(var).cloned(),
+                &mut errors,
+            )
+            .map(Arc::new);
+            if let (Some(probe), Some(lease)) = (&probe, lease)
+                && probe.timeout >= lease
+            {
+                errors.push(format!(
+                    "project `{name}`: ASSAY_PROBE_TIMEOUT ({}) must be shorter than ASSAY_LEASE_DURATION ({}), \
+                     or a slow probe could be claimed and sent twice",
+                    humantime::format_duration(probe.timeout),
+                    humantime::format_duration(lease)
+                ));
+            }
             let paused_keeps_access = match from_env("ASSAY_PAUSED_KEEPS_ACCESS") {
                 Some(text) => match text {
                     "true" | "1" | "yes" => true,
@@ -495,6 +550,7 @@ impl Config {
                     },
                     grace_period: grace_period.unwrap_or_default(),
                     paused_keeps_access,
+                    probe,
                 },
             );
         }
@@ -529,6 +585,10 @@ impl Config {
                     schedule_text,
                     batch_size,
                 },
+                prober: ProberSettings {
+                    concurrency: probe_concurrency,
+                    poll_interval,
+                },
                 projects,
             }),
             _ => Err(ConfigError(errors)),
@@ -555,6 +615,12 @@ impl Config {
         let _ = writeln!(out, "admin_token = {}", set(self.admin_token.is_some()));
         let _ = writeln!(out, "sweep_schedule = {}", q(&self.sweep.schedule_text));
         let _ = writeln!(out, "sweep_batch_size = {}", self.sweep.batch_size);
+        let _ = writeln!(out, "probe_concurrency = {}", self.prober.concurrency);
+        let _ = writeln!(
+            out,
+            "probe_poll_interval = {}",
+            duration(self.prober.poll_interval)
+        );
         for p in self.projects.values() {
             // Project names are validated to bare-key characters.
             let _ = writeln!(out, "\n[projects.{}]", p.name);
@@ -582,6 +648,40 @@ impl Config {
             let _ = writeln!(out, "plan_priority = [{}]", priority.join(", "));
             let _ = writeln!(out, "grace_period = {}", duration(p.grace_period));
             let _ = writeln!(out, "paused_keeps_access = {}", p.paused_keeps_access);
+            if let Some(probe) = &p.probe {
+                let _ = writeln!(out, "\n[projects.{}.probe]", p.name);
+                let _ = writeln!(out, "url = {}", q(&probe.url_template));
+                let _ = writeln!(out, "method = {}", q(&probe.method));
+                let names: Vec<String> = probe
+                    .headers
+                    .iter()
+                    .map(|(n, _)| format!("{} = {}", q(n), q("[redacted]")))
+                    .collect();
+                let _ = writeln!(out, "headers = {{ {} }}", names.join(", "));
+                let _ = writeln!(out, "plan_pointer = {}", q(&probe.plan_pointer));
+                if let Some(pointer) = &probe.features_pointer {
+                    let _ = writeln!(out, "features_pointer = {}", q(pointer));
+                }
+                let _ = writeln!(out, "deploy_sha_header = {}", q(&probe.deploy_sha_header));
+                if let Some(pointer) = &probe.deploy_sha_pointer {
+                    let _ = writeln!(out, "deploy_sha_pointer = {}", q(pointer));
+                }
+                let mut allow: Vec<String> = probe.allow.names.iter().map(|n| q(n)).collect();
+                allow.extend(probe.allow.networks.iter().map(|n| q(&n.to_string())));
+                let _ = writeln!(out, "allow_hosts = [{}]", allow.join(", "));
+                let _ = writeln!(out, "start = {}", q(probe.start.as_str()));
+                let _ = writeln!(out, "interval = {}", duration(probe.schedule.initial));
+                let _ = writeln!(out, "max_interval = {}", duration(probe.schedule.max));
+                let _ = writeln!(
+                    out,
+                    "resolve_window = {}",
+                    duration(probe.schedule.resolve_window)
+                );
+                let _ = writeln!(out, "timeout = {}", duration(probe.timeout));
+                let _ = writeln!(out, "connect_timeout = {}", duration(probe.connect_timeout));
+                let _ = writeln!(out, "max_body_bytes = {}", probe.max_body_bytes);
+                let _ = writeln!(out, "host_concurrency = {}", probe.host_concurrency);
+            }
         }
         out
     }

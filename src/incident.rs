@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::probe::ProbeAttempt;
 use crate::run::{Expectation, NO_PLAN, Run, Stage, UnknownName, named_enum};
 
 named_enum! {
@@ -39,8 +40,12 @@ impl IncidentKind {
     }
 
     /// The kind for a run that missed `missed`: what the customer sees wrong.
+    /// A run whose access a probe observed (and found wrong) fails on that
+    /// access even when the app also never reported reconciliation: what
+    /// the customer has is the outcome that matters.
     fn for_run(run: &Run, missed: Stage) -> IncidentKind {
-        if missed <= Stage::Reconciled {
+        let observed = run.observed_plan.is_some() || run.observed_features.is_some();
+        if missed <= Stage::Reconciled && !observed {
             return IncidentKind::ReconciliationMissing;
         }
         match run.expectation() {
@@ -150,6 +155,7 @@ impl NewIncident {
         run: &Run,
         missed: Stage,
         deadline: DateTime<Utc>,
+        last_probe: Option<&ProbeAttempt>,
         now: DateTime<Utc>,
     ) -> NewIncident {
         let kind = IncidentKind::for_run(run, missed);
@@ -160,24 +166,51 @@ impl NewIncident {
             workflow: run.workflow.clone(),
             kind,
             title: kind.title().to_owned(),
-            evidence: evidence(run, kind, missed, deadline),
+            evidence: evidence(run, kind, missed, deadline, last_probe),
             opened_at: now,
         }
     }
 }
 
-fn evidence(run: &Run, kind: IncidentKind, missed: Stage, deadline: DateTime<Utc>) -> Value {
-    let observed_plan_reason = match (&run.observed_plan, &run.observed_features) {
-        (Some(_), _) => None,
-        (None, Some(_)) => Some("the app reported features, not a plan"),
-        (None, None) => Some(
-            "the app reported no access_asserted for this event, and no active probe is configured",
+fn evidence(
+    run: &Run,
+    kind: IncidentKind,
+    missed: Stage,
+    deadline: DateTime<Utc>,
+    last_probe: Option<&ProbeAttempt>,
+) -> Value {
+    let observed_plan_reason = match (&run.observed_plan, &run.observed_features, last_probe) {
+        (Some(_), _, _) => None,
+        (None, Some(_), _) => Some("the app reported features, not a plan".to_owned()),
+        (None, None, Some(probe)) => Some(format!(
+            "not observed: {}, and the app reported no access_asserted",
+            probe.describe()
+        )),
+        (None, None, None) if run.probe_start.is_some() => Some(
+            "not observed: no probe ran before the deadline, and the app reported no access_asserted"
+                .to_owned(),
+        ),
+        (None, None, None) => Some(
+            "the app reported no access_asserted for this event, and no active probe is configured"
+                .to_owned(),
+        ),
+    };
+    let (last_probe_value, last_probe_reason) = match (last_probe, run.probe_start) {
+        (Some(probe), _) => (json!(probe), None),
+        (None, Some(_)) => (Value::Null, Some("no probe ran before the deadline")),
+        (None, None) => (
+            Value::Null,
+            Some("no active probe is configured for this workflow"),
         ),
     };
     let deploy_sha_reason = run
         .deploy_sha
         .is_none()
-        .then_some("no SDK report for this run carried a deploy_sha");
+        .then_some(if run.probe_start.is_some() {
+            "neither an SDK report nor a probe response for this run carried a deploy SHA"
+        } else {
+            "no SDK report for this run carried a deploy_sha"
+        });
     json!({
         "summary": summary(run, kind),
         "project": run.project,
@@ -201,8 +234,8 @@ fn evidence(run: &Run, kind: IncidentKind, missed: Stage, deadline: DateTime<Utc
         "missed_stage": missed,
         "deadline_at": rfc3339(&deadline),
         "run_opened_at": rfc3339(&run.opened_at),
-        "last_probe": Value::Null,
-        "last_probe_reason": "no active probe is configured for this workflow",
+        "last_probe": last_probe_value,
+        "last_probe_reason": last_probe_reason,
         "guidance": guidance(run, kind),
     })
 }
@@ -354,7 +387,9 @@ mod tests {
     #[test]
     fn access_incident_carries_every_evidence_field() {
         let mut run = missed_access_run();
-        let (incident, _) = run.expire(t0() + chrono::Duration::minutes(10)).unwrap();
+        let (incident, _) = run
+            .expire(t0() + chrono::Duration::minutes(10), None)
+            .unwrap();
         assert_eq!(
             incident.title,
             "Customer access did not change after Stripe event"
@@ -399,7 +434,9 @@ mod tests {
             t0(),
         )
         .0;
-        let (incident, _) = run.expire(t0() + chrono::Duration::minutes(2)).unwrap();
+        let (incident, _) = run
+            .expire(t0() + chrono::Duration::minutes(2), None)
+            .unwrap();
         assert_eq!(
             incident.title,
             "Subscription state was not reconciled after Stripe event"
@@ -419,7 +456,9 @@ mod tests {
     #[test]
     fn acknowledge_and_resolve_are_idempotent_and_ordered() {
         let mut run = missed_access_run();
-        let (new, _) = run.expire(t0() + chrono::Duration::minutes(10)).unwrap();
+        let (new, _) = run
+            .expire(t0() + chrono::Duration::minutes(10), None)
+            .unwrap();
         let mut incident = Incident::from_new(new);
         assert_eq!(incident.acknowledge(t0()), Ok(true));
         assert_eq!(incident.acknowledge(t0()), Ok(false));

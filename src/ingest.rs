@@ -59,6 +59,7 @@ pub async fn stripe_event(
             livemode: event.livemode,
             event_created_at: event.created_at(),
             deadlines: project.deadlines,
+            probe_start: project.probe_start(),
             source: Source::Stripe,
         });
     // `parse` accepted the body as JSON, so it is UTF-8.

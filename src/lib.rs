@@ -14,11 +14,19 @@ pub mod config;
 pub mod incident;
 pub mod ingest;
 pub mod plan;
+pub mod probe;
 pub mod run;
 pub mod server;
 pub mod store;
 pub mod stripe;
 pub mod sweeper;
+
+/// rustls needs one process-wide crypto provider (ring's) before any HTTP
+/// client is built; every place that builds one calls this first. Installing
+/// twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// The current time, to the millisecond: the precision every time is stored
 /// with, so that what a response shows equals what a later read returns.

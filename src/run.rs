@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::probe::{ProbeAttempt, ProbeStart};
+
 /// The workflow every run belongs to until more workflows exist.
 pub const BILLING_WORKFLOW: &str = "billing";
 
@@ -151,6 +153,8 @@ pub struct RunSpec {
     pub event_created_at: Option<DateTime<Utc>>,
     pub deadlines: Deadlines,
     pub source: Source,
+    /// When Assay starts probing the app for this run; `None`: no probe.
+    pub probe_start: Option<ProbeStart>,
 }
 
 /// One entry of a run's timeline: a stage report, a delivery, a verdict.
@@ -192,6 +196,8 @@ pub struct Run {
     pub event_created_at: DateTime<Utc>,
     /// The newer run that replaced what this one expected.
     pub superseded_by: Option<Uuid>,
+    /// When Assay starts probing the app for this run; `None`: no probe.
+    pub probe_start: Option<ProbeStart>,
     pub opened_at: DateTime<Utc>,
     pub reconciled_due_at: DateTime<Utc>,
     pub access_due_at: DateTime<Utc>,
@@ -233,6 +239,8 @@ pub struct ReportOutcome {
     /// The app now shows the access that was paid for, after the run had
     /// already failed: its open incidents resolve themselves.
     pub access_now_matches: bool,
+    /// The run just reached the stage its probing waits for.
+    pub start_probing: bool,
 }
 
 /// How what the app shows compares with what the run expects.
@@ -294,6 +302,7 @@ impl Run {
             status: RunStatus::Open,
             event_created_at: spec.event_created_at.unwrap_or(now),
             superseded_by: None,
+            probe_start: spec.probe_start,
             opened_at: now,
             reconciled_due_at,
             access_due_at,
@@ -531,8 +540,11 @@ impl Run {
             evidence,
         });
 
+        let mut start_probing = false;
         match outcome {
             "advanced" => {
+                start_probing =
+                    stage == Stage::Reconciled && self.probe_start == Some(ProbeStart::Reconciled);
                 self.stage = stage;
                 self.deadline_at = Some(self.next_deadline());
             }
@@ -565,6 +577,7 @@ impl Run {
         Ok(ReportOutcome {
             timeline,
             access_now_matches,
+            start_probing,
         })
     }
 
@@ -621,9 +634,11 @@ impl Run {
     pub fn expire(
         &mut self,
         now: DateTime<Utc>,
+        last_probe: Option<&ProbeAttempt>,
     ) -> Option<(crate::incident::NewIncident, TimelineEntry)> {
         let (missed, deadline) = self.missed_stage(now)?;
-        let incident = crate::incident::NewIncident::for_missed_stage(self, missed, deadline, now);
+        let incident =
+            crate::incident::NewIncident::for_missed_stage(self, missed, deadline, last_probe, now);
         self.status = RunStatus::Failed;
         self.deadline_at = None;
         self.closed_at = Some(now);
@@ -696,6 +711,7 @@ pub(crate) mod tests {
             expectation,
             livemode: Some(false),
             event_created_at: None,
+            probe_start: None,
             deadlines: Deadlines {
                 reconciled: Duration::from_secs(120),
                 access_asserted: Duration::from_secs(600),
@@ -769,7 +785,7 @@ pub(crate) mod tests {
             "an access report implies reconciliation"
         );
         assert_eq!(run.deadline_at, Some(secs(600)));
-        let (incident, _) = run.expire(secs(600)).unwrap();
+        let (incident, _) = run.expire(secs(600), None).unwrap();
         assert_eq!(
             incident.kind,
             crate::incident::IncidentKind::AccessNotChanged
@@ -895,8 +911,8 @@ pub(crate) mod tests {
     #[test]
     fn expiry_names_the_missed_stage() {
         let mut run = pro_run();
-        assert!(run.expire(secs(119)).is_none());
-        let (incident, entry) = run.expire(secs(120)).unwrap();
+        assert!(run.expire(secs(119), None).is_none());
+        let (incident, entry) = run.expire(secs(120), None).unwrap();
         assert_eq!(
             incident.kind,
             crate::incident::IncidentKind::ReconciliationMissing
@@ -904,14 +920,14 @@ pub(crate) mod tests {
         assert_eq!(entry.stage, Stage::Reconciled);
         assert_eq!(run.status, RunStatus::Failed);
         assert!(
-            run.expire(secs(999)).is_none(),
+            run.expire(secs(999), None).is_none(),
             "a failed run never fails twice"
         );
 
         let mut run = pro_run();
         reconcile(&mut run, secs(1));
-        assert!(run.expire(secs(300)).is_none());
-        let (incident, _) = run.expire(secs(600)).unwrap();
+        assert!(run.expire(secs(300), None).is_none());
+        let (incident, _) = run.expire(secs(600), None).unwrap();
         assert_eq!(
             incident.kind,
             crate::incident::IncidentKind::AccessNotChanged
@@ -921,7 +937,7 @@ pub(crate) mod tests {
     #[test]
     fn a_failed_run_learns_when_access_matches_later() {
         let mut run = pro_run();
-        run.expire(secs(600)).unwrap();
+        run.expire(secs(600), None).unwrap();
         let out = run
             .report(Stage::AccessAsserted, access("pro"), Source::Sdk, secs(700))
             .unwrap();

@@ -7,8 +7,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::probe::client::ProbeClient;
+use crate::probe::worker::Prober;
 use crate::store;
 use crate::sweeper::Sweeper;
+use std::collections::HashMap;
 
 /// Runs until `shutdown` fires, on a listener the caller bound (tests bind
 /// port 0). Migrations are applied before the first request is accepted.
@@ -17,10 +20,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
     let store = store::connect(&config.database).await?;
     let config = Arc::new(config);
     let sweeper = Sweeper::new(store.clone(), config.sweep.clone());
     let sweeper_task = tokio::spawn(sweeper.run(shutdown.child_token()));
+    let mut clients = HashMap::new();
+    for project in config.projects.values() {
+        if let Some(probe) = &project.probe {
+            let client = ProbeClient::new(&project.name, probe.clone()).map_err(|e| {
+                anyhow::anyhow!("project `{}`: the probe client: {e}", project.name)
+            })?;
+            clients.insert(project.name.clone(), Arc::new(client));
+        }
+    }
+    let prober_task = (!clients.is_empty()).then(|| {
+        let prober = Arc::new(Prober::new(store.clone(), clients, config.prober));
+        tokio::spawn(prober.run(shutdown.child_token()))
+    });
     tracing::info!(
         addr = %listener.local_addr()?,
         projects = ?config.projects.keys().collect::<Vec<_>>(),
@@ -33,6 +50,9 @@ pub async fn serve(
         .await;
     shutdown.cancel();
     let _ = sweeper_task.await;
+    if let Some(task) = prober_task {
+        let _ = task.await;
+    }
     served?;
     Ok(())
 }

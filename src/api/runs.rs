@@ -4,14 +4,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
     ApiError, ApiProject, AppJson, AppQuery, AppState, MAX_FIELD_LEN, is_clean_field,
     optional_json, run_ref,
 };
 use crate::run::{BILLING_WORKFLOW, Expectation, Run, RunSpec, Source, Stage, StageReport};
-use crate::store::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, RunFilter};
+use crate::store::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, RunDetail, RunFilter};
 
 fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
     if !is_clean_field(value) {
@@ -65,6 +65,7 @@ pub async fn open(
         livemode: None,
         event_created_at: None,
         deadlines: project.deadlines,
+        probe_start: project.probe_start(),
         source: Source::Sdk,
     };
     let (run, created) = state.store.open_run(spec, crate::now()).await?;
@@ -202,14 +203,11 @@ pub async fn get(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
     Path(run): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let detail = state
-        .store
-        .run_detail(&project.name, &run_ref(&run)?)
-        .await?;
-    let mut body = json!(detail);
-    // Active probes arrive with the prober; the key is here so that clients
-    // can rely on it.
-    body["probes"] = json!([]);
-    Ok(Json(body))
+) -> Result<Json<RunDetail>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .run_detail(&project.name, &run_ref(&run)?)
+            .await?,
+    ))
 }

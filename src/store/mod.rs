@@ -22,6 +22,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::incident::{Incident, IncidentError, IncidentStatus};
+use crate::probe::{ProbeAttempt, ProbeJob, ProbeSchedule};
 use crate::run::{ReportError, Run, RunSpec, RunStatus, Source, Stage, StageReport, TimelineEntry};
 
 /// The most rows one list call returns.
@@ -151,6 +152,7 @@ pub struct RunDetail {
     #[serde(flatten)]
     pub run: Run,
     pub timeline: Vec<TimelineEntry>,
+    pub probes: Vec<ProbeAttempt>,
     pub incidents: Vec<Incident>,
 }
 
@@ -198,6 +200,24 @@ pub trait Store: Send + Sync {
     /// Claims up to `limit` runs whose deadline has passed at `now` (see the
     /// claim mechanism in `sql.rs`), fails them and opens their incidents.
     async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> Result<Swept, StoreError>;
+
+    /// Claims up to `limit` runs due for a probe, with a lease.
+    async fn claim_probes(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ProbeJob>, StoreError>;
+
+    /// Records a probe attempt on its run, applies what it saw (a match
+    /// asserts access, as an SDK report would) and schedules the next probe
+    /// with the project's schedule, or ends probing; all in one transaction.
+    /// `attempt` is `None` when there was nothing to probe (the run ended).
+    async fn finish_probe(
+        &self,
+        job: &ProbeJob,
+        attempt: Option<(ProbeAttempt, ProbeSchedule)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     async fn list_incidents(
         &self,

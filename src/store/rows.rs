@@ -17,7 +17,8 @@ macro_rules! run_columns {
         "id, project, workflow, event_id, event_type, customer_id, subscription_id, \
          expected_plan, expected_plan_reason, observed_plan, deploy_sha, livemode, stage, \
          status, opened_at, reconciled_due_at, access_due_at, deadline_at, closed_at, \
-         expected_features, keep_access_until, observed_features, event_created_at, superseded_by"
+         expected_features, keep_access_until, observed_features, event_created_at, superseded_by, \
+         probe_start"
     };
 }
 pub(crate) use run_columns;
@@ -72,6 +73,7 @@ pub(crate) struct RunRow {
     observed_features: Option<String>,
     event_created_at: i64,
     superseded_by: Option<String>,
+    probe_start: Option<String>,
 }
 
 fn string_list(text: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
@@ -109,6 +111,11 @@ impl TryFrom<RunRow> for Run {
             observed_features: string_list(r.observed_features)?,
             event_created_at: from_ms(r.event_created_at),
             superseded_by: r.superseded_by.as_deref().map(uuid).transpose()?,
+            probe_start: r
+                .probe_start
+                .as_deref()
+                .map(|p| parse("probe start", p))
+                .transpose()?,
         })
     }
 }
@@ -176,4 +183,65 @@ pub(crate) fn convert<R, T: TryFrom<R, Error = StoreError>>(
     rows: Vec<R>,
 ) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
+}
+
+/// The columns of `probe_attempts`, in the order [`ProbeAttemptRow`] reads.
+macro_rules! probe_columns {
+    () => {
+        "at, duration_ms, url, status_code, observed_plan, observed_features, deploy_sha, error, matched"
+    };
+}
+pub(crate) use probe_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProbeAttemptRow {
+    at: i64,
+    duration_ms: i64,
+    url: String,
+    status_code: Option<i64>,
+    observed_plan: Option<String>,
+    observed_features: Option<String>,
+    deploy_sha: Option<String>,
+    error: Option<String>,
+    matched: bool,
+}
+
+impl TryFrom<ProbeAttemptRow> for crate::probe::ProbeAttempt {
+    type Error = StoreError;
+    fn try_from(r: ProbeAttemptRow) -> Result<Self, StoreError> {
+        Ok(crate::probe::ProbeAttempt {
+            at: from_ms(r.at),
+            duration_ms: r.duration_ms,
+            url: r.url,
+            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
+            observed_plan: r.observed_plan,
+            observed_features: string_list(r.observed_features)?,
+            deploy_sha: r.deploy_sha,
+            error: r.error,
+            matched: r.matched,
+        })
+    }
+}
+
+/// A claimed probe: the run, and how often it was probed before.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProbeJobRow {
+    #[sqlx(flatten)]
+    run: RunRow,
+    attempts: i64,
+}
+
+impl ProbeJobRow {
+    pub(crate) fn into_job(
+        self,
+        lease_token: &str,
+        lease_expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::probe::ProbeJob, StoreError> {
+        Ok(crate::probe::ProbeJob {
+            run: self.run.try_into()?,
+            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            lease_token: lease_token.to_owned(),
+            lease_expires_at,
+        })
+    }
 }

@@ -57,11 +57,13 @@ macro_rules! sql_store {
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
         use $crate::store::sql::claim_overdue_sql;
         use $crate::store::rows::{
-            IncidentRow, RunRow, TimelineRow, convert, incident_columns, run_columns,
+            IncidentRow, ProbeAttemptRow, ProbeJobRow, RunRow, TimelineRow, convert,
+            incident_columns, probe_columns, run_columns,
         };
+        use $crate::probe::{ProbeAttempt, ProbeJob, ProbeStart};
         use $crate::store::{
             Cursor, IncidentFilter, Ingested, Page, RunDetail, RunFilter, RunRef, Store,
-            StoreError, StoredEvent, Swept, to_ms,
+            StoreError, StoredEvent, Swept, from_ms, to_ms,
         };
 
         /// Reads one run of `project`; `locked` when the transaction will
@@ -104,14 +106,14 @@ macro_rules! sql_store {
                     "INSERT INTO runs (",
                     run_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $20, $21, $22, $23, $24) ON CONFLICT (project, workflow, event_id) DO NOTHING"
+                     $20, $21, $22, $23, $24, $25) ON CONFLICT (project, workflow, event_id) DO NOTHING"
                 ))
             } else {
                 sqlx::query(concat!(
                     "INSERT INTO runs (",
                     run_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $20, $21, $22, $23, $24) ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+                     $20, $21, $22, $23, $24, $25) ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
                      subscription_id = excluded.subscription_id, expected_plan = excluded.expected_plan, \
                      expected_plan_reason = excluded.expected_plan_reason, \
                      observed_plan = excluded.observed_plan, deploy_sha = excluded.deploy_sha, \
@@ -148,6 +150,7 @@ macro_rules! sql_store {
                 .bind(run.observed_features.as_ref().map(|f| serde_json::json!(f).to_string()))
                 .bind(to_ms(run.event_created_at))
                 .bind(run.superseded_by.map(|id| id.to_string()))
+                .bind(run.probe_start.map(|p| p.as_str()))
                 .execute(&mut *conn)
                 .await?;
             Ok(done.rows_affected() == 1)
@@ -243,6 +246,69 @@ macro_rules! sql_store {
             convert(rows)
         }
 
+        /// Puts the run on the prober's queue, due at once.
+        async fn enqueue_probe(
+            conn: &mut $conn,
+            run: &Run,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO probe_queue (run_id, due_at) VALUES ($1, $2) ON CONFLICT (run_id) DO NOTHING",
+            )
+            .bind(run.id.to_string())
+            .bind(to_ms(now))
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn probes_of_run(
+            conn: &mut $conn,
+            run_id: uuid::Uuid,
+            last_only: bool,
+        ) -> Result<Vec<ProbeAttempt>, StoreError> {
+            let sql = if last_only {
+                concat!("SELECT ", probe_columns!(), " FROM probe_attempts WHERE run_id = $1 ORDER BY seq DESC LIMIT 1")
+            } else {
+                concat!("SELECT ", probe_columns!(), " FROM probe_attempts WHERE run_id = $1 ORDER BY seq")
+            };
+            let rows: Vec<ProbeAttemptRow> = sqlx::query_as(sql)
+                .bind(run_id.to_string())
+                .fetch_all(&mut *conn)
+                .await?;
+            convert(rows)
+        }
+
+        /// Writes back a run after a stage report or a matching probe, with
+        /// its timeline entries; resolves the run's incidents when access now
+        /// matches, and starts probing when the run reached its probe stage.
+        async fn save_report(
+            conn: &mut $conn,
+            run: &Run,
+            outcome: &$crate::run::ReportOutcome,
+            source: Source,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), StoreError> {
+            write_run(conn, run, false).await?;
+            append_timeline(conn, run.id, &outcome.timeline).await?;
+            if outcome.access_now_matches {
+                let resolution = format!(
+                    "access now matches: {} reported plan `{}`",
+                    source.as_str(),
+                    run.observed_plan.as_deref().unwrap_or_default()
+                );
+                for mut incident in incidents_of_run(conn, run.id).await? {
+                    if incident.resolve(now, resolution.clone()) {
+                        save_incident(conn, &incident).await?;
+                    }
+                }
+            }
+            if outcome.start_probing {
+                enqueue_probe(conn, run, now).await?;
+            }
+            Ok(())
+        }
+
         /// Settles which run of its subscription (or customer) is current
         /// once `run` has opened or learnt more (see `run::settle_order`), and
         /// writes back every run that changed. Only the open runs and the
@@ -314,6 +380,9 @@ macro_rules! sql_store {
                 if write_run(conn, &run, true).await? {
                     append_timeline(conn, run.id, &[entry]).await?;
                     settle_order(conn, &mut run, now).await?;
+                    if run.probe_start == Some(ProbeStart::Open) && run.status == $crate::run::RunStatus::Open {
+                        enqueue_probe(conn, &run, now).await?;
+                    }
                     return Ok((run, true));
                 }
             }
@@ -414,20 +483,7 @@ macro_rules! sql_store {
                     .await?
                     .ok_or(StoreError::NotFound("run"))?;
                 let outcome = run.report(stage, report, source, now)?;
-                write_run(&mut tx, &run, false).await?;
-                append_timeline(&mut tx, run.id, &outcome.timeline).await?;
-                if outcome.access_now_matches {
-                    let resolution = format!(
-                        "access now matches: {} reported plan `{}`",
-                        source.as_str(),
-                        run.observed_plan.as_deref().unwrap_or_default()
-                    );
-                    for mut incident in incidents_of_run(&mut tx, run.id).await? {
-                        if incident.resolve(now, resolution.clone()) {
-                            save_incident(&mut tx, &incident).await?;
-                        }
-                    }
-                }
+                save_report(&mut tx, &run, &outcome, source, now).await?;
                 tx.commit().await?;
                 Ok(run)
             }
@@ -444,9 +500,11 @@ macro_rules! sql_store {
                 .fetch_all(&mut *conn)
                 .await?;
                 let incidents = incidents_of_run(&mut conn, run.id).await?;
+                let probes = probes_of_run(&mut conn, run.id, false).await?;
                 Ok(RunDetail {
                     run,
                     timeline: convert(timeline)?,
+                    probes,
                     incidents,
                 })
             }
@@ -507,12 +565,18 @@ macro_rules! sql_store {
                 .fetch_all(&mut *tx)
                 .await?;
                 for mut run in convert::<_, Run>(rows)? {
-                    let Some((incident, entry)) = run.expire(now) else {
+                    let last_probe = probes_of_run(&mut tx, run.id, true).await?.pop();
+                    let Some((incident, entry)) = run.expire(now, last_probe.as_ref()) else {
                         continue;
                     };
                     swept.runs_failed += 1;
                     write_run(&mut tx, &run, false).await?;
                     append_timeline(&mut tx, run.id, &[entry]).await?;
+                    // Keep probing a failed run, so that its incident resolves
+                    // itself once the app grants the access.
+                    if run.probe_start.is_some() {
+                        enqueue_probe(&mut tx, &run, now).await?;
+                    }
                     if insert_incident(&mut tx, &incident).await? {
                         swept.incidents.push(Incident::from_new(incident));
                     }
@@ -523,6 +587,129 @@ macro_rules! sql_store {
                     .await?;
                 tx.commit().await?;
                 Ok(swept)
+            }
+
+            async fn claim_probes(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<ProbeJob>, StoreError> {
+                let token = $crate::store::lease_token();
+                let lease_until = to_ms(now) + self.lease.as_millis() as i64;
+                let claimed = sqlx::query(concat!(
+                    "UPDATE probe_queue SET lease_token = $1, lease_expires_at = $2 WHERE run_id IN (",
+                    "SELECT run_id FROM probe_queue WHERE due_at <= $3 ",
+                    "AND (lease_expires_at IS NULL OR lease_expires_at <= $3) ",
+                    "ORDER BY due_at LIMIT $4",
+                    $skip,
+                    ")"
+                ))
+                .bind(&token)
+                .bind(lease_until)
+                .bind(to_ms(now))
+                .bind(i64::from(limit))
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<ProbeJobRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    ", attempts FROM runs JOIN probe_queue ON probe_queue.run_id = runs.id ",
+                    "WHERE probe_queue.lease_token = $1"
+                ))
+                .bind(&token)
+                .fetch_all(&self.writer)
+                .await?;
+                let lease_expires_at = from_ms(lease_until);
+                rows.into_iter()
+                    .map(|row| row.into_job(&token, lease_expires_at))
+                    .collect()
+            }
+
+            async fn finish_probe(
+                &self,
+                job: &ProbeJob,
+                attempt: Option<(ProbeAttempt, $crate::probe::ProbeSchedule)>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let key = RunRef::Id(job.run.id);
+                let mut run = fetch_run(&mut tx, &job.run.project, &key, true)
+                    .await?
+                    .ok_or(StoreError::NotFound("run"))?;
+                // The run's lock orders this against another replica's
+                // finish: if our lease expired and the run was claimed again,
+                // the work is theirs and this attempt is not recorded twice.
+                let still_ours: Option<i64> =
+                    sqlx::query_scalar("SELECT attempts FROM probe_queue WHERE run_id = $1 AND lease_token = $2")
+                        .bind(run.id.to_string())
+                        .bind(&job.lease_token)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if still_ours.is_none() {
+                    tracing::warn!(run_id = %run.id, "a probe finished after its lease passed to another replica; dropped");
+                    return Ok(());
+                }
+                let mut next_due = None;
+                if let Some((mut attempt, schedule)) = attempt {
+                    attempt.matched = run.probe_matches(&attempt);
+                    sqlx::query(concat!(
+                        "INSERT INTO probe_attempts (run_id, ",
+                        probe_columns!(),
+                        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    ))
+                    .bind(run.id.to_string())
+                    .bind(to_ms(attempt.at))
+                    .bind(attempt.duration_ms)
+                    .bind(&attempt.url)
+                    .bind(attempt.status_code.map(i64::from))
+                    .bind(&attempt.observed_plan)
+                    .bind(attempt.observed_features.as_ref().map(|f| serde_json::json!(f).to_string()))
+                    .bind(&attempt.deploy_sha)
+                    .bind(&attempt.error)
+                    .bind(attempt.matched)
+                    .execute(&mut *tx)
+                    .await?;
+                    let matched = match run.observe(&attempt, now) {
+                        Some(outcome) => {
+                            save_report(&mut tx, &run, &outcome, Source::Probe, now).await?;
+                            true
+                        }
+                        None => {
+                            write_run(&mut tx, &run, false).await?;
+                            false
+                        }
+                    };
+                    next_due = schedule.next_due(&run, job.attempts + 1, matched, now);
+                }
+                // Only the holder of the lease moves the queue row: if the
+                // lease expired and another replica took the run over, its
+                // row is its own.
+                match next_due {
+                    Some(due) => {
+                        sqlx::query(
+                            "UPDATE probe_queue SET due_at = $2, attempts = attempts + 1, lease_token = NULL, \
+                             lease_expires_at = NULL WHERE run_id = $1 AND lease_token = $3",
+                        )
+                        .bind(run.id.to_string())
+                        .bind(to_ms(due))
+                        .bind(&job.lease_token)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM probe_queue WHERE run_id = $1 AND lease_token = $2")
+                            .bind(run.id.to_string())
+                            .bind(&job.lease_token)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn list_incidents(

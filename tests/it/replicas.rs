@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::ConnectOptions;
 
-use crate::support::{API_KEY, Backend, SECRET, TestDb, now, sign, subscription_created};
+use crate::support::{
+    API_KEY, Backend, SECRET, TestDb, http_client, now, sign, subscription_created,
+};
 
 const EVENTS: usize = 1000;
 const LATE_EVENTS: usize = 300;
@@ -124,7 +126,7 @@ async fn three_replicas_one_run_per_event_one_incident_per_overdue_run() {
         return;
     };
     let mut replicas: Vec<Replica> = (0..3).map(|i| spawn_replica(&db, i)).collect();
-    let client = reqwest::Client::new();
+    let client = http_client();
     for replica in &replicas {
         let url = format!("{}/readyz", replica.base);
         wait_until(

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use assay::incident::IncidentStatus;
+use assay::probe::{ProbeAttempt, ProbeJob, ProbeSchedule, ProbeStart};
 use assay::run::{
     BILLING_WORKFLOW, Deadlines, Expectation, RunSpec, RunStatus, Source, Stage, StageReport,
 };
@@ -47,6 +49,7 @@ fn spec(event_id: &str, source: Source) -> RunSpec {
             access_asserted: Duration::from_secs(120),
         },
         source,
+        probe_start: None,
     }
 }
 
@@ -605,6 +608,228 @@ async fn racing_events_of_one_subscription_still_leave_one_current(backend: Back
     );
 }
 
+/// A run probed from the moment it opens.
+fn probed(event_id: &str) -> RunSpec {
+    RunSpec {
+        probe_start: Some(ProbeStart::Open),
+        ..spec(event_id, Source::Stripe)
+    }
+}
+
+const SCHEDULE: ProbeSchedule = ProbeSchedule {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(10),
+    resolve_window: Duration::from_secs(3600),
+};
+
+fn attempt(at: DateTime<Utc>, plan: &str) -> ProbeAttempt {
+    ProbeAttempt {
+        at,
+        duration_ms: 3,
+        url: "http://app/access/cus".into(),
+        status_code: Some(200),
+        observed_plan: Some(plan.into()),
+        observed_features: None,
+        deploy_sha: Some("sha-1".into()),
+        error: None,
+        matched: false,
+    }
+}
+
+fn seconds(s: i64) -> chrono::Duration {
+    chrono::Duration::seconds(s)
+}
+
+async fn probe_claims_are_exclusive_leased_and_recorded_once(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    for i in 0..20 {
+        store
+            .open_run(probed(&format!("evt_{i}")), now)
+            .await
+            .unwrap();
+    }
+    store
+        .open_run(spec("evt_unprobed", Source::Stripe), now)
+        .await
+        .unwrap();
+    // Four replicas claim at once: every due run goes to exactly one.
+    let claims = join_all((0..4).map(|_| store.claim_probes(now, 10))).await;
+    let mut ids: Vec<_> = claims
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .map(|job| job.run.event_id)
+        .collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!((before, ids.len()), (20, 20), "{ids:?}");
+    assert!(!ids.contains(&"evt_unprobed".to_owned()));
+    assert!(
+        store.claim_probes(now, 50).await.unwrap().is_empty(),
+        "leased"
+    );
+
+    // A replica that died holding the leases: after they pass, another
+    // replica takes the work over...
+    let late = now + chrono::Duration::from_std(LEASE).unwrap() + seconds(1);
+    let retaken = store.claim_probes(late, 50).await.unwrap();
+    assert_eq!(retaken.len(), 20);
+    // ...and if the first one was only slow, its result is dropped rather
+    // than recorded twice.
+    let stale = ProbeJob {
+        lease_token: "replica-that-was-too-slow".into(),
+        ..retaken[0].clone()
+    };
+    store
+        .finish_probe(&stale, Some((attempt(late, "starter"), SCHEDULE)), late)
+        .await
+        .unwrap();
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM probe_attempts").await, 0);
+    store
+        .finish_probe(
+            &retaken[0],
+            Some((attempt(late, "starter"), SCHEDULE)),
+            late,
+        )
+        .await
+        .unwrap();
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM probe_attempts").await, 1);
+}
+
+async fn a_matching_probe_closes_the_run_and_ends_probing(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    store.open_run(probed("evt_1"), now).await.unwrap();
+    let job = store.claim_probes(now, 10).await.unwrap().pop().unwrap();
+    store
+        .finish_probe(&job, Some((attempt(now, "starter"), SCHEDULE)), now)
+        .await
+        .unwrap();
+    let detail = store
+        .run_detail("default", &RunRef::EventId("evt_1".into()))
+        .await
+        .unwrap();
+    assert_eq!(detail.run.status, RunStatus::Open);
+    assert_eq!(detail.run.observed_plan.as_deref(), Some("starter"));
+    assert_eq!(
+        detail.run.stage,
+        Stage::Received,
+        "a probe is not reconciliation"
+    );
+
+    // The next probe is due after the schedule's first wait, not before.
+    assert!(store.claim_probes(now, 10).await.unwrap().is_empty());
+    let next = now + seconds(1);
+    let job = store.claim_probes(next, 10).await.unwrap().pop().unwrap();
+    assert_eq!(job.attempts, 1);
+    store
+        .finish_probe(&job, Some((attempt(next, "pro"), SCHEDULE)), next)
+        .await
+        .unwrap();
+    let detail = store
+        .run_detail("default", &RunRef::EventId("evt_1".into()))
+        .await
+        .unwrap();
+    assert_eq!(detail.run.status, RunStatus::Succeeded);
+    assert_eq!(detail.run.deploy_sha.as_deref(), Some("sha-1"));
+    assert!(
+        detail
+            .timeline
+            .iter()
+            .any(|e| e.stage == Stage::AccessAsserted && e.source == Source::Probe),
+        "{:?}",
+        detail.timeline
+    );
+    let matched: Vec<bool> = detail.probes.iter().map(|p| p.matched).collect();
+    assert_eq!(matched, [false, true]);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM probe_queue").await, 0);
+    assert!(
+        store
+            .claim_probes(next + minutes(60), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn probing_starts_at_reconciled_when_configured(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    let spec = RunSpec {
+        probe_start: Some(ProbeStart::Reconciled),
+        ..spec("evt_1", Source::Stripe)
+    };
+    store.open_run(spec, now).await.unwrap();
+    assert!(store.claim_probes(now, 10).await.unwrap().is_empty());
+    store
+        .report_stage(
+            "default",
+            &RunRef::EventId("evt_1".into()),
+            Stage::Reconciled,
+            StageReport::default(),
+            Source::Sdk,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.claim_probes(now, 10).await.unwrap().len(), 1);
+}
+
+async fn a_failed_run_is_probed_until_its_incident_resolves(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    store.open_run(probed("evt_1"), now).await.unwrap();
+    let job = store.claim_probes(now, 10).await.unwrap().pop().unwrap();
+    store
+        .finish_probe(&job, Some((attempt(now, "starter"), SCHEDULE)), now)
+        .await
+        .unwrap();
+    let overdue = now + minutes(3);
+    let swept = store.sweep(overdue, 10).await.unwrap();
+    assert_eq!(swept.incidents.len(), 1);
+    let evidence = &swept.incidents[0].evidence;
+    assert_eq!(evidence["observed_plan"], "starter");
+    assert_eq!(evidence["last_probe"]["observed_plan"], "starter");
+    assert_eq!(evidence["deploy_sha"], "sha-1");
+
+    // The app grants access after all: the next probe resolves the incident.
+    let job = store
+        .claim_probes(overdue, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(job.run.status, RunStatus::Failed);
+    store
+        .finish_probe(&job, Some((attempt(overdue, "pro"), SCHEDULE)), overdue)
+        .await
+        .unwrap();
+    let detail = store
+        .run_detail("default", &RunRef::EventId("evt_1".into()))
+        .await
+        .unwrap();
+    assert_eq!(detail.incidents[0].status, IncidentStatus::Resolved);
+    assert!(
+        detail.incidents[0]
+            .resolution
+            .as_deref()
+            .unwrap()
+            .contains("probe"),
+        "{:?}",
+        detail.incidents[0].resolution
+    );
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM probe_queue").await, 0);
+}
+
 on_both_backends!(
     newer_events_supersede_older_runs_in_any_order,
     racing_events_of_one_subscription_still_leave_one_current,
@@ -619,4 +844,8 @@ on_both_backends!(
     a_dead_replicas_claim_is_taken_over_after_its_lease,
     a_report_that_beats_the_sweeper_wins,
     incidents_acknowledge_resolve_and_resolve_themselves,
+    probe_claims_are_exclusive_leased_and_recorded_once,
+    a_matching_probe_closes_the_run_and_ends_probing,
+    probing_starts_at_reconciled_when_configured,
+    a_failed_run_is_probed_until_its_incident_resolves,
 );

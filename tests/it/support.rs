@@ -264,7 +264,7 @@ impl TestServer {
         let task = tokio::spawn(assay::server::serve(config, listener, shutdown.clone()));
         let server = TestServer {
             base,
-            client: reqwest::Client::new(),
+            client: http_client(),
             db,
             shutdown,
             task: Some(task),
@@ -459,4 +459,10 @@ pub async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) 
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An HTTP client for talking to Assay and to the test's peers.
+pub fn http_client() -> reqwest::Client {
+    assay::install_crypto_provider();
+    reqwest::Client::new()
 }

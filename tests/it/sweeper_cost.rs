@@ -74,6 +74,7 @@ async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
                 access_asserted: Duration::from_secs(120),
             },
             source: Source::Stripe,
+            probe_start: None,
         };
         store.open_run(spec, past).await.unwrap();
     }

@@ -1,0 +1,392 @@
+//! The probe's HTTP request, made safely: only allowed hosts, checked again
+//! after DNS resolution (so a name cannot point the prober at cloud metadata
+//! or an internal service), redirects only to allowed hosts, a size cap on
+//! the response, connect and total timeouts. Whatever goes wrong ends the
+//! attempt with an error an operator can read; nothing hangs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use handlebars::Handlebars;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::ProbeAttempt;
+use super::settings::{AllowList, ProbeConfig};
+use crate::run::{NO_PLAN, Run};
+
+/// Values put into a URL path are percent-encoded, so that an id cannot
+/// change the path (`../admin`) or the host.
+const PATH_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Renders a probe URL template; `value` gives each field's raw value, or
+/// `None` when the run has none (a customer-level event has no
+/// subscription): a template that needs a missing field does not render.
+pub fn render_url(
+    template: &str,
+    value: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut registry = Handlebars::new();
+    registry.set_strict_mode(true);
+    registry.register_escape_fn(handlebars::no_escape);
+    let mut data = serde_json::Map::new();
+    let mut missing = Vec::new();
+    for field in super::settings::TEMPLATE_FIELDS {
+        match value(field) {
+            // `.` and `..` would survive encoding and move up the path.
+            Some(raw) if !raw.is_empty() && raw != "." && raw != ".." => {
+                let encoded = utf8_percent_encode(&raw, PATH_VALUE).to_string();
+                data.insert(field.to_owned(), Value::String(encoded));
+            }
+            _ => missing.push(field),
+        }
+    }
+    registry.render_template(template, &data).map_err(|e| {
+        match missing.iter().find(|field| template.contains(**field)) {
+            Some(field) => format!("the run has no usable {field} for the probe URL"),
+            None => format!("the URL template does not render: {e}"),
+        }
+    })
+}
+
+/// Resolves names like the system does, then keeps only the addresses the
+/// allow list permits; a name with none left is refused.
+struct GuardedResolver {
+    allow: AllowList,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+                .into_iter()
+                .partition(|addr| allow.allows_address(addr.ip(), false));
+            if allowed.is_empty() {
+                let refused: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
+                return Err(format!(
+                    "{host} resolves to {}, which ASSAY_PROBE_ALLOW_HOSTS does not allow",
+                    if refused.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        refused.join(", ")
+                    }
+                )
+                .into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// What a successful response said.
+struct Observed {
+    status: u16,
+    plan: Option<String>,
+    features: Option<Vec<String>>,
+    deploy_sha: Option<String>,
+}
+
+/// A failed attempt: the status, when a response came, and why.
+struct Failure {
+    status: Option<u16>,
+    message: String,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            status: None,
+            message: message.into(),
+        }
+    }
+}
+
+pub struct ProbeClient {
+    http: reqwest::Client,
+    config: Arc<ProbeConfig>,
+    project: String,
+}
+
+/// The error and its causes in one line: reqwest's own message alone says
+/// little ("error sending request").
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+impl ProbeClient {
+    pub fn new(project: &str, config: Arc<ProbeConfig>) -> Result<ProbeClient, String> {
+        crate::install_crypto_provider();
+        let allow = config.allow.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 3 {
+                return attempt.error("more than 3 redirects");
+            }
+            let allowed = attempt.url().host().is_some_and(|h| allow.allows_host(&h));
+            if allowed {
+                attempt.follow()
+            } else {
+                let to = attempt.url().to_string();
+                attempt.error(format!("redirected to {to}, which is not an allowed host"))
+            }
+        });
+        let http = reqwest::Client::builder()
+            .dns_resolver(GuardedResolver {
+                allow: config.allow.clone(),
+            })
+            .redirect(redirects)
+            // A proxy from the environment would bypass the address check.
+            .no_proxy()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .user_agent(concat!("assay-probe/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| chain(&e))?;
+        Ok(ProbeClient {
+            http,
+            config,
+            project: project.to_owned(),
+        })
+    }
+
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+
+    /// The URL to probe for `run`, checked against the allow list.
+    pub fn target(&self, run: &Run) -> Result<url::Url, String> {
+        let rendered = render_url(&self.config.url_template, &|field| match field {
+            "customer_id" => run.customer_id.clone(),
+            "subscription_id" => run.subscription_id.clone(),
+            "event_id" => Some(run.event_id.clone()),
+            _ => Some(self.project.clone()),
+        })?;
+        let url =
+            url::Url::parse(&rendered).map_err(|e| format!("`{rendered}` is not a URL: {e}"))?;
+        match url.host() {
+            Some(host) if self.config.allow.allows_host(&host) => Ok(url),
+            Some(host) => Err(format!("host {host} is not in ASSAY_PROBE_ALLOW_HOSTS")),
+            None => Err(format!("`{rendered}` has no host")),
+        }
+    }
+
+    /// Probes the app once for `run`. Never fails: a failure is an attempt
+    /// with an error.
+    pub async fn probe(&self, run: &Run, extra_headers: &HeaderMap) -> ProbeAttempt {
+        let at = crate::now();
+        let started = Instant::now();
+        let (url, result) = match self.target(run) {
+            Ok(url) => {
+                let shown = {
+                    let mut shown = url.clone();
+                    shown.set_query(None);
+                    shown.to_string()
+                };
+                (shown, self.fetch(url, extra_headers).await)
+            }
+            Err(e) => (self.config.url_template.clone(), Err(Failure::new(e))),
+        };
+        let duration_ms = started.elapsed().as_millis() as i64;
+        match result {
+            Ok(seen) => ProbeAttempt {
+                at,
+                duration_ms,
+                url,
+                status_code: Some(seen.status),
+                observed_plan: seen.plan,
+                observed_features: seen.features,
+                deploy_sha: seen.deploy_sha,
+                error: None,
+                matched: false,
+            },
+            Err(failure) => ProbeAttempt {
+                at,
+                duration_ms,
+                url,
+                status_code: failure.status,
+                observed_plan: None,
+                observed_features: None,
+                deploy_sha: None,
+                error: Some(failure.message),
+                matched: false,
+            },
+        }
+    }
+
+    async fn fetch(&self, url: url::Url, extra_headers: &HeaderMap) -> Result<Observed, Failure> {
+        let config = &self.config;
+        let method =
+            reqwest::Method::from_bytes(config.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut request = self
+            .http
+            .request(method, url.as_str())
+            .headers(extra_headers.clone());
+        for (name, value) in &config.headers {
+            let (Ok(name), Ok(mut value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value.expose()),
+            ) else {
+                continue;
+            };
+            value.set_sensitive(true);
+            request = request.header(name, value);
+        }
+        let mut response = request.send().await.map_err(|e| {
+            Failure::new(if e.is_timeout() {
+                format!(
+                    "timed out after {}",
+                    humantime::format_duration(config.timeout)
+                )
+            } else if e.is_redirect() {
+                chain(&e)
+            } else if e.is_connect() {
+                format!("could not connect: {}", chain(&e))
+            } else {
+                chain(&e)
+            })
+        })?;
+        let status = response.status().as_u16();
+        let fail = |message: String| Failure {
+            status: Some(status),
+            message,
+        };
+        if !response.status().is_success() {
+            return Err(fail(format!("HTTP {status}")));
+        }
+        let deploy_sha_header = response
+            .headers()
+            .get(config.deploy_sha_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        let mut body = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                fail(if e.is_timeout() {
+                    format!(
+                        "timed out after {} reading the body",
+                        humantime::format_duration(config.timeout)
+                    )
+                } else {
+                    format!("the body could not be read: {}", chain(&e))
+                })
+            })?;
+            let Some(chunk) = chunk else { break };
+            if body.len() + chunk.len() > config.max_body_bytes {
+                return Err(fail(format!(
+                    "the response is larger than {} bytes",
+                    config.max_body_bytes
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let json: Value = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("the body is not JSON: {e}")))?;
+        let plan = match json.pointer(&config.plan_pointer) {
+            Some(Value::String(plan)) if !plan.trim().is_empty() => Some(plan.trim().to_owned()),
+            // An app that says "no plan" with null means no access.
+            Some(Value::Null) => Some(NO_PLAN.to_owned()),
+            Some(other) => {
+                return Err(fail(format!(
+                    "the value at {} is not a plan name: {other}",
+                    config.plan_pointer
+                )));
+            }
+            None => None,
+        };
+        let features = match &config.features_pointer {
+            None => None,
+            Some(pointer) => match json.pointer(pointer) {
+                Some(Value::Array(items)) => Some(
+                    items
+                        .iter()
+                        .map(|item| {
+                            item.as_str().map(str::to_owned).ok_or_else(|| {
+                                fail(format!("the list at {pointer} holds a non-string: {item}"))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Some(other) => {
+                    return Err(fail(format!(
+                        "the value at {pointer} is not a list: {other}"
+                    )));
+                }
+                None => None,
+            },
+        };
+        if plan.is_none() && features.is_none() {
+            return Err(fail(format!(
+                "the response has no plan at {}",
+                config.plan_pointer
+            )));
+        }
+        let deploy_sha = deploy_sha_header.or_else(|| {
+            config
+                .deploy_sha_pointer
+                .as_ref()
+                .and_then(|p| json.pointer(p))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        Ok(Observed {
+            status,
+            plan,
+            features,
+            deploy_sha,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(value: &'static str) -> impl Fn(&str) -> Option<String> {
+        move |_| Some(value.to_owned())
+    }
+
+    #[test]
+    fn ids_cannot_change_the_path_or_host() {
+        let url = render_url(
+            "http://app:3000/access/{{customer_id}}",
+            &all("../admin?x=1#"),
+        )
+        .unwrap();
+        assert_eq!(url, "http://app:3000/access/..%2Fadmin%3Fx%3D1%23");
+        let url = render_url("http://{{customer_id}}.app/x", &all("evil.com/")).unwrap();
+        assert_eq!(url, "http://evil.com%2F.app/x");
+        assert!(render_url("http://app/access/{{customer_id}}", &all("..")).is_err());
+    }
+
+    #[test]
+    fn unknown_or_missing_fields_are_refused() {
+        assert!(render_url("http://app/{{plan}}", &all("x")).is_err());
+        let no_subscription = |f: &str| (f != "subscription_id").then(|| "x".to_owned());
+        let err = render_url("http://app/s/{{subscription_id}}", &no_subscription).unwrap_err();
+        assert_eq!(
+            err,
+            "the run has no usable subscription_id for the probe URL"
+        );
+        assert!(render_url("http://app/c/{{customer_id}}", &no_subscription).is_ok());
+    }
+}

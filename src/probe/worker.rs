@@ -1,0 +1,152 @@
+//! The prober: claims runs due for a probe (the same claim mechanism as the
+//! sweeper, so several replicas never probe one run at once), probes them
+//! with bounded concurrency overall and per app host, and records every
+//! attempt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::ProbeJob;
+use super::client::ProbeClient;
+use crate::run::RunStatus;
+use crate::store::Store;
+
+/// How many probes one replica runs at once, and how often it looks for due
+/// ones.
+#[derive(Debug, Clone, Copy)]
+pub struct ProberSettings {
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+}
+
+pub struct Prober {
+    store: Arc<dyn Store>,
+    /// One client per probed project.
+    clients: HashMap<String, Arc<ProbeClient>>,
+    settings: ProberSettings,
+    in_flight: Arc<Semaphore>,
+    per_host: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+}
+
+impl Prober {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clients: HashMap<String, Arc<ProbeClient>>,
+        settings: ProberSettings,
+    ) -> Prober {
+        Prober {
+            store,
+            clients,
+            in_flight: Arc::new(Semaphore::new(settings.concurrency)),
+            settings,
+            per_host: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn host_gate(&self, project: &str, host: &str, size: usize) -> Arc<Semaphore> {
+        let mut gates = self.per_host.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .entry((project.to_owned(), host.to_owned()))
+            .or_insert_with(|| Arc::new(Semaphore::new(size)))
+            .clone()
+    }
+
+    /// Claims what is due and can start now; returns how many were claimed.
+    pub async fn tick(self: &Arc<Self>) -> usize {
+        // Claim only what can start: a claimed probe that waits for a permit
+        // holds its lease for nothing.
+        let free = self.in_flight.available_permits();
+        if free == 0 {
+            return 0;
+        }
+        let jobs = match self.store.claim_probes(crate::now(), free as u32).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming probes failed; retrying");
+                return 0;
+            }
+        };
+        let claimed = jobs.len();
+        for job in jobs {
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                return claimed;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.run_job(job).await;
+                drop(permit);
+            });
+        }
+        claimed
+    }
+
+    async fn run_job(&self, job: ProbeJob) {
+        let client = self.clients.get(&job.run.project).cloned();
+        let (Some(client), RunStatus::Open | RunStatus::Failed) = (client, job.run.status) else {
+            // The run ended well, or its project is no longer probed.
+            if let Err(e) = self.store.finish_probe(&job, None, crate::now()).await {
+                tracing::error!(run_id = %job.run.id, error = %e, "dropping a probe failed");
+            }
+            return;
+        };
+        let host = client
+            .target(&job.run)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let gate = self.host_gate(&job.run.project, &host, client.config().host_concurrency);
+        let Ok(_host_permit) = gate.acquire().await else {
+            return;
+        };
+        // Waiting for the host may have eaten the lease: a probe that could
+        // outlive it might run twice (another replica claims the run once the
+        // lease passes). Leave it; the next claim probes it.
+        let worst_case =
+            chrono::Duration::from_std(client.config().timeout).unwrap_or(chrono::TimeDelta::MAX);
+        if crate::now() + worst_case >= job.lease_expires_at {
+            tracing::warn!(
+                run_id = %job.run.id,
+                host,
+                "a probe waited too long for its host; left for the next claim"
+            );
+            return;
+        }
+        let attempt = client.probe(&job.run, &HeaderMap::new()).await;
+        tracing::debug!(
+            run_id = %job.run.id,
+            url = %attempt.url,
+            status = ?attempt.status_code,
+            error = ?attempt.error,
+            "probed"
+        );
+        let schedule = client.config().schedule;
+        if let Err(e) = self
+            .store
+            .finish_probe(&job, Some((attempt, schedule)), crate::now())
+            .await
+        {
+            tracing::error!(run_id = %job.run.id, error = %e, "recording a probe failed; it will be retried");
+        }
+    }
+
+    /// Probes until `shutdown` fires, polling for due work.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let claimed = self.tick().await;
+            // A full claim means more may be due: look again at once.
+            if claimed == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+}

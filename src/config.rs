@@ -643,7 +643,7 @@ impl Config {
                 .iter()
                 .map(|(k, v)| format!("{} = {}", q(k), q(v)))
                 .collect();
-            let _ = writeln!(out, "plan_map = {{ {} }}", plans.join(", "));
+            let _ = writeln!(out, "plan_map = {}", inline_table(&plans));
             let priority: Vec<String> = p.plan_map.priority().iter().map(|x| q(x)).collect();
             let _ = writeln!(out, "plan_priority = [{}]", priority.join(", "));
             let _ = writeln!(out, "grace_period = {}", duration(p.grace_period));
@@ -657,7 +657,7 @@ impl Config {
                     .iter()
                     .map(|(n, _)| format!("{} = {}", q(n), q("[redacted]")))
                     .collect();
-                let _ = writeln!(out, "headers = {{ {} }}", names.join(", "));
+                let _ = writeln!(out, "headers = {}", inline_table(&names));
                 let _ = writeln!(out, "plan_pointer = {}", q(&probe.plan_pointer));
                 if let Some(pointer) = &probe.features_pointer {
                     let _ = writeln!(out, "features_pointer = {}", q(pointer));
@@ -694,6 +694,15 @@ fn q(s: &str) -> String {
 
 /// A database URL with any password replaced, whether it is written before
 /// the host or as a `password` query parameter (sqlx reads both).
+/// A TOML inline table of `key = value` entries.
+fn inline_table(entries: &[String]) -> String {
+    if entries.is_empty() {
+        "{}".to_owned()
+    } else {
+        format!("{{ {} }}", entries.join(", "))
+    }
+}
+
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return url.to_owned();
@@ -890,5 +899,69 @@ mod tests {
         let query = redact_url("postgres://db/assay?user=a&password=hunter2&sslmode=require");
         assert!(!query.contains("hunter2"), "{query}");
         assert!(query.contains("sslmode=require"), "{query}");
+    }
+
+    #[test]
+    fn probe_settings_are_read_checked_and_never_printed() {
+        let file = r#"
+            [projects.default.probe]
+            url = "http://app.internal:3000/access/{{customer_id}}"
+            headers = { Authorization = "Bearer ${APP_TOKEN}" }
+            features_pointer = "/features"
+            interval = "2s"
+            max_interval = "1m"
+        "#;
+        let config = load(Some(file), &[("APP_TOKEN", "tok-secret-42")]).unwrap();
+        let probe = config.projects["default"].probe.clone().unwrap();
+        assert_eq!(probe.plan_pointer, "/plan");
+        assert_eq!(probe.features_pointer.as_deref(), Some("/features"));
+        assert_eq!(
+            probe.allow.names,
+            ["app.internal"],
+            "the URL's host by default"
+        );
+        assert_eq!(probe.schedule.initial, Duration::from_secs(2));
+        assert_eq!(probe.headers[0].1.expose(), "Bearer tok-secret-42");
+        let shown = config.redacted();
+        assert!(!shown.contains("tok-secret-42"), "{shown}");
+        assert!(shown.contains("app.internal"), "{shown}");
+    }
+
+    #[test]
+    fn bad_probe_settings_are_all_reported() {
+        let err = load(
+            None,
+            &[
+                ("ASSAY_PROBE_URL", "http://app.internal/access/{{plan}}"),
+                ("ASSAY_PROBE_HEADERS", "Authorization=Bearer ${NOT_SET}"),
+                ("ASSAY_PROBE_PLAN_POINTER", "plan"),
+                ("ASSAY_PROBE_START", "later"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "does not render",
+            "NOT_SET",
+            "not a JSON pointer",
+            "probe start",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+        let err = load(
+            None,
+            &[
+                (
+                    "ASSAY_PROBE_URL",
+                    "http://app.internal/access/{{customer_id}}",
+                ),
+                ("ASSAY_PROBE_ALLOW_HOSTS", "other.internal"),
+                ("ASSAY_PROBE_TIMEOUT", "1m"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not in ASSAY_PROBE_ALLOW_HOSTS"), "{err}");
+        assert!(err.contains("shorter than ASSAY_LEASE_DURATION"), "{err}");
     }
 }

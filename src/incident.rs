@@ -338,10 +338,16 @@ fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
                     .map(|o| format!(", the app last showed `{o}`"))
                     .unwrap_or_default()
             ));
-            steps.push(format!(
-                "Re-run the access grant for subscription {subscription}, then report `access_asserted` for {}; the incident resolves itself when the observed plan matches.",
-                run.event_id
-            ));
+            steps.push(if run.probe_start.is_some() {
+                format!(
+                    "Re-run the access grant for subscription {subscription}; Assay keeps probing the app, and the incident resolves itself when the access matches."
+                )
+            } else {
+                format!(
+                    "Re-run the access grant for subscription {subscription}, then report `access_asserted` for {}; the incident resolves itself when the observed plan matches.",
+                    run.event_id
+                )
+            });
         }
     }
     steps.push(format!(
@@ -382,6 +388,39 @@ mod tests {
         run.report(Stage::AccessAsserted, report, Source::Sdk, t0())
             .unwrap();
         run
+    }
+
+    #[test]
+    fn a_probe_that_saw_the_wrong_plan_fails_the_run_on_access() {
+        let mut run = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;
+        run.probe_start = Some(crate::probe::ProbeStart::Open);
+        let probe = ProbeAttempt {
+            at: t0(),
+            duration_ms: 9,
+            url: "http://app/access/cus_1".into(),
+            status_code: Some(200),
+            observed_plan: Some("free".into()),
+            observed_features: None,
+            deploy_sha: Some("sha-7".into()),
+            error: None,
+            matched: false,
+        };
+        run.observe(&probe, t0());
+        // The app never reported reconciliation, but the probe shows what
+        // the customer has: that is the failure to name.
+        let (incident, _) = run
+            .expire(t0() + chrono::Duration::minutes(10), Some(&probe))
+            .unwrap();
+        assert_eq!(incident.kind, IncidentKind::AccessNotChanged);
+        assert_eq!(incident.evidence["missed_stage"], "reconciled");
+        assert_eq!(incident.evidence["observed_plan"], "free");
+        assert_eq!(incident.evidence["deploy_sha"], "sha-7");
+        assert_eq!(incident.evidence["last_probe"]["observed_plan"], "free");
+        assert!(
+            incident.evidence["guidance"]
+                .to_string()
+                .contains("keeps probing")
+        );
     }
 
     #[test]

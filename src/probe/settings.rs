@@ -312,8 +312,9 @@ impl ProbeConfig {
                 None
             })
             .unwrap_or(ProbeStart::Open);
-        let mut duration = |name: &str, value: Option<String>, default: &str| {
-            let text = value.unwrap_or_else(|| default.to_owned());
+        // The variable, else the file's value, else the default.
+        let mut duration = |name: &str, file: Option<String>, default: &str| {
+            let text = setting(name, file).unwrap_or_else(|| default.to_owned());
             match humantime::parse_duration(text.trim()) {
                 Ok(d) if !d.is_zero() => d,
                 _ => {
@@ -324,29 +325,13 @@ impl ProbeConfig {
                 }
             }
         };
-        let initial = duration(
-            "ASSAY_PROBE_INTERVAL",
-            setting("ASSAY_PROBE_INTERVAL", f.interval.take()),
-            "5s",
-        );
-        let max = duration(
-            "ASSAY_PROBE_MAX_INTERVAL",
-            setting("ASSAY_PROBE_MAX_INTERVAL", f.max_interval.take()),
-            "1m",
-        );
-        let resolve_window = duration(
-            "ASSAY_PROBE_RESOLVE_WINDOW",
-            setting("ASSAY_PROBE_RESOLVE_WINDOW", f.resolve_window.take()),
-            "24h",
-        );
-        let timeout = duration(
-            "ASSAY_PROBE_TIMEOUT",
-            setting("ASSAY_PROBE_TIMEOUT", f.timeout.take()),
-            "5s",
-        );
+        let initial = duration("ASSAY_PROBE_INTERVAL", f.interval.take(), "5s");
+        let max = duration("ASSAY_PROBE_MAX_INTERVAL", f.max_interval.take(), "1m");
+        let resolve_window = duration("ASSAY_PROBE_RESOLVE_WINDOW", f.resolve_window.take(), "24h");
+        let timeout = duration("ASSAY_PROBE_TIMEOUT", f.timeout.take(), "5s");
         let connect_timeout = duration(
             "ASSAY_PROBE_CONNECT_TIMEOUT",
-            setting("ASSAY_PROBE_CONNECT_TIMEOUT", f.connect_timeout.take()),
+            f.connect_timeout.take(),
             "2s",
         );
         let mut count =

@@ -35,11 +35,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(settings.statement_timeout)
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        migrate(&writer).await?;
+        let writer = open_writer(options.clone(), settings.statement_timeout).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
             .connect_with(options.read_only(true))
@@ -65,20 +61,46 @@ impl SqliteStore {
     }
 }
 
-/// Applies migrations. sqlx takes no lock on SQLite, so two processes that
-/// start on one file at once can both try the same migration; each runs in a
-/// transaction, so the loser fails cleanly and, on a retry, finds it applied.
-async fn migrate(writer: &SqlitePool) -> Result<(), StoreError> {
-    let mut attempt = 0;
+/// Opens the writer and applies migrations. sqlx takes no lock on SQLite,
+/// so processes that start on one file at once race: switching to WAL or
+/// upgrading a migration's read to a write can fail at once with "database
+/// is locked" (SQLite does not wait when waiting could deadlock), and a
+/// migration another process applied a moment ago can be tried again. Each
+/// step is transactional, so the loser retries, with jitter, until it finds
+/// the work done or `patience` runs out.
+async fn open_writer(
+    options: SqliteConnectOptions,
+    patience: Duration,
+) -> Result<SqlitePool, StoreError> {
+    let deadline = std::time::Instant::now() + patience.max(Duration::from_secs(5));
+    let mut attempt: u32 = 0;
     loop {
-        match MIGRATOR.run(writer).await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < 5 => {
+        let opened = async {
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            MIGRATOR.run(&writer).await?;
+            Ok::<_, StoreError>(writer)
+        }
+        .await;
+        match opened {
+            Ok(writer) => return Ok(writer),
+            // A migration error may be the race too: another process
+            // applied the migration after this one read the list.
+            Err(e)
+                if (matches!(e, StoreError::Migrate(_)) || e.to_string().contains("locked"))
+                    && std::time::Instant::now() < deadline =>
+            {
                 attempt += 1;
-                tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                tracing::debug!(error = %e, attempt, "starting raced another process; retrying");
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 50;
+                tokio::time::sleep(Duration::from_millis(
+                    20 * u64::from(attempt.min(10)) + jitter,
+                ))
+                .await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }

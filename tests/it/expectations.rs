@@ -18,7 +18,7 @@ fn now_secs() -> i64 {
 
 /// `invoice.payment_failed` for `sub` on `price_pro`, created now, so inside
 /// the grace period.
-fn payment_failed(event_id: &str, customer: &str, sub: &str) -> Value {
+pub(crate) fn payment_failed(event_id: &str, customer: &str, sub: &str) -> Value {
     let mut event = fixture("invoice.payment_failed", event_id);
     event["created"] = json!(now_secs());
     let object = &mut event["data"]["object"];

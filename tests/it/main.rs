@@ -8,6 +8,7 @@ mod cli;
 mod expectations;
 mod idempotency;
 mod lifecycle;
+mod probes;
 mod replicas;
 mod store_contract;
 mod stripe_sdk;

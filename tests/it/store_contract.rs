@@ -699,17 +699,22 @@ async fn probe_claims_are_exclusive_leased_and_recorded_once(backend: Backend) {
     assert_eq!(db.scalar("SELECT COUNT(*) FROM probe_attempts").await, 1);
 }
 
+/// Opens a probed run and records one probe that saw `plan`.
+async fn open_and_probe_once(store: &dyn Store, event_id: &str, plan: &str, now: DateTime<Utc>) {
+    store.open_run(probed(event_id), now).await.unwrap();
+    let job = store.claim_probes(now, 10).await.unwrap().pop().unwrap();
+    store
+        .finish_probe(&job, Some((attempt(now, plan), SCHEDULE)), now)
+        .await
+        .unwrap();
+}
+
 async fn a_matching_probe_closes_the_run_and_ends_probing(backend: Backend) {
     let Some((db, store)) = open_store(backend).await else {
         return;
     };
     let now = t0();
-    store.open_run(probed("evt_1"), now).await.unwrap();
-    let job = store.claim_probes(now, 10).await.unwrap().pop().unwrap();
-    store
-        .finish_probe(&job, Some((attempt(now, "starter"), SCHEDULE)), now)
-        .await
-        .unwrap();
+    open_and_probe_once(store.as_ref(), "evt_1", "starter", now).await;
     let detail = store
         .run_detail("default", &RunRef::EventId("evt_1".into()))
         .await
@@ -787,12 +792,7 @@ async fn a_failed_run_is_probed_until_its_incident_resolves(backend: Backend) {
         return;
     };
     let now = t0();
-    store.open_run(probed("evt_1"), now).await.unwrap();
-    let job = store.claim_probes(now, 10).await.unwrap().pop().unwrap();
-    store
-        .finish_probe(&job, Some((attempt(now, "starter"), SCHEDULE)), now)
-        .await
-        .unwrap();
+    open_and_probe_once(store.as_ref(), "evt_1", "starter", now).await;
     let overdue = now + minutes(3);
     let swept = store.sweep(overdue, 10).await.unwrap();
     assert_eq!(swept.incidents.len(), 1);

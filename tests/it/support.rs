@@ -131,6 +131,49 @@ impl TestDb {
         }
     }
 
+    /// Whether `needle` appears anywhere in the stored data: in the SQLite
+    /// files' bytes (database and write-ahead log), or in any row of any
+    /// PostgreSQL table.
+    pub async fn holds(&self, needle: &str) -> bool {
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                ["", "-wal"].iter().any(|suffix| {
+                    std::fs::read(format!("{path}{suffix}")).is_ok_and(|bytes| {
+                        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+                    })
+                })
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let mut found = false;
+                for table in tables {
+                    let sql = format!(
+                        "SELECT COUNT(*) FROM \"{table}\" AS t WHERE row_to_json(t)::text LIKE $1"
+                    );
+                    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .bind(format!("%{needle}%"))
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap();
+                    found |= n > 0;
+                }
+                conn.close().await.unwrap();
+                found
+            }
+        }
+    }
+
     /// Runs one statement straight on the database.
     pub async fn execute(&self, sql: &'static str) {
         match self.backend {
@@ -212,7 +255,8 @@ impl Drop for TestDb {
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
-    pub db: TestDb,
+    /// Shared by replicas of one test; dropped with the last of them.
+    pub db: std::sync::Arc<TestDb>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -242,6 +286,16 @@ impl TestServer {
     /// `None` when the backend is not available here (see [`TestDb::create`]).
     pub async fn start(backend: Backend, overrides: &[(&str, &str)]) -> Option<TestServer> {
         let db = TestDb::create(backend).await?;
+        Some(TestServer::start_on(std::sync::Arc::new(db), overrides).await)
+    }
+
+    /// Another replica on this server's database, with the same settings
+    /// plus `overrides`.
+    pub async fn replica(&self, overrides: &[(&str, &str)]) -> TestServer {
+        TestServer::start_on(self.db.clone(), overrides).await
+    }
+
+    async fn start_on(db: std::sync::Arc<TestDb>, overrides: &[(&str, &str)]) -> TestServer {
         let file = db.dir().join("assay.toml");
         std::fs::write(
             &file,
@@ -276,7 +330,7 @@ impl TestServer {
                 .then_some(())
         })
         .await;
-        Some(server)
+        server
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -681,6 +681,7 @@ impl Config {
                 let _ = writeln!(out, "connect_timeout = {}", duration(probe.connect_timeout));
                 let _ = writeln!(out, "max_body_bytes = {}", probe.max_body_bytes);
                 let _ = writeln!(out, "host_concurrency = {}", probe.host_concurrency);
+                let _ = writeln!(out, "host_rate = {}", probe.host_rate);
             }
         }
         out

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use handlebars::Handlebars;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -116,6 +116,8 @@ pub struct ProbeClient {
     http: reqwest::Client,
     config: Arc<ProbeConfig>,
     project: String,
+    /// Spaces out the probes to each host.
+    pacing: governor::DefaultKeyedRateLimiter<String>,
 }
 
 /// The error and its causes in one line: reqwest's own message alone says
@@ -161,15 +163,24 @@ impl ProbeClient {
             .user_agent(concat!("assay-probe/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| chain(&e))?;
+        let spacing = Duration::from_secs(1) / config.host_rate.max(1);
+        let quota = governor::Quota::with_period(spacing).ok_or("the probe rate is zero")?;
         Ok(ProbeClient {
             http,
             config,
             project: project.to_owned(),
+            pacing: governor::RateLimiter::keyed(quota),
         })
     }
 
     pub fn config(&self) -> &ProbeConfig {
         &self.config
+    }
+
+    /// Waits for `host`'s next turn: at most `host_rate` probes start per
+    /// second, evenly spaced, however many are due.
+    pub async fn wait_for_turn(&self, host: &str) {
+        self.pacing.until_key_ready(&host.to_owned()).await;
     }
 
     /// The URL to probe for `run`, checked against the allow list.

@@ -16,7 +16,7 @@ pub const DEFAULT_PLAN_POINTER: &str = "/plan";
 pub const DEFAULT_DEPLOY_SHA_HEADER: &str = "x-deploy-sha";
 
 /// The variables that configure one project's probe.
-pub const VARIABLES: [&str; 16] = [
+pub const VARIABLES: [&str; 17] = [
     "ASSAY_PROBE_URL",
     "ASSAY_PROBE_METHOD",
     "ASSAY_PROBE_HEADERS",
@@ -33,6 +33,7 @@ pub const VARIABLES: [&str; 16] = [
     "ASSAY_PROBE_CONNECT_TIMEOUT",
     "ASSAY_PROBE_MAX_BODY_BYTES",
     "ASSAY_PROBE_HOST_CONCURRENCY",
+    "ASSAY_PROBE_HOST_RATE",
 ];
 
 /// The fields a probe URL template may use.
@@ -120,6 +121,8 @@ pub struct ProbeConfig {
     pub max_body_bytes: usize,
     /// Probes in flight to one host at once.
     pub host_concurrency: usize,
+    /// Probes started per second to one host, evenly spaced.
+    pub host_rate: u32,
 }
 
 /// A string, or a list of strings.
@@ -158,6 +161,7 @@ pub(crate) struct FileProbe {
     connect_timeout: Option<String>,
     max_body_bytes: Option<usize>,
     host_concurrency: Option<usize>,
+    host_rate: Option<usize>,
 }
 
 /// Replaces every `${VAR}` with the variable's value, so that a token comes
@@ -215,9 +219,10 @@ impl ProbeConfig {
         let method = setting("ASSAY_PROBE_METHOD", f.method.take())
             .unwrap_or_else(|| "GET".into())
             .to_ascii_uppercase();
-        if !matches!(method.as_str(), "GET" | "POST" | "HEAD") {
+        // The answer's body carries the plan, so HEAD cannot serve.
+        if !matches!(method.as_str(), "GET" | "POST") {
             error(format!(
-                "ASSAY_PROBE_METHOD / probe.method: `{method}` is not GET, POST or HEAD"
+                "ASSAY_PROBE_METHOD / probe.method: `{method}` is not GET or POST"
             ));
         }
         let header_entries: Vec<(String, String)> = match var("ASSAY_PROBE_HEADERS") {
@@ -362,6 +367,13 @@ impl ProbeConfig {
             4,
             1024,
         );
+        let host_rate = count(
+            "ASSAY_PROBE_HOST_RATE",
+            var("ASSAY_PROBE_HOST_RATE"),
+            f.host_rate,
+            50,
+            10_000,
+        ) as u32;
         Some(ProbeConfig {
             url_template,
             method,
@@ -381,6 +393,7 @@ impl ProbeConfig {
             timeout,
             max_body_bytes,
             host_concurrency,
+            host_rate,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The prober: claims runs due for a probe (the same claim mechanism as the
 //! sweeper, so several replicas never probe one run at once), probes them
-//! with bounded concurrency overall and per app host, and records every
-//! attempt.
+//! with bounded concurrency overall and per app host, paced per host, and
+//! records every attempt.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -103,6 +103,7 @@ impl Prober {
         let Ok(_host_permit) = gate.acquire().await else {
             return;
         };
+        client.wait_for_turn(&host).await;
         // Waiting for the host may have eaten the lease: a probe that could
         // outlive it might run twice (another replica claims the run once the
         // lease passes). Leave it; the next claim probes it.

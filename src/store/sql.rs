@@ -21,28 +21,59 @@
 //! a transaction that reads them back *by token* (so a row whose lease was
 //! taken over is not settled twice) and releases the lease. A replica that
 //! dies between the two steps holds its rows only until the lease expires;
-//! then any replica claims them again. The sweeper uses it now; the prober,
-//! alert sender and drills claim their own rows the same way. Exactly-once
-//! outcomes do not rest on the lease alone: the unique `(run_id, kind)` key
-//! refuses a second incident even if an expired lease is settled late.
+//! then any replica claims them again. The sweeper claims `runs`, the
+//! prober its `probe_queue`, both through `claim_sql!` and `lease`; the
+//! alert sender and drills will claim their own queues the same way.
+//! Exactly-once outcomes do not rest on the lease alone: the unique
+//! `(run_id, kind)` key refuses a second incident even if an expired lease
+//! is settled late, and a probe is recorded only by its lease's holder.
 
-/// The sweeper's claim: lease up to `$4` runs whose deadline has passed and
-/// that nobody holds. Through the `runs_by_deadline` index, so its cost
-/// follows the overdue runs, not all runs. One definition, so that a test can
-/// read the plan of exactly this statement.
-macro_rules! claim_overdue_sql {
-    ($skip:literal) => {
+/// A claim: lease up to `$4` rows of `$table` that are due (`$due <= $3`)
+/// and that nobody holds, oldest first. Every worker's queue claims through
+/// this one statement shape.
+macro_rules! claim_sql {
+    ($table:literal, $key:literal, $due:literal, $skip:literal) => {
         concat!(
-            "UPDATE runs SET lease_token = $1, lease_expires_at = $2 WHERE id IN (",
-            "SELECT id FROM runs WHERE deadline_at <= $3 ",
+            "UPDATE ",
+            $table,
+            " SET lease_token = $1, lease_expires_at = $2 WHERE ",
+            $key,
+            " IN (",
+            "SELECT ",
+            $key,
+            " FROM ",
+            $table,
+            " WHERE ",
+            $due,
+            " <= $3 ",
             "AND (lease_expires_at IS NULL OR lease_expires_at <= $3) ",
-            "ORDER BY deadline_at LIMIT $4",
+            "ORDER BY ",
+            $due,
+            " LIMIT $4",
             $skip,
             ")"
         )
     };
 }
+pub(crate) use claim_sql;
+
+/// The sweeper's claim: overdue runs, through the `runs_by_deadline` index,
+/// so its cost follows the overdue runs, not all runs. One definition, so
+/// that a test can read the plan of exactly this statement.
+macro_rules! claim_overdue_sql {
+    ($skip:literal) => {
+        $crate::store::sql::claim_sql!("runs", "id", "deadline_at", $skip)
+    };
+}
 pub(crate) use claim_overdue_sql;
+
+/// The prober's claim: runs due for a probe.
+macro_rules! claim_probes_sql {
+    ($skip:literal) => {
+        $crate::store::sql::claim_sql!("probe_queue", "run_id", "due_at", $skip)
+    };
+}
+pub(crate) use claim_probes_sql;
 
 macro_rules! sql_store {
     (
@@ -55,7 +86,7 @@ macro_rules! sql_store {
     ) => {
         use $crate::incident::{Incident, NewIncident};
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
-        use $crate::store::sql::claim_overdue_sql;
+        use $crate::store::sql::{claim_overdue_sql, claim_probes_sql};
         use $crate::store::rows::{
             IncidentRow, ProbeAttemptRow, ProbeJobRow, RunRow, TimelineRow, convert,
             incident_columns, probe_columns, run_columns,
@@ -410,6 +441,29 @@ macro_rules! sql_store {
             }
         }
 
+        impl $store {
+            /// Runs a claim (`claim_sql!`) with a fresh lease token: returns
+            /// the token, how many rows it leased, and when the lease ends.
+            async fn lease(
+                &self,
+                claim: &'static str,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<(String, u64, chrono::DateTime<chrono::Utc>), StoreError> {
+                let token = $crate::store::lease_token();
+                let until = to_ms(now) + self.lease.as_millis() as i64;
+                let claimed = sqlx::query(claim)
+                    .bind(&token)
+                    .bind(until)
+                    .bind(to_ms(now))
+                    .bind(i64::from(limit))
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
+                Ok((token, claimed, from_ms(until)))
+            }
+        }
+
         #[async_trait::async_trait]
         impl Store for $store {
             async fn ready(&self) -> Result<(), StoreError> {
@@ -535,16 +589,7 @@ macro_rules! sql_store {
 
             async fn sweep(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Swept, StoreError> {
                 // Claim: lease up to `limit` overdue runs nobody holds.
-                let token = $crate::store::lease_token();
-                let lease_until = to_ms(now) + self.lease.as_millis() as i64;
-                let claimed = sqlx::query(claim_overdue_sql!($skip))
-                .bind(&token)
-                .bind(lease_until)
-                .bind(to_ms(now))
-                .bind(i64::from(limit))
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
+                let (token, claimed, _) = self.lease(claim_overdue_sql!($skip), now, limit).await?;
                 let mut swept = Swept {
                     runs_claimed: claimed as usize,
                     ..Swept::default()
@@ -594,23 +639,7 @@ macro_rules! sql_store {
                 now: chrono::DateTime<chrono::Utc>,
                 limit: u32,
             ) -> Result<Vec<ProbeJob>, StoreError> {
-                let token = $crate::store::lease_token();
-                let lease_until = to_ms(now) + self.lease.as_millis() as i64;
-                let claimed = sqlx::query(concat!(
-                    "UPDATE probe_queue SET lease_token = $1, lease_expires_at = $2 WHERE run_id IN (",
-                    "SELECT run_id FROM probe_queue WHERE due_at <= $3 ",
-                    "AND (lease_expires_at IS NULL OR lease_expires_at <= $3) ",
-                    "ORDER BY due_at LIMIT $4",
-                    $skip,
-                    ")"
-                ))
-                .bind(&token)
-                .bind(lease_until)
-                .bind(to_ms(now))
-                .bind(i64::from(limit))
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
+                let (token, claimed, lease_expires_at) = self.lease(claim_probes_sql!($skip), now, limit).await?;
                 if claimed == 0 {
                     return Ok(Vec::new());
                 }
@@ -623,7 +652,6 @@ macro_rules! sql_store {
                 .bind(&token)
                 .fetch_all(&self.writer)
                 .await?;
-                let lease_expires_at = from_ms(lease_until);
                 rows.into_iter()
                     .map(|row| row.into_job(&token, lease_expires_at))
                     .collect()

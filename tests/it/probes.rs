@@ -48,6 +48,8 @@ struct AppState {
     delay: Mutex<Duration>,
     /// The bearer token the app requires, if any.
     token: Mutex<Option<String>>,
+    /// When each request arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
 }
 
 /// Counts a request in flight until it ends, however it ends (a client that
@@ -88,6 +90,7 @@ async fn access(
     headers: HeaderMap,
 ) -> Response {
     let _counted = InFlight::enter(&app);
+    app.arrivals.lock().unwrap().push(std::time::Instant::now());
     let seen = {
         let mut requests = app.requests.lock().unwrap();
         let n = requests.entry(customer.clone()).or_default();
@@ -533,6 +536,7 @@ async fn a_burst_never_exceeds_the_probe_concurrency(backend: Backend) {
         let settings = app.settings(&[
             ("ASSAY_PROBE_CONCURRENCY", global),
             ("ASSAY_PROBE_HOST_CONCURRENCY", per_host),
+            ("ASSAY_PROBE_HOST_RATE", "1000"),
         ]);
         let Some(server) = assay(backend, &settings).await else {
             return;
@@ -551,6 +555,39 @@ async fn a_burst_never_exceeds_the_probe_concurrency(backend: Backend) {
         assert!(max >= 2, "the probes did run concurrently ({max})");
         server.stop().await;
     }
+}
+
+async fn probes_to_one_host_are_spaced_out(backend: Backend) {
+    const RUNS: usize = 12;
+    let app = FakeApp::start().await;
+    let settings = app.settings(&[("ASSAY_PROBE_HOST_RATE", "10")]);
+    let Some(server) = assay(backend, &settings).await else {
+        return;
+    };
+    for i in 0..RUNS {
+        app.answer(&format!("cus_{i}"), Answer::Json(json!({"plan": "pro"})));
+    }
+    // All due at once...
+    for i in 0..RUNS {
+        server.deliver(&pro_subscription(&i.to_string())).await;
+    }
+    wait_for("every run to succeed", async || {
+        let page = server.get("/v1/runs?status=succeeded&limit=100").await;
+        (page["data"].as_array().unwrap().len() == RUNS).then_some(())
+    })
+    .await;
+    // ...yet they reach the app at most 10 a second, a tenth of a second
+    // apart (less a little for the network between the two clocks).
+    let arrivals = app.state.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), RUNS);
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(80),
+            "{gap:?} between two probes"
+        );
+    }
+    server.stop().await;
 }
 
 async fn a_probe_token_comes_from_the_environment_and_is_never_stored(backend: Backend) {
@@ -627,5 +664,6 @@ on_both_backends!(
     a_failed_payment_is_judged_on_access_kept_through_the_grace_period,
     an_entitlement_summary_is_compared_as_a_set_against_the_probe,
     a_burst_never_exceeds_the_probe_concurrency,
+    probes_to_one_host_are_spaced_out,
     a_probe_token_comes_from_the_environment_and_is_never_stored,
 );

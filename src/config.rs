@@ -964,5 +964,29 @@ mod tests {
         .to_string();
         assert!(err.contains("not in ASSAY_PROBE_ALLOW_HOSTS"), "{err}");
         assert!(err.contains("shorter than ASSAY_LEASE_DURATION"), "{err}");
+        let err = load(
+            None,
+            &[
+                (
+                    "ASSAY_PROBE_URL",
+                    "http://app.internal/access/{{customer_id}}",
+                ),
+                ("ASSAY_PROBE_HEADERS", "Authorization"),
+                ("ASSAY_PROBE_INTERVAL", "1m"),
+                ("ASSAY_PROBE_MAX_INTERVAL", "10s"),
+                ("ASSAY_PROBE_RESOLVE_WINDOW", "5s"),
+                ("ASSAY_PROBE_CONNECT_TIMEOUT", "9s"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "is not `Name=value`",
+            "MAX_INTERVAL (10s) is shorter than ASSAY_PROBE_INTERVAL",
+            "RESOLVE_WINDOW (5s) is shorter",
+            "CONNECT_TIMEOUT (9s) is longer",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
     }
 }

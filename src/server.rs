@@ -1,4 +1,5 @@
-//! Builds and runs Assay: the HTTP server and the sweeper, sharing one store.
+//! Builds and runs Assay: the HTTP server, the sweeper and the prober,
+//! sharing one store.
 
 use std::sync::Arc;
 
@@ -34,10 +35,10 @@ pub async fn serve(
             clients.insert(project.name.clone(), Arc::new(client));
         }
     }
-    let prober_task = (!clients.is_empty()).then(|| {
-        let prober = Arc::new(Prober::new(store.clone(), clients, config.prober));
-        tokio::spawn(prober.run(shutdown.child_token()))
-    });
+    // Always running, even with no project probed: it also clears the
+    // queue of runs whose project stopped being probed.
+    let prober = Arc::new(Prober::new(store.clone(), clients, config.prober));
+    let prober_task = tokio::spawn(prober.run(shutdown.child_token()));
     tracing::info!(
         addr = %listener.local_addr()?,
         projects = ?config.projects.keys().collect::<Vec<_>>(),
@@ -50,9 +51,7 @@ pub async fn serve(
         .await;
     shutdown.cancel();
     let _ = sweeper_task.await;
-    if let Some(task) = prober_task {
-        let _ = task.await;
-    }
+    let _ = prober_task.await;
     served?;
     Ok(())
 }

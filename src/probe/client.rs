@@ -56,6 +56,21 @@ pub fn render_url(
     })
 }
 
+/// A URL as it may be stored and shown: without query string or user info,
+/// where a token could hide.
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
+    }
+}
+
 /// Resolves names like the system does, then keeps only the addresses the
 /// allow list permits; a name with none left is refused.
 struct GuardedResolver {
@@ -138,17 +153,23 @@ fn chain(err: &dyn std::error::Error) -> String {
 impl ProbeClient {
     pub fn new(project: &str, config: Arc<ProbeConfig>) -> Result<ProbeClient, String> {
         crate::install_crypto_provider();
-        let allow = config.allow.clone();
+        // Redirects stay on the probe's own origin: the probe's headers may
+        // carry a token, and reqwest forwards custom headers to any host.
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= 3 {
                 return attempt.error("more than 3 redirects");
             }
-            let allowed = attempt.url().host().is_some_and(|h| allow.allows_host(&h));
-            if allowed {
+            let same_origin = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.origin() == attempt.url().origin());
+            if same_origin {
                 attempt.follow()
             } else {
-                let to = attempt.url().to_string();
-                attempt.error(format!("redirected to {to}, which is not an allowed host"))
+                let to = shown_url(attempt.url().as_str());
+                attempt.error(format!(
+                    "redirected to {to}, another origin (probes follow redirects only within their own scheme, host and port)"
+                ))
             }
         });
         let http = reqwest::Client::builder()
@@ -206,15 +227,11 @@ impl ProbeClient {
         let at = crate::now();
         let started = Instant::now();
         let (url, result) = match self.target(run) {
-            Ok(url) => {
-                let shown = {
-                    let mut shown = url.clone();
-                    shown.set_query(None);
-                    shown.to_string()
-                };
-                (shown, self.fetch(url, extra_headers).await)
-            }
-            Err(e) => (self.config.url_template.clone(), Err(Failure::new(e))),
+            Ok(url) => (
+                shown_url(url.as_str()),
+                self.fetch(url, extra_headers).await,
+            ),
+            Err(e) => (shown_url(&self.config.url_template), Err(Failure::new(e))),
         };
         let duration_ms = started.elapsed().as_millis() as i64;
         match result {
@@ -261,7 +278,10 @@ impl ProbeClient {
             value.set_sensitive(true);
             request = request.header(name, value);
         }
+        // Errors are stored and shown: never with the URL, which may carry
+        // a token in its query.
         let mut response = request.send().await.map_err(|e| {
+            let e = e.without_url();
             Failure::new(if e.is_timeout() {
                 format!(
                     "timed out after {}",
@@ -292,6 +312,7 @@ impl ProbeClient {
         let mut body = Vec::new();
         loop {
             let chunk = response.chunk().await.map_err(|e| {
+                let e = e.without_url();
                 fail(if e.is_timeout() {
                     format!(
                         "timed out after {} reading the body",
@@ -387,6 +408,15 @@ mod tests {
         let url = render_url("http://{{customer_id}}.app/x", &all("evil.com/")).unwrap();
         assert_eq!(url, "http://evil.com%2F.app/x");
         assert!(render_url("http://app/access/{{customer_id}}", &all("..")).is_err());
+    }
+
+    #[test]
+    fn shown_urls_hide_what_could_be_a_token() {
+        assert_eq!(
+            shown_url("http://user:pw@app:3000/access/cus_1?token=s3cret#x"),
+            "http://app:3000/access/cus_1"
+        );
+        assert_eq!(shown_url("not a url?token=s3cret"), "not a url");
     }
 
     #[test]

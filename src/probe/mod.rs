@@ -104,10 +104,12 @@ impl ProbeSchedule {
             _ if matched => None,
             RunStatus::Open => {
                 let next = later(self.after(attempts))?;
-                // One last look just before the deadline is worth more than
-                // none; past it, keep looking until the sweeper decides.
-                Some(if now < run.access_due_at {
-                    next.min(run.access_due_at)
+                // One last look just before the next deadline (the one the
+                // sweeper will judge) is worth more than none; past it, keep
+                // looking until the sweeper decides.
+                let deadline = run.deadline_at.unwrap_or(run.access_due_at);
+                Some(if now < deadline {
+                    next.min(deadline)
                 } else {
                     next
                 })
@@ -140,13 +142,13 @@ impl Run {
         if attempt.error.is_some() {
             return false;
         }
-        matches!(
-            self.verdict(
-                attempt.observed_plan.as_deref(),
-                attempt.observed_features.as_deref()
-            ),
-            Verdict::Matches | Verdict::AcceptedWithoutExpectation
-        )
+        // Never "accepted without expectation", as an SDK report can be: a
+        // probe may run before the app handled the event, and would accept
+        // the customer's old plan. It waits for a known expectation.
+        self.verdict(
+            attempt.observed_plan.as_deref(),
+            attempt.observed_features.as_deref(),
+        ) == Verdict::Matches
     }
 
     /// Applies a probe's view of the customer's access. A match asserts
@@ -232,9 +234,14 @@ mod tests {
     fn an_open_run_gets_a_last_look_at_its_deadline_and_more_until_swept() {
         let s = schedule();
         let run = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;
-        let late = t0() + chrono::Duration::seconds(590);
-        assert_eq!(s.next_due(&run, 1, false, late), Some(run.access_due_at));
-        let past = run.access_due_at + chrono::Duration::seconds(1);
+        // The deadline the sweeper judges next is `reconciled`'s (2 min):
+        // the last look comes before it, not before the access deadline.
+        let late = t0() + chrono::Duration::seconds(110);
+        assert_eq!(
+            s.next_due(&run, 1, false, late),
+            Some(run.reconciled_due_at)
+        );
+        let past = run.reconciled_due_at + chrono::Duration::seconds(1);
         assert_eq!(
             s.next_due(&run, 1, false, past),
             Some(past + chrono::Duration::seconds(60))
@@ -266,6 +273,17 @@ mod tests {
             None,
             "a succeeded run is done"
         );
+    }
+
+    #[test]
+    fn a_probe_never_accepts_without_an_expectation() {
+        let unknown = Expectation::Unknown {
+            reason: "no line items".into(),
+        };
+        let mut run = Run::open(spec(unknown), t0()).0;
+        // The customer's plan before the app handled the checkout.
+        assert!(run.observe(&attempt(Some("free"), None), t0()).is_none());
+        assert_eq!(run.status, RunStatus::Open);
     }
 
     #[test]

@@ -83,6 +83,11 @@ impl AllowList {
     /// Whether a connection to `ip` is allowed. `literal`: the URL named the
     /// address itself, so it must be inside a listed network.
     pub fn allows_address(&self, ip: IpAddr, literal: bool) -> bool {
+        // `::ffff:169.254.169.254` is 169.254.169.254.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
         if self.networks.iter().any(|net| net.contains(&ip)) {
             return true;
         }
@@ -94,7 +99,12 @@ impl AllowList {
                 v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()
             }
             IpAddr::V6(v6) => {
-                v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80
+                let [first, second, ..] = v6.segments();
+                v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xffc0) == 0xfe80
+                    // AWS's IPv6 instance metadata, fd00:ec2::254.
+                    || (first == 0xfd00 && second == 0x0ec2)
             }
         };
         !dangerous
@@ -225,13 +235,20 @@ impl ProbeConfig {
                 "ASSAY_PROBE_METHOD / probe.method: `{method}` is not GET or POST"
             ));
         }
+        // `Name=value,...`: a value with a comma needs the file's table.
         let header_entries: Vec<(String, String)> = match var("ASSAY_PROBE_HEADERS") {
             Some(text) => text
                 .split(',')
                 .filter(|e| !e.trim().is_empty())
-                .map(|e| match e.split_once('=') {
-                    Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
-                    None => (e.trim().to_owned(), String::new()),
+                .filter_map(|e| match e.split_once('=') {
+                    Some((k, v)) => Some((k.trim().to_owned(), v.trim().to_owned())),
+                    None => {
+                        error(format!(
+                            "ASSAY_PROBE_HEADERS: `{}` is not `Name=value`",
+                            e.trim()
+                        ));
+                        None
+                    }
                 })
                 .collect(),
             None => f.headers.take().unwrap_or_default().into_iter().collect(),
@@ -374,6 +391,27 @@ impl ProbeConfig {
             50,
             10_000,
         ) as u32;
+        if max < initial {
+            error(format!(
+                "ASSAY_PROBE_MAX_INTERVAL ({}) is shorter than ASSAY_PROBE_INTERVAL ({})",
+                humantime::format_duration(max),
+                humantime::format_duration(initial)
+            ));
+        }
+        if resolve_window < max {
+            error(format!(
+                "ASSAY_PROBE_RESOLVE_WINDOW ({}) is shorter than ASSAY_PROBE_MAX_INTERVAL ({}): a failed run would not be probed again",
+                humantime::format_duration(resolve_window),
+                humantime::format_duration(max)
+            ));
+        }
+        if connect_timeout > timeout {
+            error(format!(
+                "ASSAY_PROBE_CONNECT_TIMEOUT ({}) is longer than ASSAY_PROBE_TIMEOUT ({}), which bounds the whole probe",
+                humantime::format_duration(connect_timeout),
+                humantime::format_duration(timeout)
+            ));
+        }
         Some(ProbeConfig {
             url_template,
             method,
@@ -386,7 +424,7 @@ impl ProbeConfig {
             start,
             schedule: ProbeSchedule {
                 initial,
-                max: max.max(initial),
+                max,
                 resolve_window,
             },
             connect_timeout,
@@ -414,6 +452,9 @@ mod tests {
             "metadata"
         );
         assert!(!names.allows_address("0.0.0.0".parse().unwrap(), false));
+        assert!(!names.allows_address("::ffff:169.254.169.254".parse().unwrap(), false));
+        assert!(!names.allows_address("fd00:ec2::254".parse().unwrap(), false));
+        assert!(!names.allows_address("fe80::1".parse().unwrap(), false));
 
         let nets = AllowList::parse(&["localhost".into(), "127.0.0.2/32".into()]).unwrap();
         assert!(nets.allows_address("127.0.0.2".parse().unwrap(), false));

@@ -106,15 +106,18 @@ impl Prober {
         client.wait_for_turn(&host).await;
         // Waiting for the host may have eaten the lease: a probe that could
         // outlive it might run twice (another replica claims the run once the
-        // lease passes). Leave it; the next claim probes it.
+        // lease passes). Give it back; the next claim probes it.
         let worst_case =
             chrono::Duration::from_std(client.config().timeout).unwrap_or(chrono::TimeDelta::MAX);
         if crate::now() + worst_case >= job.lease_expires_at {
             tracing::warn!(
                 run_id = %job.run.id,
                 host,
-                "a probe waited too long for its host; left for the next claim"
+                "a probe waited too long for its host; given back for the next claim"
             );
+            if let Err(e) = self.store.release_probe(&job).await {
+                tracing::error!(run_id = %job.run.id, error = %e, "giving a probe back failed; its lease will expire");
+            }
             return;
         }
         let attempt = client.probe(&job.run, &HeaderMap::new()).await;
@@ -135,19 +138,38 @@ impl Prober {
         }
     }
 
-    /// Probes until `shutdown` fires, polling for due work.
+    /// Probes until `shutdown` fires, polling for due work; then lets the
+    /// probes in flight finish (each is bounded by its timeout), so that
+    /// none is cut off between its request and its record.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let claimed = self.tick().await;
             // A full claim means more may be due: look again at once.
             if claimed == 0 {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 }
             } else if shutdown.is_cancelled() {
-                return;
+                break;
             }
+        }
+        let all = u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX);
+        let longest = self
+            .clients
+            .values()
+            .map(|c| c.config().timeout)
+            .max()
+            .unwrap_or_default();
+        let drained = tokio::time::timeout(
+            longest + Duration::from_secs(1),
+            self.in_flight.acquire_many(all),
+        )
+        .await;
+        if drained.is_err() {
+            // Those still queued for their host were never sent; their
+            // leases expire and another replica (or the next start) makes them.
+            tracing::warn!("stopping with probes still queued for their host");
         }
     }
 }

@@ -147,12 +147,19 @@ impl<T> Page<T> {
     }
 }
 
+/// How many probe attempts a run's detail shows.
+pub const PROBES_SHOWN: i64 = 100;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: Run,
     pub timeline: Vec<TimelineEntry>,
+    /// The latest [`PROBES_SHOWN`] probe attempts, oldest first: a failed
+    /// run probed for a day has many.
     pub probes: Vec<ProbeAttempt>,
+    /// How many probe attempts the run has in all.
+    pub probe_count: i64,
     pub incidents: Vec<Incident>,
 }
 
@@ -218,6 +225,10 @@ pub trait Store: Send + Sync {
         attempt: Option<(ProbeAttempt, ProbeSchedule)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// Gives a claimed probe back unmade, due as it was: the next claim,
+    /// by any replica, makes it.
+    async fn release_probe(&self, job: &ProbeJob) -> Result<(), StoreError>;
 
     async fn list_incidents(
         &self,

@@ -293,21 +293,24 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        /// The run's latest `limit` probe attempts, oldest first.
         async fn probes_of_run(
             conn: &mut $conn,
             run_id: uuid::Uuid,
-            last_only: bool,
+            limit: i64,
         ) -> Result<Vec<ProbeAttempt>, StoreError> {
-            let sql = if last_only {
-                concat!("SELECT ", probe_columns!(), " FROM probe_attempts WHERE run_id = $1 ORDER BY seq DESC LIMIT 1")
-            } else {
-                concat!("SELECT ", probe_columns!(), " FROM probe_attempts WHERE run_id = $1 ORDER BY seq")
-            };
-            let rows: Vec<ProbeAttemptRow> = sqlx::query_as(sql)
-                .bind(run_id.to_string())
-                .fetch_all(&mut *conn)
-                .await?;
-            convert(rows)
+            let rows: Vec<ProbeAttemptRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                probe_columns!(),
+                " FROM probe_attempts WHERE run_id = $1 ORDER BY seq DESC LIMIT $2"
+            ))
+            .bind(run_id.to_string())
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut probes: Vec<ProbeAttempt> = convert(rows)?;
+            probes.reverse();
+            Ok(probes)
         }
 
         /// Writes back a run after a stage report or a matching probe, with
@@ -554,11 +557,16 @@ macro_rules! sql_store {
                 .fetch_all(&mut *conn)
                 .await?;
                 let incidents = incidents_of_run(&mut conn, run.id).await?;
-                let probes = probes_of_run(&mut conn, run.id, false).await?;
+                let probes = probes_of_run(&mut conn, run.id, $crate::store::PROBES_SHOWN).await?;
+                let probe_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM probe_attempts WHERE run_id = $1")
+                    .bind(run.id.to_string())
+                    .fetch_one(&mut *conn)
+                    .await?;
                 Ok(RunDetail {
                     run,
                     timeline: convert(timeline)?,
                     probes,
+                    probe_count,
                     incidents,
                 })
             }
@@ -610,7 +618,7 @@ macro_rules! sql_store {
                 .fetch_all(&mut *tx)
                 .await?;
                 for mut run in convert::<_, Run>(rows)? {
-                    let last_probe = probes_of_run(&mut tx, run.id, true).await?.pop();
+                    let last_probe = probes_of_run(&mut tx, run.id, 1).await?.pop();
                     let Some((incident, entry)) = run.expire(now, last_probe.as_ref()) else {
                         continue;
                     };
@@ -668,15 +676,18 @@ macro_rules! sql_store {
                 let mut run = fetch_run(&mut tx, &job.run.project, &key, true)
                     .await?
                     .ok_or(StoreError::NotFound("run"))?;
-                // The run's lock orders this against another replica's
-                // finish: if our lease expired and the run was claimed again,
-                // the work is theirs and this attempt is not recorded twice.
-                let still_ours: Option<i64> =
-                    sqlx::query_scalar("SELECT attempts FROM probe_queue WHERE run_id = $1 AND lease_token = $2")
-                        .bind(run.id.to_string())
-                        .bind(&job.lease_token)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                // If our lease expired and the run was claimed again, the
+                // work is theirs and this attempt is not recorded twice. The
+                // queue row stays locked until commit, so no claim can take
+                // it between this check and the update below.
+                let still_ours: Option<i64> = sqlx::query_scalar(concat!(
+                    "SELECT attempts FROM probe_queue WHERE run_id = $1 AND lease_token = $2",
+                    $lock
+                ))
+                .bind(run.id.to_string())
+                .bind(&job.lease_token)
+                .fetch_optional(&mut *tx)
+                .await?;
                 if still_ours.is_none() {
                     tracing::warn!(run_id = %run.id, "a probe finished after its lease passed to another replica; dropped");
                     return Ok(());
@@ -713,10 +724,8 @@ macro_rules! sql_store {
                     };
                     next_due = schedule.next_due(&run, job.attempts + 1, matched, now);
                 }
-                // Only the holder of the lease moves the queue row: if the
-                // lease expired and another replica took the run over, its
-                // row is its own.
-                match next_due {
+                // Only the holder of the lease moves the queue row.
+                let moved = match next_due {
                     Some(due) => {
                         sqlx::query(
                             "UPDATE probe_queue SET due_at = $2, attempts = attempts + 1, lease_token = NULL, \
@@ -726,17 +735,35 @@ macro_rules! sql_store {
                         .bind(to_ms(due))
                         .bind(&job.lease_token)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
                     }
                     None => {
                         sqlx::query("DELETE FROM probe_queue WHERE run_id = $1 AND lease_token = $2")
                             .bind(run.id.to_string())
                             .bind(&job.lease_token)
                             .execute(&mut *tx)
-                            .await?;
+                            .await?
                     }
+                };
+                if moved.rows_affected() == 0 {
+                    // Cannot happen while the row is locked; if it does,
+                    // recording nothing is the safe side.
+                    tracing::warn!(run_id = %run.id, "a probe's queue row changed hands; dropped");
+                    return Ok(());
                 }
                 tx.commit().await?;
+                Ok(())
+            }
+
+            async fn release_probe(&self, job: &ProbeJob) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE probe_queue SET lease_token = NULL, lease_expires_at = NULL \
+                     WHERE run_id = $1 AND lease_token = $2",
+                )
+                .bind(job.run.id.to_string())
+                .bind(&job.lease_token)
+                .execute(&self.writer)
+                .await?;
                 Ok(())
             }
 

@@ -787,6 +787,26 @@ async fn probing_starts_at_reconciled_when_configured(backend: Backend) {
     assert_eq!(store.claim_probes(now, 10).await.unwrap().len(), 1);
 }
 
+async fn a_run_that_fails_before_probing_starts_is_probed_after(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    let spec = RunSpec {
+        probe_start: Some(ProbeStart::Reconciled),
+        ..spec("evt_1", Source::Stripe)
+    };
+    store.open_run(spec, now).await.unwrap();
+    // Never reconciled, so never probed, until the sweeper fails it: then
+    // it is probed, so that its incident can resolve itself.
+    let overdue = now + minutes(3);
+    assert!(store.claim_probes(overdue, 10).await.unwrap().is_empty());
+    assert_eq!(store.sweep(overdue, 10).await.unwrap().incidents.len(), 1);
+    let jobs = store.claim_probes(overdue, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].run.status, RunStatus::Failed);
+}
+
 async fn a_failed_run_is_probed_until_its_incident_resolves(backend: Backend) {
     let Some((db, store)) = open_store(backend).await else {
         return;
@@ -848,4 +868,5 @@ on_both_backends!(
     a_matching_probe_closes_the_run_and_ends_probing,
     probing_starts_at_reconciled_when_configured,
     a_failed_run_is_probed_until_its_incident_resolves,
+    a_run_that_fails_before_probing_starts_is_probed_after,
 );

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::alert::settings::{AlertSettings, ChannelConfig, FileAlerts, FileChannel};
 use crate::plan::PlanMap;
 use crate::probe::ProbeStart;
 use crate::probe::settings::{FileProbe, ProbeConfig};
@@ -116,6 +117,8 @@ pub struct ProjectConfig {
     pub paused_keeps_access: bool,
     /// How Assay probes the app's access endpoint; `None`: it does not.
     pub probe: Option<Arc<ProbeConfig>>,
+    /// Where this project's incident alerts go.
+    pub channels: Vec<ChannelConfig>,
 }
 
 impl ProjectConfig {
@@ -140,10 +143,30 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub sweep: SweepConfig,
     pub prober: ProberSettings,
+    pub alerts: AlertSettings,
+    /// How often an idle alert sender looks for due deliveries.
+    pub alert_poll_interval: Duration,
     pub projects: BTreeMap<String, ProjectConfig>,
 }
 
 impl Config {
+    /// Which channels each project alerts, for the store's outbox.
+    pub fn outbox(&self) -> crate::alert::Outbox {
+        crate::alert::Outbox {
+            channels: self
+                .projects
+                .values()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        p.channels.iter().map(|c| c.name.clone()).collect(),
+                    )
+                })
+                .collect(),
+            group_threshold: self.alerts.group_threshold,
+        }
+    }
+
     /// The project whose API key this is, if any. Every project's hash is
     /// compared, so the time taken does not tell which project came close.
     pub fn project_for_api_key(&self, presented: &str) -> Option<&ProjectConfig> {
@@ -195,6 +218,15 @@ struct FileConfig {
     sweep_batch_size: Option<u32>,
     probe_concurrency: Option<usize>,
     probe_poll_interval: Option<String>,
+    public_url: Option<String>,
+    alert_templates_dir: Option<String>,
+    alert_retry_initial: Option<String>,
+    alert_retry_max: Option<String>,
+    alert_give_up_after: Option<String>,
+    alert_reminder_interval: Option<String>,
+    alert_group_threshold: Option<usize>,
+    alert_timeout: Option<String>,
+    alert_poll_interval: Option<String>,
     #[serde(default)]
     projects: BTreeMap<String, FileProject>,
 }
@@ -212,6 +244,8 @@ struct FileProject {
     grace_period: Option<String>,
     paused_keeps_access: Option<bool>,
     probe: Option<FileProbe>,
+    #[serde(default)]
+    channels: Vec<FileChannel>,
 }
 
 /// Where the configuration comes from: a file (optional) and a set of
@@ -379,6 +413,30 @@ impl Config {
             &mut errors,
         )
         .unwrap_or(Duration::from_millis(500));
+        let alert_poll_interval = parse_duration(
+            "ASSAY_ALERT_POLL_INTERVAL / alert_poll_interval",
+            &env("ASSAY_ALERT_POLL_INTERVAL")
+                .map(str::to_owned)
+                .or(file.alert_poll_interval.take())
+                .unwrap_or_else(|| "1s".to_owned()),
+            &mut errors,
+        )
+        .unwrap_or(Duration::from_secs(1));
+        let alerts = AlertSettings::load(
+            FileAlerts {
+                public_url: file.public_url.take(),
+                templates_dir: file.alert_templates_dir.take(),
+                retry_initial: file.alert_retry_initial.take(),
+                retry_max: file.alert_retry_max.take(),
+                give_up_after: file.alert_give_up_after.take(),
+                reminder_interval: file.alert_reminder_interval.take(),
+                group_threshold: file.alert_group_threshold.take(),
+                timeout: file.alert_timeout.take(),
+            },
+            &|var| env(var).map(str::to_owned),
+            &bind_text,
+            &mut errors,
+        );
 
         let admin_token = env("ASSAY_ADMIN_TOKEN")
             .map(str::to_owned)
@@ -395,6 +453,7 @@ impl Config {
             for var in PROJECT_VARIABLES
                 .iter()
                 .chain(&crate::probe::settings::VARIABLES)
+                .chain(&crate::alert::settings::VARIABLES)
             {
                 if env(var).is_some() {
                     errors.push(format!(
@@ -487,6 +546,12 @@ impl Config {
                 &mut errors,
             )
             .map(Arc::new);
+            let channels = crate::alert::settings::load_channels(
+                &format!("project `{name}`"),
+                std::mem::take(&mut p.channels),
+                &|var| from_env(var).map(str::to_owned),
+                &mut errors,
+            );
             if let (Some(probe), Some(lease)) = (&probe, lease)
                 && probe.timeout >= lease
             {
@@ -551,8 +616,20 @@ impl Config {
                     grace_period: grace_period.unwrap_or_default(),
                     paused_keeps_access,
                     probe,
+                    channels,
                 },
             );
+        }
+
+        if let Some(lease) = lease
+            && alerts.timeout >= lease
+            && projects.values().any(|p| !p.channels.is_empty())
+        {
+            errors.push(format!(
+                "ASSAY_ALERT_TIMEOUT ({}) must be shorter than ASSAY_LEASE_DURATION ({}), or a slow send could be claimed and sent twice",
+                humantime::format_duration(alerts.timeout),
+                humantime::format_duration(lease)
+            ));
         }
 
         // A key that opens two projects would act for whichever is checked
@@ -589,6 +666,8 @@ impl Config {
                     concurrency: probe_concurrency,
                     poll_interval,
                 },
+                alerts,
+                alert_poll_interval,
                 projects,
             }),
             _ => Err(ConfigError(errors)),
@@ -620,6 +699,35 @@ impl Config {
             out,
             "probe_poll_interval = {}",
             duration(self.prober.poll_interval)
+        );
+        let a = &self.alerts;
+        let _ = writeln!(out, "public_url = {}", q(&a.public_url));
+        let overridden: Vec<String> = a
+            .templates
+            .overridden
+            .iter()
+            .map(|p| q(&p.display().to_string()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "# alert templates overridden: [{}]",
+            overridden.join(", ")
+        );
+        let _ = writeln!(out, "alert_retry_initial = {}", duration(a.retry.initial));
+        let _ = writeln!(out, "alert_retry_max = {}", duration(a.retry.max));
+        let _ = writeln!(
+            out,
+            "alert_give_up_after = {}",
+            duration(a.retry.give_up_after)
+        );
+        let reminder = a.reminder_interval.map_or_else(|| q("off"), duration);
+        let _ = writeln!(out, "alert_reminder_interval = {reminder}");
+        let _ = writeln!(out, "alert_group_threshold = {}", a.group_threshold);
+        let _ = writeln!(out, "alert_timeout = {}", duration(a.timeout));
+        let _ = writeln!(
+            out,
+            "alert_poll_interval = {}",
+            duration(self.alert_poll_interval)
         );
         for p in self.projects.values() {
             // Project names are validated to bare-key characters.
@@ -683,6 +791,27 @@ impl Config {
                 let _ = writeln!(out, "host_concurrency = {}", probe.host_concurrency);
                 let _ = writeln!(out, "host_rate = {}", probe.host_rate);
             }
+            for channel in &p.channels {
+                use crate::alert::settings::ChannelKind;
+                let _ = writeln!(out, "\n[[projects.{}.channels]]", p.name);
+                let _ = writeln!(out, "name = {}", q(&channel.name));
+                let _ = writeln!(out, "kind = {}", q(channel.kind.as_str()));
+                match &channel.kind {
+                    ChannelKind::Slack { .. } => {
+                        let _ = writeln!(out, "url = {}", q("[redacted]"));
+                    }
+                    ChannelKind::Email { smtp_url, from, to } => {
+                        let _ = writeln!(out, "smtp_url = {}", q(&redact_url(smtp_url.expose())));
+                        let _ = writeln!(out, "from = {}", q(from));
+                        let to: Vec<String> = to.iter().map(|t| q(t)).collect();
+                        let _ = writeln!(out, "to = [{}]", to.join(", "));
+                    }
+                    ChannelKind::Webhook { url, .. } => {
+                        let _ = writeln!(out, "url = {}", q(&crate::probe::client::shown_url(url)));
+                        let _ = writeln!(out, "secret = {}", q("[redacted]"));
+                    }
+                }
+            }
         }
         out
     }
@@ -693,8 +822,6 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-/// A database URL with any password replaced, whether it is written before
-/// the host or as a `password` query parameter (sqlx reads both).
 /// A TOML inline table of `key = value` entries.
 fn inline_table(entries: &[String]) -> String {
     if entries.is_empty() {
@@ -704,6 +831,8 @@ fn inline_table(entries: &[String]) -> String {
     }
 }
 
+/// A database URL with any password replaced, whether it is written before
+/// the host or as a `password` query parameter (sqlx reads both).
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return url.to_owned();

@@ -1,11 +1,12 @@
-//! Builds and runs Assay: the HTTP server, the sweeper and the prober,
-//! sharing one store.
+//! Builds and runs Assay: the HTTP server, the sweeper, the prober and the
+//! alert sender, sharing one store.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::worker::AlertSender;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::probe::client::ProbeClient;
@@ -22,7 +23,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     crate::install_crypto_provider();
-    let store = store::connect(&config.database).await?;
+    let store = store::connect_with_outbox(&config.database, config.outbox()).await?;
     let config = Arc::new(config);
     let sweeper = Sweeper::new(store.clone(), config.sweep.clone());
     let sweeper_task = tokio::spawn(sweeper.run(shutdown.child_token()));
@@ -39,6 +40,23 @@ pub async fn serve(
     // queue of runs whose project stopped being probed.
     let prober = Arc::new(Prober::new(store.clone(), clients, config.prober));
     let prober_task = tokio::spawn(prober.run(shutdown.child_token()));
+    let channels = config
+        .projects
+        .values()
+        .flat_map(|p| {
+            p.channels
+                .iter()
+                .map(|c| ((p.name.clone(), c.name.clone()), c.clone()))
+        })
+        .collect();
+    let alert_sender = AlertSender::new(
+        store.clone(),
+        channels,
+        config.alerts.clone(),
+        config.alert_poll_interval,
+    )
+    .map_err(|e| anyhow::anyhow!("the alert sender: {e}"))?;
+    let alert_task = tokio::spawn(alert_sender.run(shutdown.child_token()));
     tracing::info!(
         addr = %listener.local_addr()?,
         projects = ?config.projects.keys().collect::<Vec<_>>(),
@@ -52,6 +70,7 @@ pub async fn serve(
     shutdown.cancel();
     let _ = sweeper_task.await;
     let _ = prober_task.await;
+    let _ = alert_task.await;
     served?;
     Ok(())
 }

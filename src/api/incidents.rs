@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::runs::{page_params, parse_filter};
 use super::{ApiError, ApiProject, AppQuery, AppState, optional_json};
 use crate::incident::Incident;
-use crate::store::{IncidentFilter, Page};
+use crate::store::{IncidentDetail, IncidentFilter, Page};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,7 +43,7 @@ pub async fn get(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
     Path(id): Path<String>,
-) -> Result<Json<Incident>, ApiError> {
+) -> Result<Json<IncidentDetail>, ApiError> {
     Ok(Json(
         state
             .store

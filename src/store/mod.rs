@@ -21,6 +21,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::alert::{Delivery, DeliveryJob, DeliveryOutcome, Outbox};
 use crate::incident::{Incident, IncidentError, IncidentStatus};
 use crate::probe::{ProbeAttempt, ProbeJob, ProbeSchedule};
 use crate::run::{ReportError, Run, RunSpec, RunStatus, Source, Stage, StageReport, TimelineEntry};
@@ -236,7 +237,32 @@ pub trait Store: Send + Sync {
         filter: &IncidentFilter,
     ) -> Result<Page<Incident>, StoreError>;
 
-    async fn incident(&self, project: &str, id: Uuid) -> Result<Incident, StoreError>;
+    /// One incident with its alert deliveries and their attempts.
+    async fn incident(&self, project: &str, id: Uuid) -> Result<IncidentDetail, StoreError>;
+
+    /// Claims up to `limit` alert deliveries that are due, with a lease.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryJob>, StoreError>;
+
+    /// Records what the sender did with a claimed delivery; only the
+    /// lease's holder records.
+    async fn finish_delivery(
+        &self,
+        job: &DeliveryJob,
+        outcome: DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Queues a reminder for every open (unacknowledged) incident last
+    /// alerted about more than `interval` ago; returns how many.
+    async fn queue_reminders(
+        &self,
+        now: DateTime<Utc>,
+        interval: Duration,
+    ) -> Result<usize, StoreError>;
 
     async fn acknowledge_incident(
         &self,
@@ -254,6 +280,14 @@ pub trait Store: Send + Sync {
     ) -> Result<Incident, StoreError>;
 }
 
+/// An incident with its alert deliveries.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentDetail {
+    #[serde(flatten)]
+    pub incident: Incident,
+    pub deliveries: Vec<Delivery>,
+}
+
 /// How to reach the database, and the limits that keep it healthy.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -269,12 +303,27 @@ pub struct DatabaseSettings {
     pub lease: Duration,
 }
 
-/// Opens the store the URL's scheme names and applies its migrations.
+/// Opens the store the URL's scheme names and applies its migrations; it
+/// queues no alerts.
 pub async fn connect(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, StoreError> {
+    connect_with_outbox(settings, Outbox::default()).await
+}
+
+/// Opens the store; opening or resolving an incident queues the alerts
+/// `outbox` says, in the same transaction.
+pub async fn connect_with_outbox(
+    settings: &DatabaseSettings,
+    outbox: Outbox,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let outbox = Arc::new(outbox);
     if is_postgres(&settings.url) {
-        Ok(Arc::new(postgres::PostgresStore::connect(settings).await?))
+        Ok(Arc::new(
+            postgres::PostgresStore::connect(settings, outbox).await?,
+        ))
     } else {
-        Ok(Arc::new(sqlite::SqliteStore::connect(settings).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(settings, outbox).await?,
+        ))
     }
 }
 

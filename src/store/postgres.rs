@@ -22,10 +22,14 @@ pub struct PostgresStore {
     /// The same pool: PostgreSQL has no single-writer rule to work around.
     reader: PgPool,
     lease: Duration,
+    outbox: std::sync::Arc<crate::alert::Outbox>,
 }
 
 impl PostgresStore {
-    pub async fn connect(settings: &DatabaseSettings) -> Result<PostgresStore, StoreError> {
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        outbox: std::sync::Arc<crate::alert::Outbox>,
+    ) -> Result<PostgresStore, StoreError> {
         let options = PgConnectOptions::from_str(&settings.url)?
             .application_name("assay")
             .options([(
@@ -42,6 +46,7 @@ impl PostgresStore {
             writer: pool.clone(),
             reader: pool,
             lease: settings.lease,
+            outbox,
         })
     }
 }

@@ -245,3 +245,66 @@ impl ProbeJobRow {
         })
     }
 }
+
+/// The columns of `alert_deliveries`, in the order [`DeliveryRow`] reads, with
+/// the number of incidents it is about.
+macro_rules! delivery_columns {
+    () => {
+        "alert_deliveries.id, project, channel, event, status, created_at, next_attempt_at, settled_at, last_error, \
+         (SELECT COUNT(*) FROM alert_delivery_incidents l WHERE l.delivery_id = alert_deliveries.id) AS incident_count"
+    };
+}
+pub(crate) use delivery_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    id: String,
+    project: String,
+    channel: String,
+    event: String,
+    status: String,
+    created_at: i64,
+    next_attempt_at: Option<i64>,
+    settled_at: Option<i64>,
+    last_error: Option<String>,
+    incident_count: i64,
+}
+
+impl TryFrom<DeliveryRow> for crate::alert::Delivery {
+    type Error = StoreError;
+    fn try_from(r: DeliveryRow) -> Result<Self, StoreError> {
+        Ok(crate::alert::Delivery {
+            id: uuid(&r.id)?,
+            event: parse("alert event", &r.event)?,
+            status: parse("delivery status", &r.status)?,
+            project: r.project,
+            channel: r.channel,
+            incident_count: r.incident_count,
+            created_at: from_ms(r.created_at),
+            next_attempt_at: r.next_attempt_at.map(from_ms),
+            settled_at: r.settled_at.map(from_ms),
+            last_error: r.last_error,
+            attempts: Vec::new(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryAttemptRow {
+    at: i64,
+    duration_ms: i64,
+    status_code: Option<i64>,
+    error: Option<String>,
+}
+
+impl TryFrom<DeliveryAttemptRow> for crate::alert::DeliveryAttempt {
+    type Error = StoreError;
+    fn try_from(r: DeliveryAttemptRow) -> Result<Self, StoreError> {
+        Ok(crate::alert::DeliveryAttempt {
+            at: from_ms(r.at),
+            duration_ms: r.duration_ms,
+            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
+            error: r.error,
+        })
+    }
+}

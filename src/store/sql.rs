@@ -67,6 +67,14 @@ macro_rules! claim_overdue_sql {
 }
 pub(crate) use claim_overdue_sql;
 
+/// The alert sender's claim: deliveries due to be (re)tried.
+macro_rules! claim_deliveries_sql {
+    ($skip:literal) => {
+        $crate::store::sql::claim_sql!("alert_deliveries", "id", "next_attempt_at", $skip)
+    };
+}
+pub(crate) use claim_deliveries_sql;
+
 /// The prober's claim: runs due for a probe.
 macro_rules! claim_probes_sql {
     ($skip:literal) => {
@@ -86,14 +94,15 @@ macro_rules! sql_store {
     ) => {
         use $crate::incident::{Incident, NewIncident};
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
-        use $crate::store::sql::{claim_overdue_sql, claim_probes_sql};
+        use $crate::store::sql::{claim_deliveries_sql, claim_overdue_sql, claim_probes_sql};
         use $crate::store::rows::{
-            IncidentRow, ProbeAttemptRow, ProbeJobRow, RunRow, TimelineRow, convert,
-            incident_columns, probe_columns, run_columns,
+            DeliveryAttemptRow, DeliveryRow, IncidentRow, ProbeAttemptRow, ProbeJobRow, RunRow,
+            TimelineRow, convert, delivery_columns, incident_columns, probe_columns, run_columns,
         };
+        use $crate::alert::{Delivery, DeliveryJob, DeliveryOutcome, DeliveryStatus, NewDelivery, Outbox};
         use $crate::probe::{ProbeAttempt, ProbeJob, ProbeStart};
         use $crate::store::{
-            Cursor, IncidentFilter, Ingested, Page, RunDetail, RunFilter, RunRef, Store,
+            Cursor, IncidentDetail, IncidentFilter, Ingested, Page, RunDetail, RunFilter, RunRef, Store,
             StoreError, StoredEvent, Swept, from_ms, to_ms,
         };
 
@@ -313,11 +322,87 @@ macro_rules! sql_store {
             Ok(probes)
         }
 
+        /// Writes deliveries to the outbox, and notes when their incidents
+        /// were last alerted about (for reminders).
+        async fn queue_deliveries(
+            conn: &mut $conn,
+            deliveries: &[NewDelivery],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), StoreError> {
+            for delivery in deliveries {
+                sqlx::query(
+                    "INSERT INTO alert_deliveries (id, project, channel, event, status, attempts, created_at, next_attempt_at) \
+                     VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+                )
+                .bind(delivery.id.to_string())
+                .bind(&delivery.project)
+                .bind(&delivery.channel)
+                .bind(delivery.event.as_str())
+                .bind(to_ms(now))
+                .execute(&mut *conn)
+                .await?;
+                for (position, incident_id) in delivery.incident_ids.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO alert_delivery_incidents (delivery_id, incident_id, position) VALUES ($1, $2, $3)",
+                    )
+                    .bind(delivery.id.to_string())
+                    .bind(incident_id.to_string())
+                    .bind(position as i64)
+                    .execute(&mut *conn)
+                    .await?;
+                    sqlx::query("UPDATE incidents SET last_alerted_at = $2 WHERE id = $1")
+                        .bind(incident_id.to_string())
+                        .bind(to_ms(now))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+
+        /// A delivery's attempts, oldest first.
+        async fn attempts_of_delivery(
+            conn: &mut $conn,
+            delivery: &mut Delivery,
+        ) -> Result<(), StoreError> {
+            let rows: Vec<DeliveryAttemptRow> = sqlx::query_as(
+                "SELECT at, duration_ms, status_code, error FROM alert_attempts WHERE delivery_id = $1 ORDER BY seq",
+            )
+            .bind(delivery.id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            delivery.attempts = convert(rows)?;
+            Ok(())
+        }
+
+        /// The deliveries about an incident, with their attempts.
+        async fn deliveries_of_incident(
+            conn: &mut $conn,
+            incident_id: uuid::Uuid,
+        ) -> Result<Vec<Delivery>, StoreError> {
+            let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM alert_deliveries JOIN alert_delivery_incidents AS mine ",
+                "ON mine.delivery_id = alert_deliveries.id WHERE mine.incident_id = $1 ",
+                "ORDER BY alert_deliveries.created_at, alert_deliveries.id"
+            ))
+            .bind(incident_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut deliveries: Vec<Delivery> = convert(rows)?;
+            for delivery in &mut deliveries {
+                attempts_of_delivery(conn, delivery).await?;
+            }
+            Ok(deliveries)
+        }
+
         /// Writes back a run after a stage report or a matching probe, with
         /// its timeline entries; resolves the run's incidents when access now
         /// matches, and starts probing when the run reached its probe stage.
         async fn save_report(
             conn: &mut $conn,
+            outbox: &Outbox,
             run: &Run,
             outcome: &$crate::run::ReportOutcome,
             source: Source,
@@ -334,6 +419,7 @@ macro_rules! sql_store {
                 for mut incident in incidents_of_run(conn, run.id).await? {
                     if incident.resolve(now, resolution.clone()) {
                         save_incident(conn, &incident).await?;
+                        queue_deliveries(conn, &outbox.resolved(&incident), now).await?;
                     }
                 }
             }
@@ -540,7 +626,7 @@ macro_rules! sql_store {
                     .await?
                     .ok_or(StoreError::NotFound("run"))?;
                 let outcome = run.report(stage, report, source, now)?;
-                save_report(&mut tx, &run, &outcome, source, now).await?;
+                save_report(&mut tx, &self.outbox, &run, &outcome, source, now).await?;
                 tx.commit().await?;
                 Ok(run)
             }
@@ -634,6 +720,8 @@ macro_rules! sql_store {
                         swept.incidents.push(Incident::from_new(incident));
                     }
                 }
+                // The outbox: the alerts go in with the incidents, or not at all.
+                queue_deliveries(&mut tx, &self.outbox.opened(&swept.incidents), now).await?;
                 sqlx::query("UPDATE runs SET lease_token = NULL, lease_expires_at = NULL WHERE lease_token = $1")
                     .bind(&token)
                     .execute(&mut *tx)
@@ -714,7 +802,7 @@ macro_rules! sql_store {
                     .await?;
                     let matched = match run.observe(&attempt, now) {
                         Some(outcome) => {
-                            save_report(&mut tx, &run, &outcome, Source::Probe, now).await?;
+                            save_report(&mut tx, &self.outbox, &run, &outcome, Source::Probe, now).await?;
                             true
                         }
                         None => {
@@ -792,10 +880,13 @@ macro_rules! sql_store {
                 }))
             }
 
-            async fn incident(&self, project: &str, id: uuid::Uuid) -> Result<Incident, StoreError> {
-let mut conn = self.reader.acquire().await?;
-                fetch_incident(&mut conn, project, id, false).await
+            async fn incident(&self, project: &str, id: uuid::Uuid) -> Result<IncidentDetail, StoreError> {
+                let mut conn = self.reader.acquire().await?;
+                let incident = fetch_incident(&mut conn, project, id, false).await?;
+                let deliveries = deliveries_of_incident(&mut conn, incident.id).await?;
+                Ok(IncidentDetail { incident, deliveries })
             }
+
 
             async fn acknowledge_incident(
                 &self,
@@ -823,9 +914,143 @@ let mut conn = self.reader.acquire().await?;
                 let mut incident = fetch_incident(&mut tx, project, id, true).await?;
                 if incident.resolve(now, resolution) {
                     save_incident(&mut tx, &incident).await?;
+                    queue_deliveries(&mut tx, &self.outbox.resolved(&incident), now).await?;
                 }
                 tx.commit().await?;
                 Ok(incident)
+            }
+
+            async fn claim_deliveries(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<DeliveryJob>, StoreError> {
+                let (token, claimed, _) = self.lease(claim_deliveries_sql!($skip), now, limit).await?;
+                if claimed == 0 {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.writer.acquire().await?;
+                let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    delivery_columns!(),
+                    " FROM alert_deliveries WHERE lease_token = $1 ORDER BY created_at, id"
+                ))
+                .bind(&token)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut jobs = Vec::new();
+                for mut delivery in convert::<_, Delivery>(rows)? {
+                    attempts_of_delivery(&mut conn, &mut delivery).await?;
+                    let incidents: Vec<IncidentRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        incident_columns!(),
+                        " FROM incidents JOIN alert_delivery_incidents AS l ON l.incident_id = incidents.id ",
+                        "WHERE l.delivery_id = $1 ORDER BY l.position"
+                    ))
+                    .bind(delivery.id.to_string())
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    jobs.push(DeliveryJob {
+                        delivery,
+                        incidents: convert(incidents)?,
+                        lease_token: token.clone(),
+                    });
+                }
+                Ok(jobs)
+            }
+
+            async fn finish_delivery(
+                &self,
+                job: &DeliveryJob,
+                outcome: DeliveryOutcome,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let id = job.delivery.id.to_string();
+                // Locked until commit: a replica that took an expired lease
+                // over records instead, never both.
+                let still_ours: Option<i64> = sqlx::query_scalar(concat!(
+                    "SELECT attempts FROM alert_deliveries WHERE id = $1 AND lease_token = $2",
+                    $lock
+                ))
+                .bind(&id)
+                .bind(&job.lease_token)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if still_ours.is_none() {
+                    tracing::warn!(delivery_id = %id, "an alert delivery finished after its lease passed on; not recorded");
+                    return Ok(());
+                }
+                let (attempt, status, next, error) = match outcome {
+                    DeliveryOutcome::Sent(attempt) => (Some(attempt), DeliveryStatus::Sent, None, None),
+                    DeliveryOutcome::Failed { attempt, retry_at } => {
+                        let error = attempt.error.clone();
+                        match retry_at {
+                            Some(at) => (Some(attempt), DeliveryStatus::Pending, Some(at), error),
+                            None => (Some(attempt), DeliveryStatus::Dead, None, error),
+                        }
+                    }
+                    DeliveryOutcome::Skipped(reason) => (None, DeliveryStatus::Skipped, None, Some(reason)),
+                };
+                if let Some(attempt) = &attempt {
+                    sqlx::query(
+                        "INSERT INTO alert_attempts (delivery_id, at, duration_ms, status_code, error) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&id)
+                    .bind(to_ms(attempt.at))
+                    .bind(attempt.duration_ms)
+                    .bind(attempt.status_code.map(i64::from))
+                    .bind(&attempt.error)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let settled = (status != DeliveryStatus::Pending).then(|| to_ms(now));
+                sqlx::query(
+                    "UPDATE alert_deliveries SET status = $2, attempts = attempts + $3, next_attempt_at = $4, \
+                     settled_at = $5, last_error = $6, lease_token = NULL, lease_expires_at = NULL WHERE id = $1",
+                )
+                .bind(&id)
+                .bind(status.as_str())
+                .bind(i64::from(attempt.is_some()))
+                .bind(next.map(to_ms))
+                .bind(settled)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn queue_reminders(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                interval: std::time::Duration,
+            ) -> Result<usize, StoreError> {
+                let before = to_ms(now) - interval.as_millis() as i64;
+                let mut tx = self.writer.begin().await?;
+                // Skip what another replica is reminding of right now; the
+                // update below makes the rest wait a full interval again.
+                let rows: Vec<IncidentRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    incident_columns!(),
+                    " FROM incidents WHERE status = 'open' AND last_alerted_at IS NOT NULL ",
+                    "AND last_alerted_at <= $1 ORDER BY last_alerted_at LIMIT 500",
+                    $skip
+                ))
+                .bind(before)
+                .fetch_all(&mut *tx)
+                .await?;
+                let incidents: Vec<Incident> = convert(rows)?;
+                for incident in &incidents {
+                    queue_deliveries(&mut tx, &self.outbox.reminder(incident), now).await?;
+                    sqlx::query("UPDATE incidents SET last_alerted_at = $2 WHERE id = $1")
+                        .bind(incident.id.to_string())
+                        .bind(to_ms(now))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(incidents.len())
             }
         }
     };

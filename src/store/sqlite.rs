@@ -25,10 +25,14 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     lease: Duration,
+    outbox: std::sync::Arc<crate::alert::Outbox>,
 }
 
 impl SqliteStore {
-    pub async fn connect(settings: &DatabaseSettings) -> Result<SqliteStore, StoreError> {
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        outbox: std::sync::Arc<crate::alert::Outbox>,
+    ) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(&settings.url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -44,6 +48,7 @@ impl SqliteStore {
             writer,
             reader,
             lease: settings.lease,
+            outbox,
         })
     }
 

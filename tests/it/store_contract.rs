@@ -490,13 +490,16 @@ async fn incidents_acknowledge_resolve_and_resolve_themselves(backend: Backend) 
         store.acknowledge_incident("default", a, now).await,
         Err(StoreError::Incident(_))
     ));
-    assert_eq!(store.incident("default", a).await.unwrap(), resolved);
+    assert_eq!(
+        store.incident("default", a).await.unwrap().incident,
+        resolved
+    );
 
     report_access(store.as_ref(), "default", "evt_b", "pro", now)
         .await
         .unwrap();
     let b = store.incident("default", b).await.unwrap();
-    assert_eq!(b.status, assay::incident::IncidentStatus::Resolved);
+    assert_eq!(b.incident.status, assay::incident::IncidentStatus::Resolved);
     let open = store
         .list_incidents(
             "default",

@@ -15,12 +15,15 @@ use sqlx::{ConnectOptions, Connection};
 async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sweep.db");
-    let store = SqliteStore::connect(&DatabaseSettings {
-        url: format!("sqlite://{}", path.display()),
-        max_connections: 2,
-        statement_timeout: Duration::from_secs(10),
-        lease: Duration::from_secs(30),
-    })
+    let store = SqliteStore::connect(
+        &DatabaseSettings {
+            url: format!("sqlite://{}", path.display()),
+            max_connections: 2,
+            statement_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
+        },
+        Default::default(),
+    )
     .await
     .unwrap();
 

@@ -1,0 +1,391 @@
+//! Alert messages from handlebars templates: the defaults in `templates/`
+//! are compiled into the binary; an operator may override any of them with
+//! a file of the same name in a directory of their own. Every template is
+//! compiled, and rendered once with a sample incident, when the
+//! configuration loads, so a broken override fails `assay check-config`
+//! with its file and line, not an alert at 3 a.m.
+
+use std::path::{Path, PathBuf};
+
+use handlebars::Handlebars;
+use serde_json::{Value, json};
+
+use super::AlertEvent;
+use crate::incident::Incident;
+
+/// (name, default text). The name is also the override's file name.
+const DEFAULTS: [(&str, &str); 4] = [
+    (
+        "slack.json.hbs",
+        include_str!("../../templates/alerts/slack.json.hbs"),
+    ),
+    (
+        "email.subject.hbs",
+        include_str!("../../templates/alerts/email.subject.hbs"),
+    ),
+    (
+        "email.txt.hbs",
+        include_str!("../../templates/alerts/email.txt.hbs"),
+    ),
+    (
+        "email.html.hbs",
+        include_str!("../../templates/alerts/email.html.hbs"),
+    ),
+];
+
+/// How many incidents a grouped alert lists by name.
+pub const GROUP_SHOWN: usize = 5;
+
+/// The rendered email.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The compiled templates. Three registries because each output escapes
+/// differently: JSON strings, HTML, and plain text (no escaping).
+pub struct Templates {
+    json: Handlebars<'static>,
+    html: Handlebars<'static>,
+    text: Handlebars<'static>,
+    /// Which files came from the override directory, for `check-config`.
+    pub overridden: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("overridden", &self.overridden)
+            .finish()
+    }
+}
+
+/// Escapes a value for the inside of a JSON string.
+fn json_escape(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+impl Templates {
+    /// Compiles the defaults, replaced by the files in `dir` where present.
+    /// Every problem is returned, naming the file and line.
+    pub fn load(dir: Option<&Path>) -> Result<Templates, Vec<String>> {
+        let registry = |escape: fn(&str) -> String| {
+            let mut r = Handlebars::new();
+            r.set_strict_mode(false);
+            r.register_escape_fn(escape);
+            r
+        };
+        let mut templates = Templates {
+            json: registry(json_escape),
+            html: registry(handlebars::html_escape),
+            text: registry(handlebars::no_escape),
+            overridden: Vec::new(),
+        };
+        let mut errors = Vec::new();
+        if let Some(dir) = dir
+            && !dir.is_dir()
+        {
+            errors.push(format!(
+                "alert templates: {} is not a directory",
+                dir.display()
+            ));
+        }
+        for (name, default) in DEFAULTS {
+            let path = dir.map(|d| d.join(name)).filter(|p| p.is_file());
+            let source = match &path {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        errors.push(format!("alert template {}: {e}", path.display()));
+                        continue;
+                    }
+                },
+                None => default.to_owned(),
+            };
+            let shown = path
+                .as_ref()
+                .map_or_else(|| format!("(built-in) {name}"), |p| p.display().to_string());
+            let registry = match name {
+                "slack.json.hbs" => &mut templates.json,
+                "email.html.hbs" => &mut templates.html,
+                _ => &mut templates.text,
+            };
+            if let Err(e) = registry.register_template_string(name, source) {
+                let line = e
+                    .pos()
+                    .map(|(line, column)| format!(" line {line}, column {column}"))
+                    .unwrap_or_default();
+                errors.push(format!("alert template {shown}{line}: {}", e.reason()));
+                continue;
+            }
+            if let Some(path) = path {
+                templates.overridden.push(path);
+            }
+        }
+        if errors.is_empty() {
+            // Render once with a sample, so that a template that compiles but
+            // makes broken JSON is caught now too.
+            let sample = Message::sample();
+            if let Err(e) = templates.slack(&sample) {
+                errors.push(format!("alert template slack.json.hbs: {e}"));
+            }
+            if let Err(e) = templates.email(&sample) {
+                errors.push(format!("alert template email.*.hbs: {e}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(templates)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The Slack Block Kit message.
+    pub fn slack(&self, message: &Message) -> Result<Value, String> {
+        let text = self
+            .json
+            .render("slack.json.hbs", &message.context)
+            .map_err(|e| format!("rendering failed: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("the rendered message is not JSON: {e}"))
+    }
+
+    pub fn email(&self, message: &Message) -> Result<Email, String> {
+        let render = |registry: &Handlebars<'static>, name: &str| {
+            registry
+                .render(name, &message.context)
+                .map_err(|e| format!("rendering {name} failed: {e}"))
+        };
+        Ok(Email {
+            subject: render(&self.text, "email.subject.hbs")?
+                .trim()
+                .replace(['\r', '\n'], " "),
+            text: render(&self.text, "email.txt.hbs")?,
+            html: render(&self.html, "email.html.hbs")?,
+        })
+    }
+}
+
+/// What a message says, as the templates see it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub context: Value,
+}
+
+/// A value for display: the text, or a word saying why there is none.
+fn shown(value: &Value, reason: &Value, missing: &str) -> String {
+    match (value.as_str(), reason.as_str()) {
+        (Some(text), _) => text.to_owned(),
+        (None, Some(reason)) => format!("{missing} ({reason})"),
+        (None, None) => missing.to_owned(),
+    }
+}
+
+/// One incident, flattened for templates.
+fn incident_context(incident: &Incident, public_url: &str) -> Value {
+    let e = &incident.evidence;
+    let observed = match (
+        e["observed_plan"].as_str(),
+        e["observed_features"].as_array(),
+    ) {
+        (Some(plan), _) => plan.to_owned(),
+        (None, Some(features)) => format!(
+            "features [{}]",
+            features
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (None, None) => shown(&Value::Null, &e["observed_plan_reason"], "not observed"),
+    };
+    let expected = match (
+        e["expected_plan"].as_str(),
+        e["expected_features"].as_array(),
+    ) {
+        (Some(plan), _) => plan.to_owned(),
+        (None, Some(features)) => format!(
+            "features [{}]",
+            features
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (None, None) => shown(&Value::Null, &e["expected_plan_reason"], "unknown"),
+    };
+    let last_probe = match &e["last_probe"] {
+        Value::Object(probe) => match (
+            probe.get("error").and_then(Value::as_str),
+            probe.get("observed_plan"),
+        ) {
+            (Some(error), _) => format!("failed: {error}"),
+            (None, Some(Value::String(plan))) => format!(
+                "saw plan {plan} (HTTP {})",
+                probe
+                    .get("status_code")
+                    .map(Value::to_string)
+                    .unwrap_or_default()
+            ),
+            _ => "saw no plan".to_owned(),
+        },
+        _ => shown(&Value::Null, &e["last_probe_reason"], "none"),
+    };
+    json!({
+        "id": incident.id,
+        "url": format!("{}/incidents/{}", public_url.trim_end_matches('/'), incident.id),
+        "title": incident.title,
+        "kind": incident.kind,
+        "status": incident.status,
+        "project": incident.project,
+        "workflow": incident.workflow,
+        "opened_at": incident.opened_at,
+        "resolution": incident.resolution,
+        "summary": e["summary"],
+        "customer": shown(&e["customer_id"], &Value::Null, "unknown customer"),
+        "subscription": shown(&e["subscription_id"], &Value::Null, "none"),
+        "event_id": shown(&e["event_id"], &Value::Null, "unknown"),
+        "event_type": shown(&e["event_type"], &Value::Null, "unknown"),
+        "expected_plan": expected,
+        "observed_plan": observed,
+        "deploy_sha": shown(&e["deploy_sha"], &e["deploy_sha_reason"], "unknown"),
+        "missed_stage": shown(&e["missed_stage"], &Value::Null, "unknown"),
+        "deadline_at": shown(&e["deadline_at"], &Value::Null, "unknown"),
+        "last_probe": last_probe,
+        "guidance": e["guidance"],
+        "evidence": e,
+    })
+}
+
+impl Message {
+    /// The message about `incidents` (several for a grouped alert; the first
+    /// stands for them all).
+    pub fn new(
+        event: AlertEvent,
+        incidents: &[Incident],
+        public_url: &str,
+        drill: bool,
+    ) -> Message {
+        let first = incidents.first();
+        let count = incidents.len();
+        let grouped = count > 1;
+        let title = first.map(|i| i.title.clone()).unwrap_or_default();
+        let headline = match (event, grouped) {
+            (AlertEvent::Resolved, _) => format!("Resolved: {title}"),
+            (AlertEvent::Reminder, _) => format!("Still open: {title}"),
+            (AlertEvent::Opened, true) => format!("{count} customers: {title}"),
+            (AlertEvent::Opened, false) => title.clone(),
+        };
+        let summary = match (event, first) {
+            (AlertEvent::Resolved, Some(i)) => format!(
+                "Resolved: {}",
+                i.resolution.clone().unwrap_or_else(|| "by hand".to_owned())
+            ),
+            (_, Some(i)) if grouped => format!(
+                "{count} incidents opened together with one cause (deploy {}, missed stage {}). The first: {}",
+                i.evidence["deploy_sha"].as_str().unwrap_or("unknown"),
+                i.evidence["missed_stage"].as_str().unwrap_or("unknown"),
+                i.evidence["summary"].as_str().unwrap_or_default()
+            ),
+            (_, Some(i)) => i.evidence["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            (_, None) => String::new(),
+        };
+        let contexts: Vec<Value> = incidents
+            .iter()
+            .map(|i| incident_context(i, public_url))
+            .collect();
+        Message {
+            context: json!({
+                "event": event,
+                "drill": drill,
+                "grouped": grouped,
+                "count": count,
+                "headline": headline,
+                "summary": summary,
+                "incident": contexts.first(),
+                "shown": contexts.iter().take(GROUP_SHOWN).collect::<Vec<_>>(),
+                "more": count.saturating_sub(GROUP_SHOWN),
+                "dashboard_url": public_url,
+            }),
+        }
+    }
+
+    fn sample() -> Message {
+        let incident = Incident {
+            id: uuid::Uuid::nil(),
+            run_id: uuid::Uuid::nil(),
+            project: "default".into(),
+            workflow: "billing".into(),
+            kind: crate::incident::IncidentKind::AccessNotChanged,
+            title: crate::incident::IncidentKind::AccessNotChanged
+                .title()
+                .into(),
+            status: crate::incident::IncidentStatus::Open,
+            evidence: json!({
+                "summary": "sample \"quoted\" <b>summary</b>",
+                "customer_id": "cus_sample",
+                "guidance": ["step one", "step two"],
+            }),
+            opened_at: chrono::Utc::now(),
+            acknowledged_at: None,
+            resolved_at: None,
+            resolution: None,
+        };
+        Message::new(
+            AlertEvent::Opened,
+            &[incident.clone(), incident],
+            "http://assay.invalid",
+            true,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_render_valid_block_kit_and_escape_what_they_show() {
+        let templates = Templates::load(None).unwrap();
+        let message = Message::sample();
+        let slack = templates.slack(&message).unwrap();
+        assert_eq!(slack["blocks"][0]["type"], "header");
+        assert!(slack.to_string().contains("DRILL"));
+        let email = templates.email(&message).unwrap();
+        assert!(
+            email.subject.starts_with("[DRILL] [Assay] 2 customers"),
+            "{}",
+            email.subject
+        );
+        assert!(email.html.contains("&lt;b&gt;summary"), "HTML is escaped");
+        assert!(email.text.contains("<b>summary"), "text is not");
+    }
+
+    #[test]
+    fn a_broken_override_is_refused_with_its_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("email.txt.hbs"),
+            "line one\n{{#if x}}\nno end\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("slack.json.hbs"),
+            "{ \"text\": {{headline}} }",
+        )
+        .unwrap();
+        let errors = Templates::load(Some(dir.path())).unwrap_err();
+        let all = errors.join("\n");
+        assert!(all.contains("email.txt.hbs line"), "{all}");
+        assert!(all.contains(&dir.path().display().to_string()), "{all}");
+
+        std::fs::remove_file(dir.path().join("email.txt.hbs")).unwrap();
+        let errors = Templates::load(Some(dir.path())).unwrap_err();
+        assert!(errors.join("\n").contains("not JSON"), "{errors:?}");
+    }
+}

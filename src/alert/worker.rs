@@ -1,0 +1,142 @@
+//! The alert sender: claims pending deliveries (the same lease claim as the
+//! sweeper and the prober, so several replicas never send one twice), sends
+//! each through its channel, and records the attempt with what comes next:
+//! sent, a retry with backoff, or dead after the give-up horizon.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::channel::ChannelSender;
+use super::settings::{AlertSettings, ChannelConfig};
+use super::{DeliveryJob, DeliveryOutcome, random_unit, skip_reason};
+use crate::store::Store;
+
+pub struct AlertSender {
+    store: Arc<dyn Store>,
+    /// Channels by (project, name).
+    channels: HashMap<(String, String), ChannelConfig>,
+    settings: AlertSettings,
+    sender: ChannelSender,
+    poll_interval: Duration,
+    batch: u32,
+}
+
+impl AlertSender {
+    pub fn new(
+        store: Arc<dyn Store>,
+        channels: HashMap<(String, String), ChannelConfig>,
+        settings: AlertSettings,
+        poll_interval: Duration,
+    ) -> Result<AlertSender, String> {
+        Ok(AlertSender {
+            store,
+            channels,
+            sender: ChannelSender::new(settings.timeout)?,
+            settings,
+            poll_interval,
+            batch: 32,
+        })
+    }
+
+    /// What to record for one claimed delivery, after sending it if it is
+    /// still worth sending.
+    async fn deliver(&self, job: &DeliveryJob) -> DeliveryOutcome {
+        if let Some(reason) = skip_reason(job.delivery.event, &job.incidents) {
+            return DeliveryOutcome::Skipped(reason);
+        }
+        let key = (job.delivery.project.clone(), job.delivery.channel.clone());
+        let attempt = match self.channels.get(&key) {
+            Some(channel) => {
+                self.sender
+                    .send(
+                        channel,
+                        &self.settings.templates,
+                        &self.settings.public_url,
+                        job,
+                    )
+                    .await
+            }
+            None => super::DeliveryAttempt {
+                at: crate::now(),
+                duration_ms: 0,
+                status_code: None,
+                error: Some(format!(
+                    "channel `{}` is no longer configured for project `{}`",
+                    key.1, key.0
+                )),
+            },
+        };
+        if attempt.error.is_none() {
+            return DeliveryOutcome::Sent(attempt);
+        }
+        let failures = u32::try_from(job.delivery.attempts.len()).unwrap_or(u32::MAX) + 1;
+        let retry_at = self.settings.retry.retry_at(
+            failures,
+            job.delivery.created_at,
+            crate::now(),
+            random_unit(),
+        );
+        DeliveryOutcome::Failed { attempt, retry_at }
+    }
+
+    /// Claims and sends what is due; returns how many were claimed.
+    pub async fn tick(&self) -> usize {
+        let jobs = match self.store.claim_deliveries(crate::now(), self.batch).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming alert deliveries failed; retrying");
+                return 0;
+            }
+        };
+        let claimed = jobs.len();
+        // Each channel's sends are independent: one slow receiver does not
+        // hold up the others.
+        let sends = jobs.into_iter().map(|job| async move {
+            let outcome = self.deliver(&job).await;
+            match &outcome {
+                DeliveryOutcome::Failed { attempt, retry_at: None } => tracing::error!(
+                    delivery_id = %job.delivery.id,
+                    channel = %job.delivery.channel,
+                    error = ?attempt.error,
+                    "alert delivery is dead: gave up after {}",
+                    humantime::format_duration(self.settings.retry.give_up_after)
+                ),
+                DeliveryOutcome::Failed { attempt, .. } => tracing::warn!(
+                    delivery_id = %job.delivery.id,
+                    channel = %job.delivery.channel,
+                    error = ?attempt.error,
+                    "alert delivery failed; will retry"
+                ),
+                _ => {}
+            }
+            if let Err(e) = self.store.finish_delivery(&job, outcome, crate::now()).await {
+                tracing::error!(delivery_id = %job.delivery.id, error = %e, "recording an alert delivery failed; its lease will expire and it is retried");
+            }
+        });
+        futures::future::join_all(sends).await;
+        claimed
+    }
+
+    /// Sends until `shutdown` fires; also queues reminders when configured.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if let Some(interval) = self.settings.reminder_interval
+                && let Err(e) = self.store.queue_reminders(crate::now(), interval).await
+            {
+                tracing::error!(error = %e, "queueing reminders failed");
+            }
+            let claimed = self.tick().await;
+            if claimed < self.batch as usize {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alerts;
 mod bad_input;
 mod cli;
 mod expectations;

@@ -520,3 +520,23 @@ pub fn http_client() -> reqwest::Client {
     assay::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// Whether python3 can import `module` (a peer from tests/requirements.txt).
+/// In CI its absence fails the test; elsewhere the test is skipped with a
+/// notice.
+pub fn python_module_available(module: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install the Python test peers: python3 -m pip install -r tests/requirements.txt"
+        );
+        eprintln!(
+            "NOTICE: skipping a test that needs python3's `{module}`; run `python3 -m pip install -r tests/requirements.txt`"
+        );
+    }
+    ok
+}

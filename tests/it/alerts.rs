@@ -706,3 +706,41 @@ async fn an_alert_cut_off_by_a_crash_is_sent_after_restart() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// Two replicas on one PostgreSQL database, both sending alerts: every
+/// delivery goes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_send_each_alert_once() {
+    const INCIDENTS: usize = 40;
+    let receiver = Receiver::start().await;
+    let settings = slack_only(
+        alerting(&receiver, None),
+        &[("ASSAY_ALERT_GROUP_THRESHOLD", "1000")],
+    );
+    let Some(first) = assay(Backend::Postgres, &settings).await else {
+        return;
+    };
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let second = first.replica(&pairs).await;
+    let names: Vec<String> = (0..INCIDENTS).map(|i| format!("r{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| stuck_customer(&first, n, "sha-r"))).await;
+    wait_for("every delivery to settle", async || {
+        let sent = first
+            .db
+            .scalar("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'sent'")
+            .await;
+        (sent == INCIDENTS as i64).then_some(())
+    })
+    .await;
+    let slack = receiver.accepted("slack");
+    assert_eq!(slack.len(), INCIDENTS, "each alert once");
+    assert_eq!(
+        first.db.scalar("SELECT COUNT(*) FROM alert_attempts").await,
+        INCIDENTS as i64
+    );
+    second.stop().await;
+    first.stop().await;
+}

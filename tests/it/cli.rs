@@ -68,6 +68,85 @@ fn check_config_reads_a_file_and_names_unknown_keys() {
 }
 
 #[test]
+fn check_config_refuses_a_broken_template_override_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("email.txt.hbs");
+    std::fs::write(
+        &broken,
+        "Incident {{incident.id}}\n{{#each incident.guidance}}\n- {{this}}\n",
+    )
+    .unwrap();
+    let out = assay()
+        .arg("check-config")
+        .env("ASSAY_ALERT_TEMPLATES_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(&broken.display().to_string()), "{stderr}");
+    assert!(stderr.contains(" line "), "{stderr}");
+
+    // Fixed, it is taken, and check-config says which files override.
+    std::fs::write(&broken, "Incident {{incident.id}}\n").unwrap();
+    let out = assay()
+        .arg("check-config")
+        .env("ASSAY_ALERT_TEMPLATES_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("email.txt.hbs"), "{stdout}");
+}
+
+#[test]
+fn check_config_shows_alert_channels_without_their_secrets() {
+    let out = assay()
+        .arg("check-config")
+        .env(
+            "ASSAY_SLACK_WEBHOOK_URL",
+            "https://hooks.slack.test/services/T000/B000/slacktoken42",
+        )
+        .env(
+            "ASSAY_SMTP_URL",
+            "smtp://alerts:smtppass42@mail.test:587?tls=required",
+        )
+        .env("ASSAY_ALERT_EMAIL_FROM", "assay@example.test")
+        .env("ASSAY_ALERT_EMAIL_TO", "oncall@example.test")
+        .env("ASSAY_ALERT_WEBHOOK_URL", "https://ops.example.test/assay")
+        .env(
+            "ASSAY_ALERT_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for shown in [
+        "kind = \"slack\"",
+        "kind = \"email\"",
+        "oncall@example.test",
+        "https://ops.example.test/assay",
+    ] {
+        assert!(stdout.contains(shown), "{shown}: {stdout}");
+    }
+    for secret in [
+        "slacktoken42",
+        "smtppass42",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(!stdout.contains(secret), "{secret} shown: {stdout}");
+    }
+}
+
+#[test]
 fn migrate_creates_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");

@@ -310,10 +310,21 @@ impl Config {
                     ConfigError(vec![format!("cannot read {}: {e}", path.display())])
                 })?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    // The message and where, never the quoted line: it may
+                    // hold a secret (a password in a mistyped key's value).
+                    let at = e
+                        .span()
+                        .map(|span| {
+                            let before = &text[..span.start.min(text.len())];
+                            let line = before.matches('\n').count() + 1;
+                            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                            format!(" line {line}, column {column}")
+                        })
+                        .unwrap_or_default();
                     ConfigError(vec![format!(
-                        "{}: {}",
+                        "{}{at}: {}",
                         path.display(),
-                        e.to_string().trim()
+                        e.message().trim()
                     )])
                 })?
             }

@@ -17,10 +17,16 @@ CREATE TABLE alert_deliveries (
     next_attempt_at  BIGINT,
     settled_at       BIGINT,
     last_error       TEXT,
+    -- What its incidents have in common (workflow, deploy, missed stage,
+    -- kind), and whether it is about several: an incident of that cause
+    -- opening while a grouped delivery waits joins it.
+    cause            TEXT,
+    grouped          BOOLEAN NOT NULL DEFAULT FALSE,
     lease_token      TEXT,
     lease_expires_at BIGINT
 );
 CREATE INDEX alert_deliveries_due ON alert_deliveries (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX alert_deliveries_waiting_groups ON alert_deliveries (project, channel, cause) WHERE status = 'pending' AND grouped;
 CREATE INDEX alert_deliveries_by_lease ON alert_deliveries (lease_token) WHERE lease_token IS NOT NULL;
 
 -- Which incidents a delivery is about, in the order the message lists them.
@@ -43,5 +49,7 @@ CREATE TABLE alert_attempts (
 );
 CREATE INDEX alert_attempts_by_delivery ON alert_attempts (delivery_id, seq);
 
--- When the incident was last alerted about, for reminders.
+-- When the incident was last alerted about, for reminders; open incidents
+-- only, so that the reminder query reads only what it may remind of.
 ALTER TABLE incidents ADD COLUMN last_alerted_at BIGINT;
+CREATE INDEX incidents_to_remind ON incidents (last_alerted_at) WHERE status = 'open';

@@ -188,9 +188,18 @@ impl ChannelSender {
             .map_err(|_| Failed(None, "the SMTP URL is not usable".to_owned()))?
             .timeout(Some(self.timeout))
             .build();
-        match transport.send(message).await {
-            Ok(response) => Ok(Some(u16::from(response.code()))),
-            Err(e) => Err(Failed(
+        // lettre's timeout bounds each SMTP command; this bounds the whole
+        // conversation, so a send never outlives its lease.
+        match tokio::time::timeout(self.timeout, transport.send(message)).await {
+            Err(_) => Err(Failed(
+                None,
+                format!(
+                    "SMTP: timed out after {}",
+                    humantime::format_duration(self.timeout)
+                ),
+            )),
+            Ok(Ok(response)) => Ok(Some(u16::from(response.code()))),
+            Ok(Err(e)) => Err(Failed(
                 e.status().map(u16::from),
                 format!("SMTP: {}", chain(&e)),
             )),

@@ -85,7 +85,19 @@ pub struct NewDelivery {
     pub channel: String,
     pub event: AlertEvent,
     pub incident_ids: Vec<Uuid>,
+    /// What the incidents have in common (see [`Cause`]), when it matters:
+    /// a grouped delivery carries it, and an incident of the same cause
+    /// that opens while that delivery still waits joins it instead of
+    /// making a message of its own (a sweep works in batches, and replicas
+    /// sweep side by side).
+    pub cause: Option<String>,
+    /// About several incidents: it waits [`GROUP_SETTLE`] for the rest of
+    /// its cause to join.
+    pub grouped: bool,
 }
+
+/// How long a grouped alert waits for more incidents of its cause.
+pub const GROUP_SETTLE: Duration = Duration::from_secs(2);
 
 /// A pending delivery claimed by one replica's sender, with what it needs to
 /// render the message.
@@ -131,6 +143,17 @@ struct Cause {
 }
 
 impl Cause {
+    /// The cause as stored on a delivery.
+    fn key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.workflow,
+            self.deploy_sha.as_deref().unwrap_or(""),
+            self.missed_stage,
+            self.kind
+        )
+    }
+
     fn of(incident: &Incident) -> Cause {
         let text = |key: &str| incident.evidence[key].as_str().map(str::to_owned);
         Cause {
@@ -149,7 +172,9 @@ impl Outbox {
         project: &str,
         event: AlertEvent,
         incident_ids: Vec<Uuid>,
+        cause: Option<&Cause>,
     ) -> Vec<NewDelivery> {
+        let grouped = incident_ids.len() > 1;
         self.channels
             .get(project)
             .into_iter()
@@ -160,6 +185,8 @@ impl Outbox {
                 channel: channel.clone(),
                 event,
                 incident_ids: incident_ids.clone(),
+                cause: cause.map(Cause::key),
+                grouped,
             })
             .collect()
     }
@@ -168,6 +195,15 @@ impl Outbox {
     /// one per incident and channel, except that a cause shared by at least
     /// `group_threshold` incidents makes one grouped delivery per channel.
     pub fn opened(&self, incidents: &[Incident]) -> Vec<NewDelivery> {
+        self.grouped(AlertEvent::Opened, incidents)
+    }
+
+    /// The reminders for incidents still open, grouped as they opened.
+    pub fn reminders(&self, incidents: &[Incident]) -> Vec<NewDelivery> {
+        self.grouped(AlertEvent::Reminder, incidents)
+    }
+
+    fn grouped(&self, event: AlertEvent, incidents: &[Incident]) -> Vec<NewDelivery> {
         let mut by_cause: BTreeMap<Cause, Vec<&Incident>> = BTreeMap::new();
         for incident in incidents {
             by_cause
@@ -179,13 +215,14 @@ impl Outbox {
         for (cause, group) in by_cause {
             if self.group_threshold > 1 && group.len() >= self.group_threshold {
                 let ids = group.iter().map(|i| i.id).collect();
-                out.extend(self.deliveries(&cause.project, AlertEvent::Opened, ids));
+                out.extend(self.deliveries(&cause.project, event, ids, Some(&cause)));
             } else {
                 for incident in group {
                     out.extend(self.deliveries(
                         &incident.project,
-                        AlertEvent::Opened,
+                        event,
                         vec![incident.id],
+                        Some(&cause),
                     ));
                 }
             }
@@ -195,12 +232,12 @@ impl Outbox {
 
     /// The deliveries that say an incident resolved.
     pub fn resolved(&self, incident: &Incident) -> Vec<NewDelivery> {
-        self.deliveries(&incident.project, AlertEvent::Resolved, vec![incident.id])
-    }
-
-    /// The deliveries that remind of an incident still open.
-    pub fn reminder(&self, incident: &Incident) -> Vec<NewDelivery> {
-        self.deliveries(&incident.project, AlertEvent::Reminder, vec![incident.id])
+        self.deliveries(
+            &incident.project,
+            AlertEvent::Resolved,
+            vec![incident.id],
+            None,
+        )
     }
 }
 

@@ -137,6 +137,12 @@ impl AlertSettings {
             errors
                 .push("ASSAY_ALERT_RETRY_MAX is shorter than ASSAY_ALERT_RETRY_INITIAL".to_owned());
         }
+        if retry.give_up_after < retry.initial {
+            errors.push(
+                "ASSAY_ALERT_GIVE_UP_AFTER is shorter than ASSAY_ALERT_RETRY_INITIAL: a failed send would never be retried"
+                    .to_owned(),
+            );
+        }
         let group_threshold = match env("ASSAY_ALERT_GROUP_THRESHOLD") {
             Some(text) => text.trim().parse::<usize>().ok(),
             None => Some(file.group_threshold.unwrap_or(5)),

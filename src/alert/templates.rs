@@ -62,10 +62,35 @@ impl std::fmt::Debug for Templates {
     }
 }
 
-/// Escapes a value for the inside of a JSON string.
-fn json_escape(text: &str) -> String {
-    let quoted = serde_json::to_string(text).unwrap_or_default();
+/// Escapes a value for a Slack message: for Slack's mrkdwn first (`&`, `<`
+/// and `>`, so that a reported plan cannot be `<!channel>`), then for the
+/// inside of a JSON string.
+fn slack_escape(text: &str) -> String {
+    let mrkdwn = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let quoted = serde_json::to_string(&mrkdwn).unwrap_or_default();
     quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// Longest value shown in a message: Slack refuses a field over 2,000
+/// characters, and a feature list can be longer.
+const VALUE_LIMIT: usize = 300;
+
+/// Longest summary: Slack refuses a section over 3,000 characters.
+const SUMMARY_LIMIT: usize = 2_000;
+
+/// `text`, cut to `limit` characters with an ellipsis.
+fn cut_to(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+fn cut(text: &str) -> String {
+    cut_to(text, VALUE_LIMIT)
 }
 
 impl Templates {
@@ -79,7 +104,7 @@ impl Templates {
             r
         };
         let mut templates = Templates {
-            json: registry(json_escape),
+            json: registry(slack_escape),
             html: registry(handlebars::html_escape),
             text: registry(handlebars::no_escape),
             overridden: Vec::new(),
@@ -126,15 +151,22 @@ impl Templates {
             }
         }
         if errors.is_empty() {
-            // Render once with a sample, so that a template that compiles but
-            // makes broken JSON is caught now too.
-            let sample = Message::sample();
-            if let Err(e) = templates.slack(&sample) {
-                errors.push(format!("alert template slack.json.hbs: {e}"));
+            // Render every kind of message once, so that a template that
+            // compiles but breaks one case (or makes broken JSON) is caught
+            // now, not on the first incident of that kind.
+            for event in AlertEvent::ALL {
+                for (count, drill) in [(1, false), (2, false), (1, true), (2, true)] {
+                    let sample = Message::sample(*event, count, drill);
+                    let case = format!("a {event} message about {count} incident(s)");
+                    if let Err(e) = templates.slack(&sample) {
+                        errors.push(format!("alert template slack.json.hbs, {case}: {e}"));
+                    }
+                    if let Err(e) = templates.email(&sample) {
+                        errors.push(format!("alert template email.*.hbs, {case}: {e}"));
+                    }
+                }
             }
-            if let Err(e) = templates.email(&sample) {
-                errors.push(format!("alert template email.*.hbs: {e}"));
-            }
+            errors.dedup();
         }
         if errors.is_empty() {
             Ok(templates)
@@ -176,52 +208,49 @@ pub struct Message {
 
 /// A value for display: the text, or a word saying why there is none.
 fn shown(value: &Value, reason: &Value, missing: &str) -> String {
-    match (value.as_str(), reason.as_str()) {
+    cut(&match (value.as_str(), reason.as_str()) {
         (Some(text), _) => text.to_owned(),
         (None, Some(reason)) => format!("{missing} ({reason})"),
         (None, None) => missing.to_owned(),
+    })
+}
+
+/// A plan, or a feature set, or why there is neither.
+fn access(plan: &Value, features: &Value, reason: &Value, missing: &str) -> String {
+    match features.as_array().filter(|_| plan.is_null()) {
+        Some(features) => cut(&format!(
+            "features [{}]",
+            features
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => shown(plan, reason, missing),
     }
 }
 
 /// One incident, flattened for templates.
 fn incident_context(incident: &Incident, public_url: &str) -> Value {
     let e = &incident.evidence;
-    let observed = match (
-        e["observed_plan"].as_str(),
-        e["observed_features"].as_array(),
-    ) {
-        (Some(plan), _) => plan.to_owned(),
-        (None, Some(features)) => format!(
-            "features [{}]",
-            features
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        (None, None) => shown(&Value::Null, &e["observed_plan_reason"], "not observed"),
-    };
-    let expected = match (
-        e["expected_plan"].as_str(),
-        e["expected_features"].as_array(),
-    ) {
-        (Some(plan), _) => plan.to_owned(),
-        (None, Some(features)) => format!(
-            "features [{}]",
-            features
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        (None, None) => shown(&Value::Null, &e["expected_plan_reason"], "unknown"),
-    };
+    let observed = access(
+        &e["observed_plan"],
+        &e["observed_features"],
+        &e["observed_plan_reason"],
+        "not observed",
+    );
+    let expected = access(
+        &e["expected_plan"],
+        &e["expected_features"],
+        &e["expected_plan_reason"],
+        "unknown",
+    );
     let last_probe = match &e["last_probe"] {
         Value::Object(probe) => match (
             probe.get("error").and_then(Value::as_str),
             probe.get("observed_plan"),
         ) {
-            (Some(error), _) => format!("failed: {error}"),
+            (Some(error), _) => cut(&format!("failed: {error}")),
             (None, Some(Value::String(plan))) => format!(
                 "saw plan {plan} (HTTP {})",
                 probe
@@ -243,7 +272,7 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
         "workflow": incident.workflow,
         "opened_at": incident.opened_at,
         "resolution": incident.resolution,
-        "summary": e["summary"],
+        "summary": cut_to(e["summary"].as_str().unwrap_or_default(), SUMMARY_LIMIT),
         "customer": shown(&e["customer_id"], &Value::Null, "unknown customer"),
         "subscription": shown(&e["subscription_id"], &Value::Null, "none"),
         "event_id": shown(&e["event_id"], &Value::Null, "unknown"),
@@ -306,7 +335,7 @@ impl Message {
                 "grouped": grouped,
                 "count": count,
                 "headline": headline,
-                "summary": summary,
+                "summary": cut_to(&summary, SUMMARY_LIMIT),
                 "incident": contexts.first(),
                 "shown": contexts.iter().take(GROUP_SHOWN).collect::<Vec<_>>(),
                 "more": count.saturating_sub(GROUP_SHOWN),
@@ -315,7 +344,7 @@ impl Message {
         }
     }
 
-    fn sample() -> Message {
+    fn sample(event: AlertEvent, count: usize, drill: bool) -> Message {
         let incident = Incident {
             id: uuid::Uuid::nil(),
             run_id: uuid::Uuid::nil(),
@@ -336,12 +365,7 @@ impl Message {
             resolved_at: None,
             resolution: None,
         };
-        Message::new(
-            AlertEvent::Opened,
-            &[incident.clone(), incident],
-            "http://assay.invalid",
-            true,
-        )
+        Message::new(event, &vec![incident; count], "http://assay.invalid", drill)
     }
 }
 
@@ -352,7 +376,7 @@ mod tests {
     #[test]
     fn the_defaults_render_valid_block_kit_and_escape_what_they_show() {
         let templates = Templates::load(None).unwrap();
-        let message = Message::sample();
+        let message = Message::sample(AlertEvent::Opened, 2, true);
         let slack = templates.slack(&message).unwrap();
         assert_eq!(slack["blocks"][0]["type"], "header");
         assert!(slack.to_string().contains("DRILL"));
@@ -364,6 +388,18 @@ mod tests {
         );
         assert!(email.html.contains("&lt;b&gt;summary"), "HTML is escaped");
         assert!(email.text.contains("<b>summary"), "text is not");
+    }
+
+    #[test]
+    fn slack_values_cannot_ping_the_channel_or_overflow_a_field() {
+        let templates = Templates::load(None).unwrap();
+        let mut message = Message::sample(AlertEvent::Opened, 1, false);
+        message.context["incident"]["observed_plan"] = json!("<!channel> & co");
+        message.context["summary"] = json!("x".repeat(10_000));
+        let slack = templates.slack(&message).unwrap().to_string();
+        assert!(slack.contains("&lt;!channel&gt; &amp; co"), "{slack}");
+        assert!(!slack.contains("<!channel>"));
+        assert_eq!(cut(&"é".repeat(1000)).chars().count(), VALUE_LIMIT + 1);
     }
 
     #[test]

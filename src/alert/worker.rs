@@ -120,13 +120,20 @@ impl AlertSender {
         claimed
     }
 
-    /// Sends until `shutdown` fires; also queues reminders when configured.
+    /// Sends until `shutdown` fires; also queues reminders when configured,
+    /// looking for them a few times per interval (at most once a minute),
+    /// not on every poll.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut reminders_checked: Option<std::time::Instant> = None;
         loop {
-            if let Some(interval) = self.settings.reminder_interval
-                && let Err(e) = self.store.queue_reminders(crate::now(), interval).await
-            {
-                tracing::error!(error = %e, "queueing reminders failed");
+            if let Some(interval) = self.settings.reminder_interval {
+                let every = (interval / 4).min(Duration::from_secs(60));
+                if reminders_checked.is_none_or(|at| at.elapsed() >= every) {
+                    reminders_checked = Some(std::time::Instant::now());
+                    if let Err(e) = self.store.queue_reminders(crate::now(), interval).await {
+                        tracing::error!(error = %e, "queueing reminders failed");
+                    }
+                }
             }
             let claimed = self.tick().await;
             if claimed < self.batch as usize {

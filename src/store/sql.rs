@@ -330,32 +330,82 @@ macro_rules! sql_store {
             now: chrono::DateTime<chrono::Utc>,
         ) -> Result<(), StoreError> {
             for delivery in deliveries {
+                // An incident whose cause already has a grouped alert
+                // waiting (not tried, not claimed) joins it. Locked, so that
+                // no sender claims it between this read and the insert.
+                let waiting: Option<String> = match (&delivery.cause, delivery.event) {
+                    (Some(cause), $crate::alert::AlertEvent::Opened | $crate::alert::AlertEvent::Reminder) => {
+                        sqlx::query_scalar(concat!(
+                            "SELECT id FROM alert_deliveries WHERE project = $1 AND channel = $2 AND event = $3 ",
+                            "AND cause = $4 AND status = 'pending' AND grouped AND attempts = 0 ",
+                            "AND lease_token IS NULL ORDER BY created_at LIMIT 1",
+                            $lock
+                        ))
+                        .bind(&delivery.project)
+                        .bind(&delivery.channel)
+                        .bind(delivery.event.as_str())
+                        .bind(cause)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                    }
+                    _ => None,
+                };
+                let (delivery_id, first_position) = match waiting {
+                    Some(id) => {
+                        let next: i64 = sqlx::query_scalar(
+                            "SELECT COALESCE(MAX(position) + 1, 0) FROM alert_delivery_incidents WHERE delivery_id = $1",
+                        )
+                        .bind(&id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        (id, next)
+                    }
+                    None => {
+                        let settle = if delivery.grouped {
+                            $crate::alert::GROUP_SETTLE.as_millis() as i64
+                        } else {
+                            0
+                        };
+                        sqlx::query(
+                            "INSERT INTO alert_deliveries (id, project, channel, event, status, attempts, created_at, \
+                             next_attempt_at, cause, grouped) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $7, $8)",
+                        )
+                        .bind(delivery.id.to_string())
+                        .bind(&delivery.project)
+                        .bind(&delivery.channel)
+                        .bind(delivery.event.as_str())
+                        .bind(to_ms(now))
+                        .bind(to_ms(now) + settle)
+                        .bind(&delivery.cause)
+                        .bind(delivery.grouped)
+                        .execute(&mut *conn)
+                        .await?;
+                        (delivery.id.to_string(), 0)
+                    }
+                };
+                // Many rows per statement: a grouped alert about 500
+                // incidents is a few statements, not 1,000, while the sweep
+                // holds the writer.
+                let ids: Vec<(usize, &uuid::Uuid)> = delivery.incident_ids.iter().enumerate().collect();
+                for chunk in ids.chunks(300) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO alert_delivery_incidents (delivery_id, incident_id, position) ",
+                    );
+                    insert.push_values(chunk, |mut row, (position, incident_id)| {
+                        row.push_bind(delivery_id.clone())
+                            .push_bind(incident_id.to_string())
+                            .push_bind(first_position + *position as i64);
+                    });
+                    insert.build().execute(&mut *conn).await?;
+                }
                 sqlx::query(
-                    "INSERT INTO alert_deliveries (id, project, channel, event, status, attempts, created_at, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+                    "UPDATE incidents SET last_alerted_at = $2 WHERE id IN \
+                     (SELECT incident_id FROM alert_delivery_incidents WHERE delivery_id = $1)",
                 )
-                .bind(delivery.id.to_string())
-                .bind(&delivery.project)
-                .bind(&delivery.channel)
-                .bind(delivery.event.as_str())
+                .bind(&delivery_id)
                 .bind(to_ms(now))
                 .execute(&mut *conn)
                 .await?;
-                for (position, incident_id) in delivery.incident_ids.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO alert_delivery_incidents (delivery_id, incident_id, position) VALUES ($1, $2, $3)",
-                    )
-                    .bind(delivery.id.to_string())
-                    .bind(incident_id.to_string())
-                    .bind(position as i64)
-                    .execute(&mut *conn)
-                    .await?;
-                    sqlx::query("UPDATE incidents SET last_alerted_at = $2 WHERE id = $1")
-                        .bind(incident_id.to_string())
-                        .bind(to_ms(now))
-                        .execute(&mut *conn)
-                        .await?;
-                }
             }
             Ok(())
         }
@@ -1028,21 +1078,30 @@ macro_rules! sql_store {
             ) -> Result<usize, StoreError> {
                 let before = to_ms(now) - interval.as_millis() as i64;
                 let mut tx = self.writer.begin().await?;
-                // Skip what another replica is reminding of right now; the
-                // update below makes the rest wait a full interval again.
+                // Through `incidents_to_remind` (open incidents only). An
+                // incident with an alert still pending is not reminded of:
+                // a receiver that is down gets one message when it is back,
+                // not one per interval. Rows another replica is reminding of
+                // right now are skipped; the update below makes the rest
+                // wait a full interval again.
                 let rows: Vec<IncidentRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     incident_columns!(),
-                    " FROM incidents WHERE status = 'open' AND last_alerted_at IS NOT NULL ",
-                    "AND last_alerted_at <= $1 ORDER BY last_alerted_at LIMIT 500",
+                    " FROM incidents WHERE status = 'open' AND last_alerted_at <= $1 ",
+                    "AND NOT EXISTS (SELECT 1 FROM alert_delivery_incidents l ",
+                    "JOIN alert_deliveries d ON d.id = l.delivery_id ",
+                    "WHERE l.incident_id = incidents.id AND d.status = 'pending') ",
+                    "ORDER BY last_alerted_at LIMIT 1000",
                     $skip
                 ))
                 .bind(before)
                 .fetch_all(&mut *tx)
                 .await?;
                 let incidents: Vec<Incident> = convert(rows)?;
+                // Grouped as they opened: one message for a cause, not one
+                // per customer.
+                queue_deliveries(&mut tx, &self.outbox.reminders(&incidents), now).await?;
                 for incident in &incidents {
-                    queue_deliveries(&mut tx, &self.outbox.reminder(incident), now).await?;
                     sqlx::query("UPDATE incidents SET last_alerted_at = $2 WHERE id = $1")
                         .bind(incident.id.to_string())
                         .bind(to_ms(now))

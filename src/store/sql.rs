@@ -990,6 +990,33 @@ macro_rules! sql_store {
                 .await?;
                 let mut jobs = Vec::new();
                 for mut delivery in convert::<_, Delivery>(rows)? {
+                    // "Resolved" never overtakes the "opened" it follows: while
+                    // an earlier alert about its incident on this channel is
+                    // still pending (retrying), it waits until after that one.
+                    if delivery.event == $crate::alert::AlertEvent::Resolved {
+                        let earlier: Option<i64> = sqlx::query_scalar(
+                            "SELECT MAX(d.next_attempt_at) FROM alert_deliveries d \
+                             JOIN alert_delivery_incidents l ON l.delivery_id = d.id \
+                             WHERE l.incident_id IN (SELECT incident_id FROM alert_delivery_incidents WHERE delivery_id = $1) \
+                             AND d.channel = $2 AND d.status = 'pending' AND d.event <> 'resolved'",
+                        )
+                        .bind(delivery.id.to_string())
+                        .bind(&delivery.channel)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        if let Some(after) = earlier {
+                            sqlx::query(
+                                "UPDATE alert_deliveries SET next_attempt_at = $2, lease_token = NULL, \
+                                 lease_expires_at = NULL WHERE id = $1 AND lease_token = $3",
+                            )
+                            .bind(delivery.id.to_string())
+                            .bind(after.max(to_ms(now)) + 1)
+                            .bind(&token)
+                            .execute(&mut *conn)
+                            .await?;
+                            continue;
+                        }
+                    }
                     attempts_of_delivery(&mut conn, &mut delivery).await?;
                     let incidents: Vec<IncidentRow> = sqlx::query_as(concat!(
                         "SELECT ",

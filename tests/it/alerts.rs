@@ -546,6 +546,48 @@ async fn reminders_stop_at_acknowledgement_and_resolution_says_so_once(backend: 
     server.stop().await;
 }
 
+async fn a_resolution_never_overtakes_the_alert_it_follows(backend: Backend) {
+    let receiver = Receiver::start().await;
+    // The "opened" alert fails a few times, and is still retrying when the
+    // incident is resolved.
+    receiver.state.failures_left.store(3, Ordering::SeqCst);
+    let settings = slack_only(
+        alerting(&receiver, None),
+        &[
+            ("ASSAY_ALERT_RETRY_INITIAL", "400ms"),
+            ("ASSAY_ALERT_RETRY_MAX", "400ms"),
+        ],
+    );
+    let Some(server) = assay(backend, &settings).await else {
+        return;
+    };
+    stuck_customer(&server, "order", "sha-o").await;
+    let id = server.wait_for_incidents(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = server
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/incidents/{id}/resolve"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let messages = wait_for("both messages", async || {
+        let accepted = receiver.accepted("slack");
+        (accepted.len() == 2).then_some(accepted)
+    })
+    .await;
+    let texts: Vec<&str> = messages
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert!(!texts[0].starts_with("Resolved:"), "{texts:?}");
+    assert!(texts[1].starts_with("Resolved:"), "{texts:?}");
+    server.stop().await;
+}
+
 async fn many_incidents_with_one_cause_make_one_grouped_alert(backend: Backend) {
     const CUSTOMERS: usize = 500;
     let receiver = Receiver::start().await;
@@ -607,6 +649,7 @@ on_both_backends!(
     a_receiver_that_is_down_gets_the_alert_once_it_recovers,
     a_receiver_that_never_recovers_leaves_a_dead_delivery,
     reminders_stop_at_acknowledgement_and_resolution_says_so_once,
+    a_resolution_never_overtakes_the_alert_it_follows,
     many_incidents_with_one_cause_make_one_grouped_alert,
 );
 

@@ -29,6 +29,21 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// An error and its causes in one line: a client library's own message
+/// alone often says little ("error sending request").
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
 /// The current time, to the millisecond: the precision every time is stored
 /// with, so that what a response shows equals what a later read returns.
 pub fn now() -> chrono::DateTime<chrono::Utc> {

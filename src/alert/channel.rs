@@ -19,19 +19,7 @@ pub struct ChannelSender {
     timeout: Duration,
 }
 
-/// The error and its causes in one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
-}
+use crate::error_chain as chain;
 
 /// What a failed send says: the status, when a response came, and why.
 struct Failed(Option<u16>, String);

@@ -135,20 +135,7 @@ pub struct ProbeClient {
     pacing: governor::DefaultKeyedRateLimiter<String>,
 }
 
-/// The error and its causes in one line: reqwest's own message alone says
-/// little ("error sending request").
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
-}
+use crate::error_chain as chain;
 
 impl ProbeClient {
     pub fn new(project: &str, config: Arc<ProbeConfig>) -> Result<ProbeClient, String> {

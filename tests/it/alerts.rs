@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Backend, SECRET, TestDb, TestServer, http_client, now, on_both_backends,
+    Backend, Peer, SECRET, TestDb, TestServer, http_client, incident_for, now, on_both_backends,
     python_module_available, sign, subscription_created, wait_for,
 };
 
@@ -50,13 +50,7 @@ struct ReceiverState {
 struct Receiver {
     base: String,
     state: Arc<ReceiverState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _peer: Peer,
 }
 
 async fn receive(
@@ -96,12 +90,12 @@ impl Receiver {
         let router = axum::Router::new()
             .route("/{path}", axum::routing::post(receive))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
-        Receiver { base, state, task }
+        let peer = Peer::serve(router).await;
+        Receiver {
+            base: peer.base(),
+            state,
+            _peer: peer,
+        }
     }
 
     /// The bodies answered 200 on `path`, as JSON.
@@ -250,6 +244,14 @@ async fn stuck_customer(server: &TestServer, n: &str, sha: &str) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// The id of the first incident, once the sweeper has opened it.
+async fn first_incident(server: &TestServer) -> String {
+    server.wait_for_incidents(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// The incident with its deliveries, once each has settled.
@@ -418,10 +420,7 @@ async fn a_receiver_that_is_down_gets_the_alert_once_it_recovers(backend: Backen
         return;
     };
     stuck_customer(&server, "down", "sha-1").await;
-    let id = server.wait_for_incidents(1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = first_incident(&server).await;
     let incident = settled_incident(&server, &id, 1).await;
     let delivery = &incident["deliveries"][0];
     assert_eq!(delivery["status"], "sent");
@@ -455,10 +454,7 @@ async fn a_receiver_that_never_recovers_leaves_a_dead_delivery(backend: Backend)
         return;
     };
     stuck_customer(&server, "dead", "sha-1").await;
-    let id = server.wait_for_incidents(1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = first_incident(&server).await;
     let incident = settled_incident(&server, &id, 1).await;
     let delivery = &incident["deliveries"][0];
     assert_eq!(delivery["status"], "dead", "{delivery}");
@@ -484,16 +480,10 @@ async fn reminders_stop_at_acknowledgement_and_resolution_says_so_once(backend: 
     stuck_customer(&server, "acked", "sha-a").await;
     stuck_customer(&server, "ignored", "sha-b").await;
     let incidents = server.wait_for_incidents(2).await;
-    let id_of = |event: &str| {
-        incidents
-            .iter()
-            .find(|i| i["evidence"]["event_id"] == event)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (acked, ignored) = (id_of("evt_acked"), id_of("evt_ignored"));
+    let (acked, ignored) = (
+        incident_for(&incidents, "evt_acked"),
+        incident_for(&incidents, "evt_ignored"),
+    );
     let (status, _) = server
         .api(
             reqwest::Method::POST,
@@ -562,10 +552,7 @@ async fn a_resolution_never_overtakes_the_alert_it_follows(backend: Backend) {
         return;
     };
     stuck_customer(&server, "order", "sha-o").await;
-    let id = server.wait_for_incidents(1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = first_incident(&server).await;
     let (status, _) = server
         .api(
             reqwest::Method::POST,

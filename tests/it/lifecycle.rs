@@ -3,7 +3,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestServer, checkout, on_both_backends, subscription_created};
+use crate::support::{
+    Backend, TestServer, checkout, incident_for, on_both_backends, subscription_created,
+};
 
 /// Deadlines short enough that the sweeper fires within the test, and long
 /// enough that a loaded machine still reports in time where a test means to.
@@ -260,16 +262,10 @@ async fn incidents_are_acknowledged_resolved_and_resolve_themselves(backend: Bac
             .await;
     }
     let incidents = server.wait_for_incidents(2).await;
-    let id_of = |event: &str| {
-        incidents
-            .iter()
-            .find(|i| i["evidence"]["event_id"] == event)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (a, b) = (id_of("evt_a"), id_of("evt_b"));
+    let (a, b) = (
+        incident_for(&incidents, "evt_a"),
+        incident_for(&incidents, "evt_b"),
+    );
 
     let (status, acked) = server
         .api(

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::expectations::payment_failed;
 use crate::support::{
-    Backend, TestServer, fixture, on_both_backends, subscription_created, wait_for,
+    Backend, Peer, TestServer, fixture, on_both_backends, subscription_created, wait_for,
 };
 
 const DEPLOY_SHA: &str = "4f2a9c1";
@@ -75,13 +75,7 @@ impl Drop for InFlight {
 struct FakeApp {
     addr: SocketAddr,
     state: Arc<AppState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeApp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _peer: Peer,
 }
 
 async fn access(
@@ -145,12 +139,12 @@ impl FakeApp {
         let router = axum::Router::new()
             .route("/access/{customer}", axum::routing::get(access))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
-        FakeApp { addr, state, task }
+        let peer = Peer::serve(router).await;
+        FakeApp {
+            addr: peer.addr,
+            state,
+            _peer: peer,
+        }
     }
 
     fn answer(&self, customer: &str, answer: Answer) {

@@ -540,3 +540,42 @@ pub fn python_module_available(module: &str) -> bool {
     }
     ok
 }
+
+/// A peer (a fake app, a receiver) served on an ephemeral loopback port;
+/// stopped when dropped.
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Peer {
+    pub async fn serve(router: axum::Router) -> Peer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Peer { addr, task }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The id of the incident about `event_id` among `incidents`.
+pub fn incident_for(incidents: &[Value], event_id: &str) -> String {
+    incidents
+        .iter()
+        .find(|i| i["evidence"]["event_id"] == event_id)
+        .unwrap_or_else(|| panic!("no incident for {event_id}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

@@ -12,6 +12,7 @@
 pub mod alert;
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod incident;
 pub mod ingest;
 pub mod plan;

@@ -64,9 +64,14 @@ pub async fn serve(
         "assay is serving"
     );
     let app = api::router(AppState { config, store });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    // The client's address: the dashboard locks out repeated failed sign-ins
+    // per address.
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await;
     shutdown.cancel();
     let _ = sweeper_task.await;
     let _ = prober_task.await;

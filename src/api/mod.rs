@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     let hooks = Router::new()
         .route("/hooks/stripe/{project}", post(hooks::stripe))
         .layer(DefaultBodyLimit::max(STRIPE_BODY_LIMIT));
+    let dashboard = crate::dashboard::router(state.clone());
     Router::new()
         .merge(api)
         .merge(hooks)
@@ -66,12 +67,13 @@ pub fn router(state: AppState) -> Router {
                 "this endpoint does not take that method",
             )
         })
+        .with_state(state)
+        .merge(dashboard)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// A JSON body whose rejections speak the contract's error shape.

@@ -256,6 +256,32 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
+    /// The raw Stripe event as delivered, if Assay has it.
+    async fn stripe_event(
+        &self,
+        project: &str,
+        event_id: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Counts and latencies of a project's runs opened since `since`, for
+    /// the dashboard's summary strip.
+    async fn run_summary(
+        &self,
+        project: &str,
+        since: DateTime<Utc>,
+    ) -> Result<RunSummary, StoreError>;
+
+    async fn create_session(&self, session: &DashboardSession) -> Result<(), StoreError>;
+
+    /// The session whose id hashes to `id_hash`, if it has not expired.
+    async fn session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DashboardSession>, StoreError>;
+
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
+
     /// Queues a reminder for every open (unacknowledged) incident last
     /// alerted about more than `interval` ago; returns how many.
     async fn queue_reminders(
@@ -278,6 +304,46 @@ pub trait Store: Send + Sync {
         resolution: String,
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError>;
+}
+
+/// What the dashboard's summary strip shows for one project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub opened: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub superseded: i64,
+    pub open: i64,
+    /// From opening to access confirmed, over the succeeded runs.
+    pub median_ms: Option<i64>,
+    pub p95_ms: Option<i64>,
+}
+
+impl RunSummary {
+    /// Fills the latencies from the succeeded runs' durations.
+    pub fn with_latencies(mut self, mut durations_ms: Vec<i64>) -> RunSummary {
+        durations_ms.sort_unstable();
+        let at = |q: f64| {
+            (!durations_ms.is_empty()).then(|| {
+                let rank = ((durations_ms.len() as f64) * q).ceil() as usize;
+                durations_ms[rank.clamp(1, durations_ms.len()) - 1]
+            })
+        };
+        self.median_ms = at(0.5);
+        self.p95_ms = at(0.95);
+        self
+    }
+}
+
+/// A signed-in operator's dashboard session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardSession {
+    /// SHA-256 of the cookie's value, hex.
+    pub id_hash: String,
+    pub operator: String,
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// An incident with its alert deliveries.

@@ -1138,6 +1138,99 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 Ok(incidents.len())
             }
+
+            async fn stripe_event(&self, project: &str, event_id: &str) -> Result<Option<String>, StoreError> {
+                Ok(sqlx::query_scalar("SELECT payload FROM stripe_events WHERE project = $1 AND event_id = $2")
+                    .bind(project)
+                    .bind(event_id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn run_summary(
+                &self,
+                project: &str,
+                since: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::store::RunSummary, StoreError> {
+                let counts: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT status, COUNT(*) FROM runs WHERE project = $1 AND opened_at >= $2 GROUP BY status",
+                )
+                .bind(project)
+                .bind(to_ms(since))
+                .fetch_all(&self.reader)
+                .await?;
+                let count = |status: &str| counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                // The latest 10,000 are plenty for a median and a p95.
+                let durations: Vec<i64> = sqlx::query_scalar(
+                    "SELECT closed_at - opened_at FROM runs WHERE project = $1 AND opened_at >= $2 \
+                     AND status = 'succeeded' AND closed_at IS NOT NULL ORDER BY opened_at DESC LIMIT 10000",
+                )
+                .bind(project)
+                .bind(to_ms(since))
+                .fetch_all(&self.reader)
+                .await?;
+                Ok($crate::store::RunSummary {
+                    opened: counts.iter().map(|(_, n)| n).sum(),
+                    succeeded: count("succeeded"),
+                    failed: count("failed"),
+                    superseded: count("superseded"),
+                    open: count("open"),
+                    ..Default::default()
+                }
+                .with_latencies(durations))
+            }
+
+            async fn create_session(&self, session: &$crate::store::DashboardSession) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                // Expired sessions go when new ones come: no cleanup job.
+                sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
+                    .bind(to_ms(session.created_at))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO dashboard_sessions (id_hash, operator, csrf_token, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&session.id_hash)
+                .bind(&session.operator)
+                .bind(&session.csrf_token)
+                .bind(to_ms(session.created_at))
+                .bind(to_ms(session.expires_at))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session(
+                &self,
+                id_hash: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Option<$crate::store::DashboardSession>, StoreError> {
+                let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT operator, csrf_token, created_at, expires_at FROM dashboard_sessions \
+                     WHERE id_hash = $1 AND expires_at > $2",
+                )
+                .bind(id_hash)
+                .bind(to_ms(now))
+                .fetch_optional(&self.reader)
+                .await?;
+                Ok(row.map(|(operator, csrf_token, created_at, expires_at)| $crate::store::DashboardSession {
+                    id_hash: id_hash.to_owned(),
+                    operator,
+                    csrf_token,
+                    created_at: from_ms(created_at),
+                    expires_at: from_ms(expires_at),
+                }))
+            }
+
+            async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
         }
     };
 }

@@ -6,6 +6,7 @@ mod support;
 mod alerts;
 mod bad_input;
 mod cli;
+mod dashboard;
 mod expectations;
 mod idempotency;
 mod lifecycle;

@@ -1,0 +1,207 @@
+//! Dashboard sign-in: operator tokens compared in constant time, sessions
+//! kept in the database (so every replica knows them, and signing out ends
+//! them everywhere) under a random cookie of which only a hash is stored, a
+//! CSRF token per session, and a lock-out after repeated failed sign-ins.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api::AppState;
+use crate::store::DashboardSession;
+
+pub const COOKIE: &str = "assay_session";
+/// How long a session lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// Failed sign-ins from one address before it is locked out...
+pub const MAX_FAILURES: usize = 5;
+/// ...for this long after the last of them.
+pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
+
+pub fn hash(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+/// A fresh random value for a cookie or a CSRF token (244 random bits).
+pub fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+pub fn equal(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// The session cookie's value, if the request carries one.
+pub fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// The `Set-Cookie` value for a session; `secure` when Assay is reached
+/// over TLS.
+pub fn set_cookie(value: &str, secure: bool) -> String {
+    format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        SESSION_LIFETIME.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+pub fn clear_cookie(secure: bool) -> String {
+    format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// Failed sign-ins per client address, in this replica.
+#[derive(Default)]
+pub struct Lockout {
+    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+}
+
+impl Lockout {
+    /// How long `ip` must still wait, if it is locked out.
+    pub fn locked(&self, ip: IpAddr) -> Option<Duration> {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = failures.entry(ip).or_default();
+        recent.retain(|at| at.elapsed() < LOCKOUT);
+        (recent.len() >= MAX_FAILURES)
+            .then(|| LOCKOUT.saturating_sub(recent.last().map_or(LOCKOUT, Instant::elapsed)))
+    }
+
+    pub fn failed(&self, ip: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = failures.entry(ip).or_default();
+        recent.push(Instant::now());
+        // Bounded memory: at most a few entries per address.
+        if recent.len() > MAX_FAILURES {
+            recent.remove(0);
+        }
+        if failures.len() > 10_000 {
+            failures.retain(|_, v| v.last().is_some_and(|at| at.elapsed() < LOCKOUT));
+        }
+    }
+
+    pub fn succeeded(&self, ip: IpAddr) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ip);
+    }
+}
+
+/// A signed-in operator. Extracting it from a request without a valid
+/// session redirects to the sign-in page, back to where they were going.
+pub struct Operator(pub DashboardSession);
+
+pub struct SignInFirst(String);
+
+impl IntoResponse for SignInFirst {
+    fn into_response(self) -> Response {
+        Redirect::to(&format!(
+            "/signin?next={}",
+            percent_encoding::utf8_percent_encode(&self.0, percent_encoding::NON_ALPHANUMERIC)
+        ))
+        .into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = SignInFirst;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let here = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let Some(value) = cookie(&parts.headers) else {
+            return Err(SignInFirst(here));
+        };
+        match state.store.session(&hash(&value), crate::now()).await {
+            Ok(Some(session)) => Ok(Operator(session)),
+            Ok(None) => Err(SignInFirst(here)),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a dashboard session failed");
+                Err(SignInFirst(here))
+            }
+        }
+    }
+}
+
+/// Where to go after signing in: only a path on this site.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        assert_eq!(
+            safe_next(Some("/incidents?status=open")),
+            "/incidents?status=open"
+        );
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn repeated_failures_lock_an_address_out() {
+        let lockout = Lockout::default();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES - 1 {
+            lockout.failed(ip);
+        }
+        assert!(lockout.locked(ip).is_none());
+        lockout.failed(ip);
+        assert!(lockout.locked(ip).is_some());
+        assert!(
+            lockout.locked("127.0.0.2".parse().unwrap()).is_none(),
+            "per address"
+        );
+        lockout.succeeded(ip);
+        assert!(lockout.locked(ip).is_none());
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; assay_session=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&headers).as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,459 @@
+//! The operator's dashboard: server-rendered HTML from the handlebars
+//! templates in `templates/dashboard/` (compiled into the binary), served by
+//! `assay serve` beside the API. Handlers are thin: check the session (and
+//! the CSRF token on every form), ask the store, shape a view, render.
+//! Every value goes through handlebars' HTML escaping.
+
+pub mod auth;
+mod views;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use self::auth::{Lockout, Operator};
+use self::views::Views;
+use crate::api::AppState;
+use crate::incident::IncidentStatus;
+use crate::run::{RunStatus, Stage};
+use crate::store::{Cursor, IncidentFilter, RunFilter, RunRef, StoreError};
+
+/// What the dashboard keeps besides the app's state.
+#[derive(Clone)]
+pub struct Dashboard {
+    pub app: AppState,
+    views: Arc<Views>,
+    lockout: Arc<Lockout>,
+}
+
+/// An error page: the store failed, or a page does not exist.
+pub struct PageError(StatusCode, &'static str);
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Html(format!(
+                "<!doctype html><title>{0}</title><main style=\"font-family: sans-serif; padding: 20px\"><h1>{0}</h1><p><a href=\"/\">Back to runs</a></p></main>",
+                self.1
+            )),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> PageError {
+        match e {
+            StoreError::NotFound(_) => PageError(StatusCode::NOT_FOUND, "Not found"),
+            other => {
+                tracing::error!(error = %other, "a dashboard page failed");
+                PageError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong; the error is logged",
+                )
+            }
+        }
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+impl axum::extract::FromRef<Dashboard> for AppState {
+    fn from_ref(dashboard: &Dashboard) -> AppState {
+        dashboard.app.clone()
+    }
+}
+
+pub fn router(app: AppState) -> Router {
+    let dashboard = Dashboard {
+        views: Arc::new(Views::new()),
+        lockout: Arc::new(Lockout::default()),
+        app,
+    };
+    Router::new()
+        .route("/", get(runs_page))
+        .route("/signin", get(signin_page).post(signin))
+        .route("/signout", post(signout))
+        .route("/runs/{project}/{run}", get(run_page))
+        .route("/incidents", get(incidents_page))
+        .route("/incidents/{id}", get(incident_page))
+        .route("/incidents/{id}/acknowledge", post(acknowledge))
+        .route("/incidents/{id}/resolve", post(resolve))
+        .route("/drills", get(drills_page))
+        // Forms are a few fields.
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(dashboard)
+}
+
+impl Dashboard {
+    /// Whether operators reach Assay over TLS (cookies are then `Secure`).
+    fn secure(&self, headers: &HeaderMap) -> bool {
+        self.app.config.alerts.public_url.starts_with("https://")
+            || headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    }
+
+    fn render(&self, template: &str, operator: Option<&Operator>, mut context: Value) -> Response {
+        if let Some(Operator(session)) = operator {
+            context["operator"] = json!(session.operator);
+            context["csrf"] = json!(session.csrf_token);
+        }
+        match self.views.render(template, &context) {
+            Ok(html) => (
+                [
+                    (header::CACHE_CONTROL, "no-store"),
+                    (header::X_FRAME_OPTIONS, "DENY"),
+                    (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"),
+                ],
+                Html(html),
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(template, error = %e, "rendering a dashboard page failed");
+                PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; the error is logged").into_response()
+            }
+        }
+    }
+
+    /// The project a page shows: the one asked for, else the first.
+    fn project(&self, asked: Option<&str>) -> Result<String, PageError> {
+        let projects = &self.app.config.projects;
+        match asked.filter(|p| !p.is_empty()) {
+            Some(name) if projects.contains_key(name) => Ok(name.to_owned()),
+            Some(_) => Err(PageError(StatusCode::NOT_FOUND, "No such project")),
+            None => projects
+                .keys()
+                .next()
+                .cloned()
+                .ok_or(PageError(StatusCode::NOT_FOUND, "No project is configured")),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct SignInQuery {
+    next: Option<String>,
+}
+
+async fn signin_page(State(d): State<Dashboard>, Query(q): Query<SignInQuery>) -> Response {
+    d.render(
+        "signin",
+        None,
+        json!({"title": "Sign in", "next": auth::safe_next(q.next.as_deref())}),
+    )
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    token: String,
+    next: Option<String>,
+}
+
+async fn signin(
+    State(d): State<Dashboard>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> PageResult {
+    let next = auth::safe_next(form.next.as_deref());
+    let page = |status: StatusCode, error: String| {
+        let mut response = d.render(
+            "signin",
+            None,
+            json!({"title": "Sign in", "next": next, "error": error}),
+        );
+        *response.status_mut() = status;
+        response
+    };
+    if let Some(wait) = d.lockout.locked(peer.ip()) {
+        return Ok(page(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed sign-ins from your address. Try again in {} minutes.",
+                wait.as_secs().div_ceil(60)
+            ),
+        ));
+    }
+    let operator = d
+        .app
+        .config
+        .admin_token
+        .as_ref()
+        .filter(|token| auth::equal(token.expose(), &form.token))
+        .map(|_| "admin");
+    let Some(operator) = operator else {
+        d.lockout.failed(peer.ip());
+        tracing::warn!(client = %peer.ip(), "a dashboard sign-in failed");
+        let message = if d.app.config.admin_token.is_none() {
+            "Sign-in is off: set ASSAY_ADMIN_TOKEN."
+        } else {
+            "That token is not right."
+        };
+        return Ok(page(StatusCode::UNAUTHORIZED, message.to_owned()));
+    };
+    d.lockout.succeeded(peer.ip());
+    let value = auth::random_token();
+    let now = crate::now();
+    let session = crate::store::DashboardSession {
+        id_hash: auth::hash(&value),
+        operator: operator.to_owned(),
+        csrf_token: auth::random_token(),
+        created_at: now,
+        expires_at: now + chrono::Duration::from_std(auth::SESSION_LIFETIME).unwrap_or_default(),
+    };
+    d.app.store.create_session(&session).await?;
+    Ok((
+        [(
+            header::SET_COOKIE,
+            auth::set_cookie(&value, d.secure(&headers)),
+        )],
+        Redirect::to(&next),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+    resolution: Option<String>,
+}
+
+/// Refuses a form whose CSRF token is not the session's.
+fn check_csrf(operator: &Operator, form: &CsrfForm) -> Result<(), PageError> {
+    match &form.csrf {
+        Some(token) if auth::equal(token, &operator.0.csrf_token) => Ok(()),
+        _ => Err(PageError(
+            StatusCode::FORBIDDEN,
+            "This form has expired or did not come from Assay; reload the page and try again",
+        )),
+    }
+}
+
+async fn signout(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&operator, &form)?;
+    d.app.store.delete_session(&operator.0.id_hash).await?;
+    Ok((
+        [(header::SET_COOKIE, auth::clear_cookie(d.secure(&headers)))],
+        Redirect::to("/signin"),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct RunsQuery {
+    project: Option<String>,
+    status: Option<String>,
+    stage: Option<String>,
+    customer_id: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Parses an optional filter; an empty or unknown value means "any".
+fn filter<T: FromStr>(value: Option<&str>) -> Option<T> {
+    value.filter(|v| !v.is_empty()).and_then(|v| v.parse().ok())
+}
+
+const PAGE_SIZE: u32 = 50;
+const REFRESH_SECS: u32 = 15;
+
+async fn runs_page(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Query(q): Query<RunsQuery>,
+) -> PageResult {
+    let project = d.project(q.project.as_deref())?;
+    // Open runs unless asked otherwise: what the operator is waiting on.
+    let status_text = q.status.clone().unwrap_or_else(|| "open".to_owned());
+    let run_filter = RunFilter {
+        status: filter::<RunStatus>(Some(&status_text)),
+        stage: filter::<Stage>(q.stage.as_deref()),
+        customer_id: q.customer_id.clone().filter(|c| !c.trim().is_empty()),
+        limit: PAGE_SIZE,
+        cursor: q.cursor.as_deref().and_then(|c| Cursor::decode(c).ok()),
+    };
+    let page = d.app.store.list_runs(&project, &run_filter).await?;
+    let since = crate::now() - chrono::Duration::hours(24);
+    let summary = d.app.store.run_summary(&project, since).await?;
+    let next = page.next_cursor.as_ref().map(|cursor| {
+        views::query_url(
+            "/",
+            &[
+                ("project", Some(project.as_str())),
+                ("status", Some(status_text.as_str())),
+                ("stage", q.stage.as_deref()),
+                ("customer_id", q.customer_id.as_deref()),
+                ("cursor", Some(cursor.as_str())),
+            ],
+        )
+    });
+    let context = views::runs_page(
+        &d.app.config,
+        &project,
+        &status_text,
+        &q.stage,
+        &q.customer_id,
+        &page.data,
+        &summary,
+        next,
+        REFRESH_SECS,
+    );
+    Ok(d.render("runs", Some(&operator), context))
+}
+
+async fn run_page(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Path((project, run)): Path<(String, String)>,
+) -> PageResult {
+    let project = d.project(Some(&project))?;
+    let detail = d
+        .app
+        .store
+        .run_detail(&project, &RunRef::parse(&run))
+        .await?;
+    let event = d
+        .app
+        .store
+        .stripe_event(&project, &detail.run.event_id)
+        .await?;
+    Ok(d.render(
+        "run",
+        Some(&operator),
+        views::run_page(&detail, event.as_deref()),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct IncidentsQuery {
+    project: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn incidents_page(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Query(q): Query<IncidentsQuery>,
+) -> PageResult {
+    let project = d.project(q.project.as_deref())?;
+    let status_text = q.status.clone().unwrap_or_else(|| "open".to_owned());
+    let incident_filter = IncidentFilter {
+        status: filter::<IncidentStatus>(Some(&status_text)),
+        limit: PAGE_SIZE,
+        cursor: q.cursor.as_deref().and_then(|c| Cursor::decode(c).ok()),
+    };
+    let page = d
+        .app
+        .store
+        .list_incidents(&project, &incident_filter)
+        .await?;
+    let next = page.next_cursor.as_ref().map(|cursor| {
+        views::query_url(
+            "/incidents",
+            &[
+                ("project", Some(project.as_str())),
+                ("status", Some(status_text.as_str())),
+                ("cursor", Some(cursor.as_str())),
+            ],
+        )
+    });
+    Ok(d.render(
+        "incidents",
+        Some(&operator),
+        views::incidents_page(&project, &status_text, &page.data, next),
+    ))
+}
+
+/// Finds an incident in whichever project holds it: alert links name only
+/// the incident.
+async fn find_incident(d: &Dashboard, id: &str) -> Result<crate::store::IncidentDetail, PageError> {
+    let id =
+        uuid::Uuid::parse_str(id).map_err(|_| PageError(StatusCode::NOT_FOUND, "Not found"))?;
+    for project in d.app.config.projects.keys() {
+        match d.app.store.incident(project, id).await {
+            Ok(detail) => return Ok(detail),
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(PageError(StatusCode::NOT_FOUND, "Not found"))
+}
+
+async fn incident_page(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> PageResult {
+    let detail = find_incident(&d, &id).await?;
+    Ok(d.render("incident", Some(&operator), views::incident_page(&detail)))
+}
+
+async fn acknowledge(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&operator, &form)?;
+    let detail = find_incident(&d, &id).await?;
+    let incident = &detail.incident;
+    match d
+        .app
+        .store
+        .acknowledge_incident(&incident.project, incident.id, crate::now())
+        .await
+    {
+        // Acknowledging a resolved incident: nothing to do, show it as it is.
+        Ok(_) | Err(StoreError::Incident(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(incident_id = %incident.id, operator = %operator.0.operator, "incident acknowledged on the dashboard");
+    Ok(Redirect::to(&format!("/incidents/{}", incident.id)).into_response())
+}
+
+async fn resolve(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&operator, &form)?;
+    let detail = find_incident(&d, &id).await?;
+    let incident = &detail.incident;
+    let resolution = form
+        .resolution
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.chars()
+                .filter(|c| !c.is_control())
+                .take(2000)
+                .collect::<String>()
+        })
+        .unwrap_or_else(|| format!("resolved by {} on the dashboard", operator.0.operator));
+    d.app
+        .store
+        .resolve_incident(&incident.project, incident.id, resolution, crate::now())
+        .await?;
+    Ok(Redirect::to(&format!("/incidents/{}", incident.id)).into_response())
+}
+
+async fn drills_page(State(d): State<Dashboard>, operator: Operator) -> Response {
+    d.render("drills", Some(&operator), json!({"title": "Drills"}))
+}

@@ -1,0 +1,362 @@
+//! What each dashboard page shows, shaped for its template: times made
+//! readable, nulls explained, values cut to a sane length. The templates do
+//! no logic beyond `if` and `each`, and handlebars escapes every value.
+
+use chrono::{DateTime, Utc};
+use handlebars::Handlebars;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::incident::Incident;
+use crate::run::{Run, RunStatus, Stage};
+use crate::store::{IncidentDetail, RunDetail, RunSummary};
+
+const TEMPLATES: [(&str, &str); 7] = [
+    (
+        "layout",
+        include_str!("../../templates/dashboard/layout.hbs"),
+    ),
+    (
+        "signin",
+        include_str!("../../templates/dashboard/signin.hbs"),
+    ),
+    ("runs", include_str!("../../templates/dashboard/runs.hbs")),
+    ("run", include_str!("../../templates/dashboard/run.hbs")),
+    (
+        "incidents",
+        include_str!("../../templates/dashboard/incidents.hbs"),
+    ),
+    (
+        "incident",
+        include_str!("../../templates/dashboard/incident.hbs"),
+    ),
+    (
+        "drills",
+        include_str!("../../templates/dashboard/drills.hbs"),
+    ),
+];
+
+pub struct Views {
+    registry: Handlebars<'static>,
+}
+
+impl Views {
+    pub fn new() -> Views {
+        let mut registry = Handlebars::new();
+        registry.set_strict_mode(false);
+        for (name, text) in TEMPLATES {
+            // Built in and covered by tests: a broken one is a build bug.
+            if let Err(e) = registry.register_template_string(name, text) {
+                tracing::error!(name, error = %e, "a dashboard template does not compile");
+            }
+        }
+        Views { registry }
+    }
+
+    pub fn render(&self, name: &str, context: &Value) -> Result<String, handlebars::RenderError> {
+        self.registry.render(name, context)
+    }
+}
+
+/// `path?key=value&...` with the present values percent-encoded.
+pub fn query_url(path: &str, pairs: &[(&str, Option<&str>)]) -> String {
+    let mut url = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            url.append_pair(key, value);
+        }
+    }
+    format!("{path}?{}", url.finish())
+}
+
+fn time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A duration in words: `45s`, `3m 20s`, `2h 5m`.
+fn span(ms: i64) -> String {
+    let secs = ms.unsigned_abs() / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+fn cut(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+fn expected(run: &Run) -> String {
+    match (
+        &run.expected_plan,
+        &run.expected_features,
+        &run.expected_plan_reason,
+    ) {
+        (Some(plan), _, _) => plan.clone(),
+        (None, Some(features), _) => format!("features [{}]", features.join(", ")),
+        (None, None, Some(reason)) => format!("unknown ({reason})"),
+        (None, None, None) => "unknown".to_owned(),
+    }
+}
+
+fn observed(run: &Run) -> String {
+    match (&run.observed_plan, &run.observed_features) {
+        (Some(plan), _) => plan.clone(),
+        (None, Some(features)) => format!("features [{}]", features.join(", ")),
+        (None, None) => "not observed yet".to_owned(),
+    }
+}
+
+/// The four progress steps: done, failed (the first one a failed run did
+/// not reach), or pending.
+fn steps(run: &Run) -> Vec<&'static str> {
+    const STEPS: [Stage; 4] = [
+        Stage::Received,
+        Stage::Reconciled,
+        Stage::AccessAsserted,
+        Stage::Closed,
+    ];
+    let mut broke = false;
+    STEPS
+        .iter()
+        .map(|step| {
+            if run.stage >= *step || run.status == RunStatus::Succeeded {
+                "done"
+            } else if run.status == RunStatus::Failed && !broke {
+                broke = true;
+                "failed"
+            } else {
+                ""
+            }
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn runs_page(
+    config: &Config,
+    project: &str,
+    status: &str,
+    stage: &Option<String>,
+    customer_id: &Option<String>,
+    runs: &[Run],
+    summary: &RunSummary,
+    next: Option<String>,
+    refresh: u32,
+) -> Value {
+    let now = crate::now();
+    let option = |value: &str, label: &str, selected: bool| json!({"value": value, "label": label, "selected": selected});
+    let mut statuses = vec![option("", "any", status.is_empty())];
+    statuses.extend(
+        RunStatus::ALL
+            .iter()
+            .map(|s| option(s.as_str(), s.as_str(), s.as_str() == status)),
+    );
+    let stage_text = stage.clone().unwrap_or_default();
+    let mut stages = vec![option("", "any", stage_text.is_empty())];
+    stages.extend(
+        Stage::ALL
+            .iter()
+            .map(|s| option(s.as_str(), s.as_str(), s.as_str() == stage_text)),
+    );
+    let rows: Vec<Value> = runs
+        .iter()
+        .map(|run| {
+            let (deadline, overdue) = match run.deadline_at {
+                Some(at) if at <= now => (span((now - at).num_milliseconds()), true),
+                Some(at) => (format!("in {}", span((at - now).num_milliseconds())), false),
+                None => ("—".to_owned(), false),
+            };
+            json!({
+                "url": format!("/runs/{}/{}", run.project, run.id),
+                "customer": run.customer_id.clone().unwrap_or_else(|| "unknown customer".to_owned()),
+                "event_type": run.event_type,
+                "event_id": run.event_id,
+                "expected": cut(&expected(run), 60),
+                "stage": run.stage,
+                "steps": steps(run),
+                "deadline": deadline,
+                "overdue": overdue,
+                "last_probe": run.observed_plan.as_ref().map_or_else(|| "—".to_owned(), |p| format!("saw {}", cut(p, 40))),
+                "status": run.status,
+            })
+        })
+        .collect();
+    json!({
+        "title": format!("Runs · {project}"),
+        "refresh": refresh,
+        "project": project,
+        "projects": config.projects.keys().map(|name| json!({"name": name, "selected": name == project})).collect::<Vec<_>>(),
+        "statuses": statuses,
+        "stages": stages,
+        "customer_id": customer_id.clone().unwrap_or_default(),
+        "runs": rows,
+        "next": next,
+        "summary": summary,
+        "median": summary.median_ms.map_or_else(|| "—".to_owned(), span),
+        "p95": summary.p95_ms.map_or_else(|| "—".to_owned(), span),
+    })
+}
+
+/// The Stripe dashboard's page for an object, in test or live mode.
+fn stripe_link(livemode: Option<bool>, kind: &str, id: &Option<String>) -> Option<String> {
+    let id = id.as_ref()?;
+    let mode = if livemode == Some(true) { "" } else { "test/" };
+    Some(format!("https://dashboard.stripe.com/{mode}{kind}/{id}"))
+}
+
+pub fn run_page(detail: &RunDetail, event: Option<&str>) -> Value {
+    let run = &detail.run;
+    let pretty = event.map(|raw| {
+        serde_json::from_str::<Value>(raw)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| raw.to_owned())
+    });
+    json!({
+        "title": format!("Run {}", run.event_id),
+        "run": {
+            "project": run.project,
+            "event_type": run.event_type,
+            "event_id": run.event_id,
+            "stage": run.stage,
+            "status": run.status,
+            "opened_at": time(&run.opened_at),
+            "reconciled_due_at": time(&run.reconciled_due_at),
+            "access_due_at": time(&run.access_due_at),
+        },
+        "customer": run.customer_id.clone().unwrap_or_else(|| "unknown customer".to_owned()),
+        "subscription": run.subscription_id.clone().unwrap_or_else(|| "none".to_owned()),
+        "stripe_customer": stripe_link(run.livemode, "customers", &run.customer_id),
+        "stripe_subscription": stripe_link(run.livemode, "subscriptions", &run.subscription_id),
+        "expected": expected(run),
+        "observed": observed(run),
+        "deploy_sha": run.deploy_sha.clone().unwrap_or_else(|| "not reported".to_owned()),
+        "timeline": detail.timeline.iter().map(|e| json!({
+            "at": time(&e.at),
+            "source": e.source,
+            "stage": e.stage,
+            "outcome": e.outcome,
+            "evidence": cut(&e.evidence.to_string(), 400),
+        })).collect::<Vec<_>>(),
+        "probe_count": detail.probe_count,
+        "probes": detail.probes.iter().rev().map(|p| json!({
+            "at": time(&p.at),
+            "status_code": p.status_code,
+            "duration_ms": p.duration_ms,
+            "observed_plan": p.observed_plan.clone().unwrap_or_default(),
+            "deploy_sha": p.deploy_sha.clone().unwrap_or_default(),
+            "error": p.error,
+            "matched": p.matched,
+        })).collect::<Vec<_>>(),
+        "incidents": detail.incidents.iter().map(|i| json!({"id": i.id, "title": i.title, "status": i.status})).collect::<Vec<_>>(),
+        "event": pretty,
+    })
+}
+
+pub fn incidents_page(
+    project: &str,
+    status: &str,
+    incidents: &[Incident],
+    next: Option<String>,
+) -> Value {
+    let tabs: Vec<Value> = ["open", "acknowledged", "resolved"]
+        .iter()
+        .map(|tab| json!({"value": tab, "label": tab, "selected": *tab == status}))
+        .collect();
+    json!({
+        "title": format!("Incidents · {project}"),
+        "project": project,
+        "tabs": tabs,
+        "incidents": incidents.iter().map(|i| json!({
+            "id": i.id,
+            "title": i.title,
+            "status": i.status,
+            "opened_at": time(&i.opened_at),
+            "customer": i.evidence["customer_id"].as_str().unwrap_or("unknown customer"),
+            "deploy_sha": i.evidence["deploy_sha"].as_str().unwrap_or("—"),
+        })).collect::<Vec<_>>(),
+        "next": next,
+    })
+}
+
+pub fn incident_page(detail: &IncidentDetail) -> Value {
+    let incident = &detail.incident;
+    let evidence: Vec<Value> = incident
+        .evidence
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| !matches!(key.as_str(), "summary" | "guidance"))
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => "—".to_owned(),
+                other => other.to_string(),
+            };
+            json!({"key": key, "value": cut(&text, 500)})
+        })
+        .collect();
+    let status = incident.status;
+    json!({
+        "title": incident.title,
+        "incident": {
+            "id": incident.id,
+            "title": incident.title,
+            "status": status,
+            "project": incident.project,
+        },
+        "summary": incident.evidence["summary"],
+        "open_actions": status != crate::incident::IncidentStatus::Resolved,
+        "can_acknowledge": status == crate::incident::IncidentStatus::Open,
+        "evidence": evidence,
+        "guidance": incident.evidence["guidance"],
+        "run_url": format!("/runs/{}/{}", incident.project, incident.run_id),
+        "deliveries": detail.deliveries.iter().map(|d| json!({
+            "channel": d.channel,
+            "event": d.event,
+            "status": d.status,
+            "grouped": d.incident_count > 1,
+            "incident_count": d.incident_count,
+            "attempts": d.attempts.iter().map(|a| json!({
+                "at": time(&a.at),
+                "error": a.error,
+                "status_code": a.status_code,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_compiles() {
+        for (name, text) in TEMPLATES {
+            let mut registry = Handlebars::new();
+            registry
+                .register_template_string(name, text)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(span(45_000), "45s");
+        assert_eq!(span(200_000), "3m 20s");
+        assert_eq!(span(7_500_000), "2h 5m");
+    }
+
+    #[test]
+    fn query_urls_encode_their_values() {
+        assert_eq!(
+            query_url("/", &[("customer_id", Some("a&b=<c>")), ("stage", None)]),
+            "/?customer_id=a%26b%3D%3Cc%3E"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The dashboard over real HTTP: sign-in and sessions, CSRF on every form,
+//! the lock-out, hostile data rendered as text, and the pages an operator
+//! follows from an open run to its incident.
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+use crate::support::{Backend, TestServer, on_both_backends, subscription_created};
+
+pub const ADMIN_TOKEN: &str = "admin-token-for-the-dashboard-tests";
+
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("ASSAY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ("ASSAY_DEADLINE_RECONCILED", "1s"),
+    ("ASSAY_DEADLINE_ACCESS_ASSERTED", "2s"),
+];
+
+/// A client that shows redirects instead of following them.
+fn browser() -> reqwest::Client {
+    assay::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in; returns the `Cookie` header value for the session.
+async fn sign_in(server: &TestServer) -> String {
+    let response = browser()
+        .post(server.url("/signin"))
+        .form(&[("token", ADMIN_TOKEN), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn page(server: &TestServer, cookie: &str, path: &str) -> (StatusCode, String) {
+    let response = browser()
+        .get(server.url(path))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..at + html[at..].find('"').unwrap()].to_owned()
+}
+
+async fn every_page_asks_for_a_session(backend: Backend) {
+    let Some(server) = TestServer::start(backend, SETTINGS).await else {
+        return;
+    };
+    for path in [
+        "/",
+        "/incidents?status=open",
+        "/runs/default/evt_1",
+        "/incidents/00000000-0000-0000-0000-000000000000",
+        "/drills",
+    ] {
+        let response = browser().get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        let location = response.headers()[LOCATION].to_str().unwrap();
+        assert!(
+            location.starts_with("/signin?next=%2F"),
+            "{path}: {location}"
+        );
+    }
+    // A forged or expired cookie is no session either.
+    let (status, _) = page(&server, "assay_session=forged", "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    server.stop().await;
+}
+
+async fn sessions_are_http_only_and_forms_need_their_csrf_token(backend: Backend) {
+    let Some(server) = TestServer::start(backend, SETTINGS).await else {
+        return;
+    };
+    let wrong = browser()
+        .post(server.url("/signin"))
+        .form(&[("token", "not-the-token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(SET_COOKIE).is_none());
+
+    let response = browser()
+        .post(server.url("/signin"))
+        .form(&[("token", ADMIN_TOKEN), ("next", "/incidents")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/incidents");
+    let set = response.headers()[SET_COOKIE].to_str().unwrap();
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="] {
+        assert!(set.contains(attribute), "{attribute}: {set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    assert_eq!(
+        server
+            .db
+            .scalar("SELECT COUNT(*) FROM dashboard_sessions")
+            .await,
+        1
+    );
+    assert!(
+        !server
+            .db
+            .holds(cookie.trim_start_matches("assay_session="))
+            .await,
+        "only a hash of the cookie is stored"
+    );
+
+    // An incident to act on.
+    server
+        .deliver(&subscription_created(
+            "evt_d",
+            "cus_d",
+            "sub_d",
+            "price_pro",
+        ))
+        .await;
+    let id = server.wait_for_incidents(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, html) = page(&server, &cookie, &format!("/incidents/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = csrf_of(&html);
+
+    // Without the token, or with another, the form is refused and nothing
+    // changes.
+    for form in [vec![], vec![("csrf", "forged")]] {
+        let response = browser()
+            .post(server.url(&format!("/incidents/{id}/acknowledge")))
+            .header(COOKIE, &cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(
+        server.get(&format!("/v1/incidents/{id}")).await["status"],
+        "open"
+    );
+
+    let response = browser()
+        .post(server.url(&format!("/incidents/{id}/acknowledge")))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        server.get(&format!("/v1/incidents/{id}")).await["status"],
+        "acknowledged"
+    );
+
+    // Signing out ends the session on the server, not only in the browser.
+    let response = browser()
+        .post(server.url("/signout"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, _) = page(&server, &cookie, "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    server.stop().await;
+}
+
+async fn repeated_failed_sign_ins_lock_the_address_out(backend: Backend) {
+    let Some(server) = TestServer::start(backend, SETTINGS).await else {
+        return;
+    };
+    for _ in 0..5 {
+        let response = browser()
+            .post(server.url("/signin"))
+            .form(&[("token", "guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Even the right token is refused now.
+    let response = browser()
+        .post(server.url("/signin"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+    server.stop().await;
+}
+
+async fn hostile_data_renders_as_text(backend: Backend) {
+    let Some(server) = TestServer::start(backend, SETTINGS).await else {
+        return;
+    };
+    let script = "<script>alert(1)</script>";
+    let attribute = "\"><img src=x onerror=alert(2)>";
+    let mut event = subscription_created("evt_x", script, "sub_x", "price_pro");
+    event["data"]["object"]["metadata"] = json!({"note": attribute});
+    let (status, _) = server.deliver(&event).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .report(
+            "evt_x",
+            "access_asserted",
+            json!({"observed_plan": attribute, "deploy_sha": script}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = server.wait_for_incidents(1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = sign_in(&server).await;
+    let run = server.get("/v1/runs/evt_x").await;
+    let pages = [
+        "/?status=failed".to_owned(),
+        format!("/runs/default/{}", run["id"].as_str().unwrap()),
+        "/incidents?status=open".to_owned(),
+        format!("/incidents/{id}"),
+    ];
+    for path in pages {
+        let (status, html) = page(&server, &cookie, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(!html.contains("<script>alert"), "{path} runs a script");
+        assert!(!html.contains("<img src=x"), "{path} makes an element");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;")
+                || html.contains("&lt;script&gt;"),
+            "{path} does not show the value"
+        );
+    }
+    server.stop().await;
+}
+
+on_both_backends!(
+    every_page_asks_for_a_session,
+    sessions_are_http_only_and_forms_need_their_csrf_token,
+    repeated_failed_sign_ins_lock_the_address_out,
+    hostile_data_renders_as_text,
+);

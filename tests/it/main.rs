@@ -5,6 +5,7 @@ mod support;
 
 mod alerts;
 mod bad_input;
+mod browser;
 mod cli;
 mod dashboard;
 mod expectations;

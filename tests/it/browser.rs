@@ -1,0 +1,222 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver
+//! (chromedriver): sign in, see the open run of a signed Stripe event,
+//! follow it to its incident, acknowledge it, and see the change. A
+//! screenshot of each page is saved under `target/screenshots/`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::dashboard::{ADMIN_TOKEN, SETTINGS};
+use crate::support::{Backend, TestServer, on_both_backends, subscription_created, wait_for};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Whether Chromium and its driver are installed. In CI their absence
+/// fails the test; elsewhere it is skipped with a notice.
+fn browser_available() -> bool {
+    let ok = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install Debian's chromium and chromium-driver"
+        );
+        eprintln!(
+            "NOTICE: skipping the browser test; install Debian's chromium and chromium-driver"
+        );
+    }
+    ok
+}
+
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        assay::install_crypto_provider();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"],
+            }),
+        );
+        ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .unwrap()
+    }
+}
+
+/// Saves a screenshot of the page as a test artifact.
+async fn screenshot(browser: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text_of(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(backend: Backend) {
+    if !browser_available() {
+        return;
+    }
+    let settings: Vec<(&str, &str)> = SETTINGS
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.starts_with("ASSAY_DEADLINE"))
+        .chain([
+            ("ASSAY_DEADLINE_RECONCILED", "4s"),
+            ("ASSAY_DEADLINE_ACCESS_ASSERTED", "5s"),
+        ])
+        .collect();
+    let Some(server) = TestServer::start(backend, &settings).await else {
+        return;
+    };
+    let name = format!("{backend:?}").to_lowercase();
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+
+    // A signed test event opens a run.
+    let (status, _) = server
+        .deliver(&subscription_created(
+            "evt_browser",
+            "cus_browser",
+            "sub_browser",
+            "price_pro",
+        ))
+        .await;
+    assert_eq!(status, 200);
+
+    // Signing in lands on the open runs.
+    browser.goto(&server.url("/")).await.unwrap();
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/signin")
+    );
+    screenshot(&browser, &format!("{name}-1-signin")).await;
+    browser
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let link = browser
+        .wait_for_find(Locator::LinkText("cus_browser"))
+        .await
+        .unwrap();
+    screenshot(&browser, &format!("{name}-2-open-runs")).await;
+    assert!(text_of(&browser, "tbody").await.contains("open"));
+    link.click().await.unwrap();
+    assert_eq!(text_of(&browser, "h1").await, "Run for cus_browser open");
+
+    // The deadline passes: the run page shows its incident.
+    wait_for("the incident", async || {
+        (!server.get("/v1/incidents").await["data"]
+            .as_array()
+            .unwrap()
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    browser.refresh().await.unwrap();
+    screenshot(&browser, &format!("{name}-3-run")).await;
+    browser
+        .find(Locator::LinkText(
+            "Subscription state was not reconciled after Stripe event",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&browser, "#incident-status").await, "open");
+    screenshot(&browser, &format!("{name}-4-incident")).await;
+
+    // Acknowledging it changes its state on the page and in the store.
+    browser
+        .find(Locator::Id("acknowledge"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while text_of(&browser, "#incident-status").await != "acknowledged" {
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed the acknowledgement"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    screenshot(&browser, &format!("{name}-5-acknowledged")).await;
+    let incidents = server.get("/v1/incidents").await;
+    assert_eq!(incidents["data"][0]["status"], "acknowledged");
+
+    browser.close().await.unwrap();
+    server.stop().await;
+}
+
+on_both_backends!(an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it);

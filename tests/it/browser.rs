@@ -164,7 +164,9 @@ async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(bac
         .await
         .unwrap();
     let link = browser
-        .wait_for_find(Locator::LinkText("cus_browser"))
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::LinkText("cus_browser"))
         .await
         .unwrap();
     screenshot(&browser, &format!("{name}-2-open-runs")).await;

@@ -5,7 +5,9 @@
 //! Ingest: signed Stripe events posted over loopback to the real server at a
 //! fixed concurrency; every 200 comes after a durable commit. Sweep: one full
 //! sweep (batches of 500) over stored runs of which 1,000 are overdue, at
-//! several table sizes; its time should not grow with the table.
+//! several table sizes; its time should not grow with the table. Dashboard:
+//! the signed-in open-runs page over 10,000 and 100,000 open runs; its first
+//! page should not grow with them either.
 //! PostgreSQL is `ASSAY_BENCH_POSTGRES_URL` (default: the local server);
 //! without it the PostgreSQL rows are skipped. Bounded: a few seconds each.
 
@@ -261,6 +263,105 @@ async fn bench_sweep(label: &str, postgres: Option<&str>, stored: i64) {
     db.drop_pg().await;
 }
 
+/// The open-runs page, signed in, over `stored` open runs: the median and
+/// p95 of 200 loads of its first page.
+async fn bench_dashboard(label: &str, postgres: Option<&str>, stored: i64) {
+    const LOADS: usize = 200;
+    let db = BenchDb::create(postgres).await;
+    // Migrate, then fill straight in SQL (seconds instead of minutes).
+    drop(
+        connect(&DatabaseSettings {
+            url: db.url.clone(),
+            max_connections: 2,
+            statement_timeout: Duration::from_secs(60),
+            lease: Duration::from_secs(30),
+        })
+        .await
+        .unwrap(),
+    );
+    db.execute(
+        if postgres.is_some() {
+            FILL_POSTGRES
+        } else {
+            FILL_SQLITE
+        },
+        stored,
+    )
+    .await;
+    db.execute(
+        if postgres.is_some() {
+            "ANALYZE runs"
+        } else {
+            "ANALYZE"
+        },
+        0,
+    )
+    .await;
+    let env: HashMap<String, String> = [
+        ("ASSAY_DATABASE_URL", db.url.as_str()),
+        ("ASSAY_ADMIN_TOKEN", "bench-admin-token"),
+        // No sweep during the measurement: it would fail the overdue runs.
+        ("ASSAY_SWEEP_SCHEDULE", "0 0 0 1 1 * 2099"),
+        ("ASSAY_LOG", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = Config::load(Sources {
+        file: None,
+        env: &env,
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(assay::server::serve(config, listener, shutdown.clone()));
+    assay::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    while client.get(format!("{base}/readyz")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signed_in = client
+        .post(format!("{base}/signin"))
+        .form(&[("token", "bench-admin-token")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut times = Vec::with_capacity(LOADS);
+    for _ in 0..LOADS {
+        let started = Instant::now();
+        let response = client
+            .get(format!("{base}/?status=open"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let page = response.text().await.unwrap();
+        times.push(started.elapsed());
+        assert!(page.contains("Older runs"), "a full first page");
+    }
+    times.sort();
+    println!(
+        "| dashboard | {label} | {stored} open runs, first page of 50 | {:.1} ms median | p95 {:.1} ms |",
+        percentile(&times, 0.5),
+        percentile(&times, 0.95)
+    );
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    db.drop_pg().await;
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs nothing.
@@ -290,6 +391,12 @@ async fn main() {
         bench_sweep("SQLite", None, stored).await;
         if postgres_up {
             bench_sweep("PostgreSQL", Some(&postgres), stored).await;
+        }
+    }
+    for stored in [10_000, 100_000] {
+        bench_dashboard("SQLite", None, stored).await;
+        if postgres_up {
+            bench_dashboard("PostgreSQL", Some(&postgres), stored).await;
         }
     }
 }

@@ -141,6 +141,8 @@ pub struct Config {
     pub bind: SocketAddr,
     pub database: DatabaseSettings,
     pub admin_token: Option<Secret>,
+    /// Named dashboard operators, each with the SHA-256 of their token.
+    pub operators: Vec<(String, ApiKeyHash)>,
     pub sweep: SweepConfig,
     pub prober: ProberSettings,
     pub alerts: AlertSettings,
@@ -150,6 +152,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// The dashboard operator this token signs in, if any: `admin` for
+    /// `ASSAY_ADMIN_TOKEN`, else a named operator. Every token is compared,
+    /// in constant time, so the time taken tells nothing.
+    pub fn operator_for_token(&self, presented: &str) -> Option<String> {
+        let mut found = None;
+        if let Some(token) = &self.admin_token
+            && bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes()))
+        {
+            found = Some("admin".to_owned());
+        }
+        for (name, hash) in &self.operators {
+            if hash.matches(presented) {
+                found = Some(name.clone());
+            }
+        }
+        found
+    }
+
     /// Which channels each project alerts, for the store's outbox.
     pub fn outbox(&self) -> crate::alert::Outbox {
         crate::alert::Outbox {
@@ -228,7 +248,17 @@ struct FileConfig {
     alert_timeout: Option<String>,
     alert_poll_interval: Option<String>,
     #[serde(default)]
+    operators: Vec<FileOperator>,
+    #[serde(default)]
     projects: BTreeMap<String, FileProject>,
+}
+
+/// A named dashboard operator: only the SHA-256 of their token is kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOperator {
+    name: String,
+    token_sha256: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -449,6 +479,31 @@ impl Config {
             &mut errors,
         );
 
+        let mut operators = Vec::new();
+        for operator in std::mem::take(&mut file.operators) {
+            let name = operator.name.trim().to_owned();
+            if name.is_empty()
+                || name.len() > 64
+                || name.chars().any(char::is_control)
+                || name == "admin"
+            {
+                errors.push(format!(
+                    "operators: `{name}` is not a usable operator name (1 to 64 characters, not `admin`)"
+                ));
+                continue;
+            }
+            if operators.iter().any(|(n, _)| *n == name) {
+                errors.push(format!("operators: `{name}` is listed twice"));
+                continue;
+            }
+            match ApiKeyHash::from_hex(&operator.token_sha256) {
+                Some(hash) => operators.push((name, hash)),
+                None => errors.push(format!(
+                    "operators: `{name}`: token_sha256 must be 64 hex characters (the SHA-256 of the token)"
+                )),
+            }
+        }
+
         let admin_token = env("ASSAY_ADMIN_TOKEN")
             .map(str::to_owned)
             .or(file.admin_token.take())
@@ -668,6 +723,7 @@ impl Config {
                     lease: lease.unwrap_or_default(),
                 },
                 admin_token,
+                operators,
                 sweep: SweepConfig {
                     schedule,
                     schedule_text,
@@ -703,6 +759,9 @@ impl Config {
         );
         let _ = writeln!(out, "lease_duration = {}", duration(db.lease));
         let _ = writeln!(out, "admin_token = {}", set(self.admin_token.is_some()));
+        for (name, _) in &self.operators {
+            let _ = writeln!(out, "# operator {} (token_sha256 redacted)", q(name));
+        }
         let _ = writeln!(out, "sweep_schedule = {}", q(&self.sweep.schedule_text));
         let _ = writeln!(out, "sweep_batch_size = {}", self.sweep.batch_size);
         let _ = writeln!(out, "probe_concurrency = {}", self.prober.concurrency);
@@ -1128,5 +1187,39 @@ mod tests {
         ] {
             assert!(err.contains(part), "{part}: {err}");
         }
+    }
+
+    #[test]
+    fn operators_sign_in_with_their_own_tokens() {
+        let alice = hex::encode(Sha256::digest(b"alice-token-0123456789"));
+        let file = format!(
+            "[[operators]]\nname = \"alice\"\ntoken_sha256 = \"{alice}\"\n[projects.default]\n"
+        );
+        let config = load(
+            Some(&file),
+            &[("ASSAY_ADMIN_TOKEN", "admin-token-0123456789")],
+        )
+        .unwrap();
+        assert_eq!(
+            config
+                .operator_for_token("alice-token-0123456789")
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            config
+                .operator_for_token("admin-token-0123456789")
+                .as_deref(),
+            Some("admin")
+        );
+        assert_eq!(config.operator_for_token("alice-token-012345678"), None);
+        assert!(
+            !config.redacted().contains(&alice),
+            "the hash is not printed"
+        );
+
+        let bad = "[[operators]]\nname = \"admin\"\ntoken_sha256 = \"xyz\"\n";
+        let err = load(Some(bad), &[]).unwrap_err().to_string();
+        assert!(err.contains("operator name"), "{err}");
     }
 }

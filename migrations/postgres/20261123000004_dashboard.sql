@@ -9,3 +9,7 @@ CREATE TABLE dashboard_sessions (
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX dashboard_sessions_by_expiry ON dashboard_sessions (expires_at);
+
+-- Runs by status, newest first: the dashboard's open runs (and the API's
+-- `status=` filter) read one page through it, however many runs are stored.
+CREATE INDEX runs_by_status ON runs (project, status, opened_at DESC, id DESC);

@@ -32,7 +32,17 @@ pub struct Dashboard {
     pub app: AppState,
     views: Arc<Views>,
     lockout: Arc<Lockout>,
+    /// The summary strip per project, counted at most every
+    /// [`SUMMARY_TTL`]: counting a day of runs on every page view would
+    /// make the page's cost grow with the traffic.
+    summaries: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<String, (std::time::Instant, crate::store::RunSummary)>,
+        >,
+    >,
 }
+
+const SUMMARY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An error page: the store failed, or a page does not exist.
 pub struct PageError(StatusCode, &'static str);
@@ -77,6 +87,7 @@ pub fn router(app: AppState) -> Router {
     let dashboard = Dashboard {
         views: Arc::new(Views::new()),
         lockout: Arc::new(Lockout::default()),
+        summaries: Arc::default(),
         app,
     };
     Router::new()
@@ -123,6 +134,29 @@ impl Dashboard {
                 PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; the error is logged").into_response()
             }
         }
+    }
+
+    async fn summary(&self, project: &str) -> Result<crate::store::RunSummary, StoreError> {
+        let cached = self
+            .summaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(project)
+            .filter(|(at, _)| at.elapsed() < SUMMARY_TTL)
+            .map(|(_, summary)| summary.clone());
+        if let Some(summary) = cached {
+            return Ok(summary);
+        }
+        let since = crate::now() - chrono::Duration::hours(24);
+        let summary = self.app.store.run_summary(project, since).await?;
+        self.summaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                project.to_owned(),
+                (std::time::Instant::now(), summary.clone()),
+            );
+        Ok(summary)
     }
 
     /// The project a page shows: the one asked for, else the first.
@@ -184,18 +218,11 @@ async fn signin(
             ),
         ));
     }
-    let operator = d
-        .app
-        .config
-        .admin_token
-        .as_ref()
-        .filter(|token| auth::equal(token.expose(), &form.token))
-        .map(|_| "admin");
-    let Some(operator) = operator else {
+    let Some(operator) = d.app.config.operator_for_token(&form.token) else {
         d.lockout.failed(peer.ip());
         tracing::warn!(client = %peer.ip(), "a dashboard sign-in failed");
-        let message = if d.app.config.admin_token.is_none() {
-            "Sign-in is off: set ASSAY_ADMIN_TOKEN."
+        let message = if d.app.config.admin_token.is_none() && d.app.config.operators.is_empty() {
+            "Sign-in is off: set ASSAY_ADMIN_TOKEN or list operators in the config file."
         } else {
             "That token is not right."
         };
@@ -206,7 +233,7 @@ async fn signin(
     let now = crate::now();
     let session = crate::store::DashboardSession {
         id_hash: auth::hash(&value),
-        operator: operator.to_owned(),
+        operator,
         csrf_token: auth::random_token(),
         created_at: now,
         expires_at: now + chrono::Duration::from_std(auth::SESSION_LIFETIME).unwrap_or_default(),
@@ -287,8 +314,7 @@ async fn runs_page(
         cursor: q.cursor.as_deref().and_then(|c| Cursor::decode(c).ok()),
     };
     let page = d.app.store.list_runs(&project, &run_filter).await?;
-    let since = crate::now() - chrono::Duration::hours(24);
-    let summary = d.app.store.run_summary(&project, since).await?;
+    let summary = d.summary(&project).await?;
     let next = page.next_cursor.as_ref().map(|cursor| {
         views::query_url(
             "/",

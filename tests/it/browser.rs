@@ -107,6 +107,27 @@ async fn text_of(browser: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Waits until the element `css` shows `expected`: a click that submits a
+/// form or follows a link returns before the next page has loaded, and
+/// until it has, the element may be missing or stale.
+async fn wait_for_text(browser: &Client, css: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = match browser.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{css}` shows {shown:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(backend: Backend) {
     if !browser_available() {
         return;
@@ -172,7 +193,7 @@ async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(bac
     screenshot(&browser, &format!("{name}-2-open-runs")).await;
     assert!(text_of(&browser, "tbody").await.contains("open"));
     link.click().await.unwrap();
-    assert_eq!(text_of(&browser, "h1").await, "Run for cus_browser open");
+    wait_for_text(&browser, "h1", "Run for cus_browser open").await;
 
     // The deadline passes: the run page shows its incident.
     wait_for("the incident", async || {
@@ -184,17 +205,17 @@ async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(bac
     })
     .await;
     browser.refresh().await.unwrap();
-    screenshot(&browser, &format!("{name}-3-run")).await;
-    browser
-        .find(Locator::LinkText(
+    let incident_link = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::LinkText(
             "Subscription state was not reconciled after Stripe event",
         ))
         .await
-        .unwrap()
-        .click()
-        .await
         .unwrap();
-    assert_eq!(text_of(&browser, "#incident-status").await, "open");
+    screenshot(&browser, &format!("{name}-3-run")).await;
+    incident_link.click().await.unwrap();
+    wait_for_text(&browser, "#incident-status", "open").await;
     screenshot(&browser, &format!("{name}-4-incident")).await;
 
     // Acknowledging it changes its state on the page and in the store.
@@ -205,14 +226,7 @@ async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(bac
         .click()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while text_of(&browser, "#incident-status").await != "acknowledged" {
-        assert!(
-            Instant::now() < deadline,
-            "the page never showed the acknowledgement"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_text(&browser, "#incident-status", "acknowledged").await;
     screenshot(&browser, &format!("{name}-5-acknowledged")).await;
     let incidents = server.get("/v1/incidents").await;
     assert_eq!(incidents["data"][0]["status"], "acknowledged");

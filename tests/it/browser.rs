@@ -10,7 +10,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 use crate::dashboard::{ADMIN_TOKEN, SETTINGS};
-use crate::support::{Backend, TestServer, on_both_backends, subscription_created, wait_for};
+use crate::support::{
+    Backend, TestServer, on_both_backends, peer_available, subscription_created, wait_for,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -19,16 +21,11 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// fails the test; elsewhere it is skipped with a notice.
 fn browser_available() -> bool {
     let ok = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install Debian's chromium and chromium-driver"
-        );
-        eprintln!(
-            "NOTICE: skipping the browser test; install Debian's chromium and chromium-driver"
-        );
-    }
-    ok
+    peer_available(
+        ok,
+        "Chromium and chromedriver",
+        "install Debian's chromium and chromium-driver",
+    )
 }
 
 struct Driver {

@@ -48,6 +48,23 @@ async fn page(server: &TestServer, cookie: &str, path: &str) -> (StatusCode, Str
     (response.status(), response.text().await.unwrap())
 }
 
+/// Posts a dashboard form with the session `cookie`; returns the status.
+async fn post_form(
+    server: &TestServer,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> StatusCode {
+    browser()
+        .post(server.url(path))
+        .header(COOKIE, cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// The CSRF token a page's forms carry.
 fn csrf_of(html: &str) -> String {
     let at = html
@@ -142,43 +159,33 @@ async fn sessions_are_http_only_and_forms_need_their_csrf_token(backend: Backend
 
     // Without the token, or with another, the form is refused and nothing
     // changes.
+    let acknowledge = format!("/incidents/{id}/acknowledge");
     for form in [vec![], vec![("csrf", "forged")]] {
-        let response = browser()
-            .post(server.url(&format!("/incidents/{id}/acknowledge")))
-            .header(COOKIE, &cookie)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            post_form(&server, &cookie, &acknowledge, &form).await,
+            StatusCode::FORBIDDEN
+        );
     }
     assert_eq!(
         server.get(&format!("/v1/incidents/{id}")).await["status"],
         "open"
     );
 
-    let response = browser()
-        .post(server.url(&format!("/incidents/{id}/acknowledge")))
-        .header(COOKIE, &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let form = [("csrf", csrf.as_str())];
+    assert_eq!(
+        post_form(&server, &cookie, &acknowledge, &form).await,
+        StatusCode::SEE_OTHER
+    );
     assert_eq!(
         server.get(&format!("/v1/incidents/{id}")).await["status"],
         "acknowledged"
     );
 
     // Signing out ends the session on the server, not only in the browser.
-    let response = browser()
-        .post(server.url("/signout"))
-        .header(COOKIE, &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        post_form(&server, &cookie, "/signout", &form).await,
+        StatusCode::SEE_OTHER
+    );
     let (status, _) = page(&server, &cookie, "/").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     server.stop().await;

@@ -529,14 +529,22 @@ pub fn python_module_available(module: &str) -> bool {
         .args(["-c", &format!("import {module}")])
         .status()
         .is_ok_and(|s| s.success());
+    peer_available(
+        ok,
+        &format!("python3's `{module}`"),
+        "python3 -m pip install -r tests/requirements.txt",
+    )
+}
+
+/// Whether a test's real peer (`what`) is here: in CI a missing one fails
+/// the test; elsewhere the test is skipped with a notice saying `install`.
+pub fn peer_available(ok: bool, what: &str, install: &str) -> bool {
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must install the Python test peers: python3 -m pip install -r tests/requirements.txt"
+            "CI must provide {what}: {install}"
         );
-        eprintln!(
-            "NOTICE: skipping a test that needs python3's `{module}`; run `python3 -m pip install -r tests/requirements.txt`"
-        );
+        eprintln!("NOTICE: skipping a test that needs {what}; {install}");
     }
     ok
 }

@@ -24,7 +24,7 @@ use self::views::Views;
 use crate::api::AppState;
 use crate::incident::IncidentStatus;
 use crate::run::{RunStatus, Stage};
-use crate::store::{Cursor, IncidentFilter, RunFilter, RunRef, StoreError};
+use crate::store::{Cursor, IncidentFilter, RunFilter, StoreError};
 
 /// What the dashboard keeps besides the app's state.
 #[derive(Clone)]
@@ -350,7 +350,11 @@ async fn run_page(
     let detail = d
         .app
         .store
-        .run_detail(&project, &RunRef::parse(&run))
+        .run_detail(
+            &project,
+            &crate::api::run_ref(&run)
+                .map_err(|_| PageError(StatusCode::NOT_FOUND, "Not found"))?,
+        )
         .await?;
     let event = d
         .app

@@ -252,6 +252,15 @@ async fn hostile_data_renders_as_text(backend: Backend) {
         "/incidents?status=open".to_owned(),
         format!("/incidents/{id}"),
     ];
+    // A run or incident that cannot exist is a 404 page, never a 500.
+    for path in [
+        "/runs/default/evt%00nul",
+        "/runs/nope/evt_x",
+        "/incidents/not-a-uuid",
+    ] {
+        let (status, _) = page(&server, &cookie, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
     for path in pages {
         let (status, html) = page(&server, &cookie, &path).await;
         assert_eq!(status, StatusCode::OK, "{path}");

@@ -137,39 +137,57 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// The real server on an ephemeral loopback port, configured by `settings`,
+/// ready (migrated) when this returns.
+struct Running {
+    base: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(settings: &[(&str, &str)]) -> Running {
+        let env: HashMap<String, String> = settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let config = Config::load(Sources {
+            file: None,
+            env: &env,
+        })
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(assay::server::serve(config, listener, shutdown.clone()));
+        assay::install_crypto_provider();
+        let client = reqwest::Client::new();
+        while client.get(format!("{base}/readyz")).send().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Running {
+            base,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 async fn bench_ingest(label: &str, db: &BenchDb) {
-    let env: HashMap<String, String> = [
+    let server = Running::start(&[
         ("ASSAY_DATABASE_URL", db.url.as_str()),
         ("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET),
         ("ASSAY_PLAN_MAP", "price_pro=pro"),
         ("ASSAY_LOG", "warn"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let config = Config::load(Sources {
-        file: None,
-        env: &env,
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/hooks/stripe/default",
-        listener.local_addr().unwrap()
-    );
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(assay::server::serve(config, listener, shutdown.clone()));
-    assay::install_crypto_provider();
+    ])
+    .await;
+    let url = format!("{}/hooks/stripe/default", server.base);
     let client = reqwest::Client::new();
-    // Wait for the server (migrations) before timing.
-    while client
-        .get(url.replace("/hooks/stripe/default", "/readyz"))
-        .send()
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let bodies: Vec<String> = (0..INGEST_EVENTS).map(event).collect();
     let started = Instant::now();
     let mut latencies: Vec<Duration> = futures::stream::iter(bodies)
@@ -200,8 +218,7 @@ async fn bench_ingest(label: &str, db: &BenchDb) {
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
     );
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 /// `count` runs with deadlines an hour away plus [`OVERDUE`] overdue ones,
@@ -297,33 +314,19 @@ async fn bench_dashboard(label: &str, postgres: Option<&str>, stored: i64) {
         0,
     )
     .await;
-    let env: HashMap<String, String> = [
+    let server = Running::start(&[
         ("ASSAY_DATABASE_URL", db.url.as_str()),
         ("ASSAY_ADMIN_TOKEN", "bench-admin-token"),
         // No sweep during the measurement: it would fail the overdue runs.
         ("ASSAY_SWEEP_SCHEDULE", "0 0 0 1 1 * 2099"),
         ("ASSAY_LOG", "warn"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let config = Config::load(Sources {
-        file: None,
-        env: &env,
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(assay::server::serve(config, listener, shutdown.clone()));
-    assay::install_crypto_provider();
+    ])
+    .await;
+    let base = &server.base;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    while client.get(format!("{base}/readyz")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let signed_in = client
         .post(format!("{base}/signin"))
         .form(&[("token", "bench-admin-token")])
@@ -357,8 +360,7 @@ async fn bench_dashboard(label: &str, postgres: Option<&str>, stored: i64) {
         percentile(&times, 0.5),
         percentile(&times, 0.95)
     );
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     db.drop_pg().await;
 }
 

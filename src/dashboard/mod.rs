@@ -295,6 +295,17 @@ fn filter<T: FromStr>(value: Option<&str>) -> Option<T> {
     value.filter(|v| !v.is_empty()).and_then(|v| v.parse().ok())
 }
 
+/// The status a list shows: open unless asked otherwise, since open is what
+/// the operator is waiting on. An empty value means "any".
+fn status_or_open(asked: Option<&str>) -> String {
+    asked.unwrap_or("open").to_owned()
+}
+
+/// A page cursor; a mangled one shows the first page rather than an error.
+fn cursor(text: Option<&str>) -> Option<Cursor> {
+    text.and_then(|c| Cursor::decode(c).ok())
+}
+
 const PAGE_SIZE: u32 = 50;
 const REFRESH_SECS: u32 = 15;
 
@@ -304,14 +315,13 @@ async fn runs_page(
     Query(q): Query<RunsQuery>,
 ) -> PageResult {
     let project = d.project(q.project.as_deref())?;
-    // Open runs unless asked otherwise: what the operator is waiting on.
-    let status_text = q.status.clone().unwrap_or_else(|| "open".to_owned());
+    let status_text = status_or_open(q.status.as_deref());
     let run_filter = RunFilter {
         status: filter::<RunStatus>(Some(&status_text)),
         stage: filter::<Stage>(q.stage.as_deref()),
         customer_id: q.customer_id.clone().filter(|c| !c.trim().is_empty()),
         limit: PAGE_SIZE,
-        cursor: q.cursor.as_deref().and_then(|c| Cursor::decode(c).ok()),
+        cursor: cursor(q.cursor.as_deref()),
     };
     let page = d.app.store.list_runs(&project, &run_filter).await?;
     let summary = d.summary(&project).await?;
@@ -381,11 +391,11 @@ async fn incidents_page(
     Query(q): Query<IncidentsQuery>,
 ) -> PageResult {
     let project = d.project(q.project.as_deref())?;
-    let status_text = q.status.clone().unwrap_or_else(|| "open".to_owned());
+    let status_text = status_or_open(q.status.as_deref());
     let incident_filter = IncidentFilter {
         status: filter::<IncidentStatus>(Some(&status_text)),
         limit: PAGE_SIZE,
-        cursor: q.cursor.as_deref().and_then(|c| Cursor::decode(c).ok()),
+        cursor: cursor(q.cursor.as_deref()),
     };
     let page = d
         .app

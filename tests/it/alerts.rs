@@ -218,14 +218,6 @@ fn slack_only(settings: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(S
     settings
 }
 
-async fn assay(backend: Backend, settings: &[(String, String)]) -> Option<TestServer> {
-    let pairs: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    TestServer::start(backend, &pairs).await
-}
-
 /// A paid subscription whose app reconciled it but shows the wrong plan,
 /// from deploy `sha`: an "access did not change" incident at the deadline.
 async fn stuck_customer(server: &TestServer, n: &str, sha: &str) {
@@ -295,7 +287,7 @@ async fn an_incident_alerts_every_channel_once(backend: Backend) {
     }
     let receiver = Receiver::start().await;
     let smtp = SmtpSink::start();
-    let Some(server) = assay(backend, &alerting(&receiver, Some(&smtp))).await else {
+    let Some(server) = TestServer::start(backend, &alerting(&receiver, Some(&smtp))).await else {
         return;
     };
     stuck_customer(&server, "one", "sha-4f2a").await;
@@ -416,7 +408,7 @@ async fn a_receiver_that_is_down_gets_the_alert_once_it_recovers(backend: Backen
     let receiver = Receiver::start().await;
     receiver.state.failures_left.store(3, Ordering::SeqCst);
     let settings = slack_only(alerting(&receiver, None), &[]);
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     stuck_customer(&server, "down", "sha-1").await;
@@ -450,7 +442,7 @@ async fn a_receiver_that_never_recovers_leaves_a_dead_delivery(backend: Backend)
         alerting(&receiver, None),
         &[("ASSAY_ALERT_GIVE_UP_AFTER", "1s")],
     );
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     stuck_customer(&server, "dead", "sha-1").await;
@@ -474,7 +466,7 @@ async fn reminders_stop_at_acknowledgement_and_resolution_says_so_once(backend: 
         alerting(&receiver, None),
         &[("ASSAY_ALERT_REMINDER_INTERVAL", "1s")],
     );
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     stuck_customer(&server, "acked", "sha-a").await;
@@ -548,7 +540,7 @@ async fn a_resolution_never_overtakes_the_alert_it_follows(backend: Backend) {
             ("ASSAY_ALERT_RETRY_MAX", "400ms"),
         ],
     );
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     stuck_customer(&server, "order", "sha-o").await;
@@ -588,7 +580,7 @@ async fn many_incidents_with_one_cause_make_one_grouped_alert(backend: Backend) 
             ("ASSAY_SWEEP_BATCH_SIZE", "100"),
         ],
     );
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     let names: Vec<String> = (0..CUSTOMERS).map(|i| i.to_string()).collect();
@@ -750,14 +742,10 @@ async fn replicas_send_each_alert_once() {
         alerting(&receiver, None),
         &[("ASSAY_ALERT_GROUP_THRESHOLD", "1000")],
     );
-    let Some(first) = assay(Backend::Postgres, &settings).await else {
+    let Some(first) = TestServer::start(Backend::Postgres, &settings).await else {
         return;
     };
-    let pairs: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let second = first.replica(&pairs).await;
+    let second = first.replica(&settings).await;
     let names: Vec<String> = (0..INCIDENTS).map(|i| format!("r{i}")).collect();
     futures::future::join_all(names.iter().map(|n| stuck_customer(&first, n, "sha-r"))).await;
     wait_for("every delivery to settle", async || {

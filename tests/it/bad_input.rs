@@ -5,7 +5,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Backend, OTHER_API_KEY, SECRET, TestServer, now, on_both_backends, sign, subscription_created,
+    Backend, NO_SETTINGS, OTHER_API_KEY, SECRET, TestServer, now, on_both_backends, sign,
+    subscription_created,
 };
 
 fn assert_error(case: &str, got: &(StatusCode, Value), status: StatusCode, code: &str) {
@@ -20,7 +21,7 @@ fn assert_error(case: &str, got: &(StatusCode, Value), status: StatusCode, code:
 }
 
 async fn bad_stripe_deliveries_are_refused_and_store_nothing(backend: Backend) {
-    let Some(server) = TestServer::start(backend, &[]).await else {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
         return;
     };
     let event = subscription_created("evt_bad", "cus_1", "sub_1", "price_pro");
@@ -169,7 +170,7 @@ async fn bad_stripe_deliveries_are_refused_and_store_nothing(backend: Backend) {
 }
 
 async fn bad_sdk_calls_are_refused_and_change_nothing(backend: Backend) {
-    let Some(server) = TestServer::start(backend, &[]).await else {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
         return;
     };
     server
@@ -417,7 +418,7 @@ async fn bad_sdk_calls_are_refused_and_change_nothing(backend: Backend) {
 }
 
 async fn unknown_endpoints_and_methods_answer_in_the_contract_shape(backend: Backend) {
-    let Some(server) = TestServer::start(backend, &[]).await else {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
         return;
     };
     let got = server.api(Method::GET, "/v2/nothing", None).await;

@@ -4,7 +4,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Backend, TestServer, checkout, incident_for, on_both_backends, subscription_created,
+    Backend, NO_SETTINGS, TestServer, checkout, incident_for, on_both_backends,
+    subscription_created,
 };
 
 /// Deadlines short enough that the sweeper fires within the test, and long
@@ -318,7 +319,7 @@ async fn incidents_are_acknowledged_resolved_and_resolve_themselves(backend: Bac
 }
 
 async fn sdk_and_stripe_open_one_run_in_either_order(backend: Backend) {
-    let Some(server) = TestServer::start(backend, &[]).await else {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
         return;
     };
     let open = json!({
@@ -363,7 +364,7 @@ async fn sdk_and_stripe_open_one_run_in_either_order(backend: Backend) {
 }
 
 async fn runs_list_newest_first_with_filters_and_cursors(backend: Backend) {
-    let Some(server) = TestServer::start(backend, &[]).await else {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
         return;
     };
     for i in 0..5 {
@@ -418,7 +419,7 @@ async fn runs_list_newest_first_with_filters_and_cursors(backend: Backend) {
 }
 
 async fn other_event_types_are_stored_without_a_run(backend: Backend) {
-    let Some(server) = TestServer::start(backend, &[]).await else {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
         return;
     };
     let event = crate::support::fixture("customer.subscription.trial_will_end", "evt_trial");

@@ -191,15 +191,6 @@ impl FakeApp {
     }
 }
 
-/// Starts Assay with `settings`.
-async fn assay(backend: Backend, settings: &[(String, String)]) -> Option<TestServer> {
-    let pairs: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    TestServer::start(backend, &pairs).await
-}
-
 /// Deadlines short enough for a test to see the sweeper fail a run.
 const SHORT_DEADLINES: &[(&str, &str)] = &[
     ("ASSAY_DEADLINE_RECONCILED", "2s"),
@@ -225,7 +216,7 @@ async fn wait_for_status(server: &TestServer, run: &str, status: &str) -> Value 
 
 async fn access_that_flips_later_succeeds_through_probes_alone(backend: Backend) {
     let app = FakeApp::start().await;
-    let Some(server) = assay(backend, &app.settings(&[])).await else {
+    let Some(server) = TestServer::start(backend, &app.settings(&[])).await else {
         return;
     };
     app.answer(
@@ -279,7 +270,7 @@ async fn access_that_flips_later_succeeds_through_probes_alone(backend: Backend)
 
 async fn access_that_never_flips_raises_an_incident_with_the_last_probe(backend: Backend) {
     let app = FakeApp::start().await;
-    let Some(server) = assay(backend, &app.settings(SHORT_DEADLINES)).await else {
+    let Some(server) = TestServer::start(backend, &app.settings(SHORT_DEADLINES)).await else {
         return;
     };
     app.answer("cus_stuck", Answer::Json(json!({"plan": "free"})));
@@ -319,7 +310,7 @@ async fn access_that_never_flips_raises_an_incident_with_the_last_probe(backend:
 
 async fn every_way_a_probe_fails_is_recorded_and_still_ends_in_an_incident(backend: Backend) {
     let app = FakeApp::start().await;
-    let Some(server) = assay(backend, &app.settings(SHORT_DEADLINES)).await else {
+    let Some(server) = TestServer::start(backend, &app.settings(SHORT_DEADLINES)).await else {
         return;
     };
     let off_list = format!("http://localhost:{}/access/cus_pro", app.addr.port());
@@ -408,7 +399,7 @@ async fn a_name_that_resolves_to_a_refused_address_is_not_probed(backend: Backen
         ("ASSAY_PROBE_URL", url.as_str()),
         ("ASSAY_PROBE_ALLOW_HOSTS", "localhost,10.0.0.0/8"),
     ]);
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     app.answer("cus_dns", Answer::Json(json!({"plan": "pro"})));
@@ -430,7 +421,7 @@ async fn a_name_that_resolves_to_a_refused_address_is_not_probed(backend: Backen
 
 async fn a_cancelled_customer_who_keeps_access_is_caught_by_the_probe(backend: Backend) {
     let app = FakeApp::start().await;
-    let Some(server) = assay(backend, &app.settings(SHORT_DEADLINES)).await else {
+    let Some(server) = TestServer::start(backend, &app.settings(SHORT_DEADLINES)).await else {
         return;
     };
     for (customer, plan) in [("cus_keeps", json!("pro")), ("cus_gone", Value::Null)] {
@@ -459,7 +450,7 @@ async fn a_cancelled_customer_who_keeps_access_is_caught_by_the_probe(backend: B
 
 async fn a_failed_payment_is_judged_on_access_kept_through_the_grace_period(backend: Backend) {
     let app = FakeApp::start().await;
-    let Some(server) = assay(backend, &app.settings(SHORT_DEADLINES)).await else {
+    let Some(server) = TestServer::start(backend, &app.settings(SHORT_DEADLINES)).await else {
         return;
     };
     app.answer("cus_kept", Answer::Json(json!({"plan": "pro"})));
@@ -489,7 +480,7 @@ async fn an_entitlement_summary_is_compared_as_a_set_against_the_probe(backend: 
         ("ASSAY_DEADLINE_RECONCILED", "2s"),
         ("ASSAY_DEADLINE_ACCESS_ASSERTED", "3s"),
     ]);
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     app.answer(
@@ -533,7 +524,7 @@ async fn a_burst_never_exceeds_the_probe_concurrency(backend: Backend) {
             ("ASSAY_PROBE_HOST_CONCURRENCY", per_host),
             ("ASSAY_PROBE_HOST_RATE", "1000"),
         ]);
-        let Some(server) = assay(backend, &settings).await else {
+        let Some(server) = TestServer::start(backend, &settings).await else {
             return;
         };
         for i in 0..RUNS {
@@ -556,7 +547,7 @@ async fn probes_to_one_host_are_spaced_out(backend: Backend) {
     const RUNS: usize = 12;
     let app = FakeApp::start().await;
     let settings = app.settings(&[("ASSAY_PROBE_HOST_RATE", "10")]);
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     for i in 0..RUNS {
@@ -596,7 +587,7 @@ async fn a_probe_token_comes_from_the_environment_and_is_never_stored(backend: B
         ),
         ("APP_ACCESS_TOKEN", TOKEN),
     ]);
-    let Some(server) = assay(backend, &settings).await else {
+    let Some(server) = TestServer::start(backend, &settings).await else {
         return;
     };
     app.answer("cus_tok", Answer::Json(json!({"plan": "pro"})));
@@ -621,14 +612,10 @@ async fn replicas_probe_each_run_once() {
     let app = FakeApp::start().await;
     *app.state.delay.lock().unwrap() = Duration::from_millis(20);
     let settings = app.settings(&[]);
-    let Some(first) = assay(backend, &settings).await else {
+    let Some(first) = TestServer::start(backend, &settings).await else {
         return;
     };
-    let pairs: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let second = first.replica(&pairs).await;
+    let second = first.replica(&settings).await;
     for i in 0..RUNS {
         app.answer(&format!("cus_{i}"), Answer::Json(json!({"plan": "pro"})));
         let server = if i % 2 == 0 { &first } else { &second };

@@ -7,7 +7,9 @@ use std::process::Command;
 
 use reqwest::StatusCode;
 
-use crate::support::{Backend, SECRET, TestServer, fixture, now, python_module_available};
+use crate::support::{
+    Backend, NO_SETTINGS, SECRET, TestServer, fixture, now, python_module_available,
+};
 
 fn script() -> String {
     format!("{}/tests/stripe_sdk.py", env!("CARGO_MANIFEST_DIR"))
@@ -42,7 +44,9 @@ async fn payloads_signed_by_stripes_sdk_are_accepted() {
     if !stripe_sdk_available() {
         return;
     }
-    let server = TestServer::start(Backend::Sqlite, &[]).await.unwrap();
+    let server = TestServer::start(Backend::Sqlite, NO_SETTINGS)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let events = [
         "checkout.session.completed",

@@ -262,7 +262,13 @@ pub struct TestServer {
 }
 
 /// Settings for a test server, as `ASSAY_*` variables.
-pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+/// No settings beyond the defaults of [`env`].
+pub const NO_SETTINGS: &[(&str, &str)] = &[];
+
+/// Settings as `(name, value)` pairs, borrowed or owned.
+pub type Settings<'a, K, V> = &'a [(K, V)];
+
+pub fn env<K: AsRef<str>, V: AsRef<str>>(pairs: Settings<K, V>) -> HashMap<String, String> {
     let mut env: HashMap<String, String> = [
         ("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET),
         ("ASSAY_API_KEY", API_KEY),
@@ -275,7 +281,7 @@ pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     for (k, v) in pairs {
-        env.insert((*k).to_owned(), (*v).to_owned());
+        env.insert(k.as_ref().to_owned(), v.as_ref().to_owned());
     }
     env
 }
@@ -284,18 +290,27 @@ impl TestServer {
     /// Project `default` from the variables, plus project `other` (with its
     /// own key) from a file, to check that projects do not see each other.
     /// `None` when the backend is not available here (see [`TestDb::create`]).
-    pub async fn start(backend: Backend, overrides: &[(&str, &str)]) -> Option<TestServer> {
+    pub async fn start<K: AsRef<str>, V: AsRef<str>>(
+        backend: Backend,
+        overrides: Settings<'_, K, V>,
+    ) -> Option<TestServer> {
         let db = TestDb::create(backend).await?;
         Some(TestServer::start_on(std::sync::Arc::new(db), overrides).await)
     }
 
     /// Another replica on this server's database, with the same settings
     /// plus `overrides`.
-    pub async fn replica(&self, overrides: &[(&str, &str)]) -> TestServer {
+    pub async fn replica<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        overrides: Settings<'_, K, V>,
+    ) -> TestServer {
         TestServer::start_on(self.db.clone(), overrides).await
     }
 
-    async fn start_on(db: std::sync::Arc<TestDb>, overrides: &[(&str, &str)]) -> TestServer {
+    async fn start_on<K: AsRef<str>, V: AsRef<str>>(
+        db: std::sync::Arc<TestDb>,
+        overrides: Settings<'_, K, V>,
+    ) -> TestServer {
         let file = db.dir().join("assay.toml");
         std::fs::write(
             &file,

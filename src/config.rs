@@ -98,7 +98,8 @@ impl fmt::Debug for ApiKeyHash {
 
 #[derive(Debug, Clone)]
 pub struct SweepConfig {
-    pub schedule: cron::Schedule,
+    /// `None`: this replica does not sweep (`off`); another one must.
+    pub schedule: Option<cron::Schedule>,
     pub schedule_text: String,
     /// Overdue runs failed per transaction; a sweep repeats until done.
     pub batch_size: u32,
@@ -119,12 +120,28 @@ pub struct ProjectConfig {
     pub probe: Option<Arc<ProbeConfig>>,
     /// Where this project's incident alerts go.
     pub channels: Vec<ChannelConfig>,
+    /// How this project's failure drills run.
+    pub drill: crate::drill::settings::DrillSettings,
 }
 
 impl ProjectConfig {
     /// When this project's runs start being probed, if they are.
     pub fn probe_start(&self) -> Option<ProbeStart> {
         self.probe.as_ref().map(|p| p.start)
+    }
+
+    /// The channels an incident alerts: a drill's go to the channels kept
+    /// for drills when there are any, else to every channel (marked DRILL);
+    /// a real incident never goes to a drill-only channel.
+    pub fn alert_channels(&self, drill: bool) -> impl Iterator<Item = &ChannelConfig> {
+        let has_drill_channels = self.channels.iter().any(|c| c.drill_only);
+        self.channels.iter().filter(move |c| {
+            if drill && has_drill_channels {
+                c.drill_only
+            } else {
+                !c.drill_only
+            }
+        })
     }
 
     pub fn access_policy(&self) -> crate::stripe::event::AccessPolicy<'_> {
@@ -177,9 +194,13 @@ impl Config {
                 .projects
                 .values()
                 .map(|p| {
+                    let names = |drill| p.alert_channels(drill).map(|c| c.name.clone()).collect();
                     (
                         p.name.clone(),
-                        p.channels.iter().map(|c| c.name.clone()).collect(),
+                        crate::alert::ProjectChannels {
+                            real: names(false),
+                            drill: names(true),
+                        },
                     )
                 })
                 .collect(),
@@ -276,6 +297,7 @@ struct FileProject {
     probe: Option<FileProbe>,
     #[serde(default)]
     channels: Vec<FileChannel>,
+    drill: Option<crate::drill::settings::FileDrill>,
 }
 
 /// Where the configuration comes from: a file (optional) and a set of
@@ -415,13 +437,19 @@ impl Config {
             .map(str::to_owned)
             .or(file.sweep_schedule.take())
             .unwrap_or_else(|| DEFAULT_SWEEP_SCHEDULE.to_owned());
-        let schedule = cron::Schedule::from_str(&schedule_text)
-            .map_err(|e| {
-                errors.push(format!(
-                    "ASSAY_SWEEP_SCHEDULE / sweep_schedule: `{schedule_text}` is not a cron expression with a seconds field ({e}); e.g. `*/5 * * * * *`"
-                ))
-            })
-            .ok();
+        // `off` leaves sweeping to other replicas (a dashboard-only one, say).
+        let schedule = if schedule_text.trim() == "off" {
+            Some(None)
+        } else {
+            cron::Schedule::from_str(&schedule_text)
+                .map_err(|e| {
+                    errors.push(format!(
+                        "ASSAY_SWEEP_SCHEDULE / sweep_schedule: `{schedule_text}` is not a cron expression with a seconds field ({e}); e.g. `*/5 * * * * *`, or `off`"
+                    ))
+                })
+                .ok()
+                .map(Some)
+        };
         // The same range from the file and the environment: a batch of 0
         // would claim nothing, ever.
         let batch_size = match env("ASSAY_SWEEP_BATCH_SIZE") {
@@ -520,6 +548,7 @@ impl Config {
                 .iter()
                 .chain(&crate::probe::settings::VARIABLES)
                 .chain(&crate::alert::settings::VARIABLES)
+                .chain(&crate::drill::settings::VARIABLES)
             {
                 if env(var).is_some() {
                     errors.push(format!(
@@ -618,6 +647,13 @@ impl Config {
                 &|var| from_env(var).map(str::to_owned),
                 &mut errors,
             );
+            let drill = crate::drill::settings::DrillSettings::load(
+                &format!("project `{name}`"),
+                p.drill.take(),
+                &|var| from_env(var).map(str::to_owned),
+                &plan_map,
+                &mut errors,
+            );
             if let (Some(probe), Some(lease)) = (&probe, lease)
                 && probe.timeout >= lease
             {
@@ -683,6 +719,7 @@ impl Config {
                     paused_keeps_access,
                     probe,
                     channels,
+                    drill,
                 },
             );
         }
@@ -866,6 +903,9 @@ impl Config {
                 let _ = writeln!(out, "\n[[projects.{}.channels]]", p.name);
                 let _ = writeln!(out, "name = {}", q(&channel.name));
                 let _ = writeln!(out, "kind = {}", q(channel.kind.as_str()));
+                if channel.drill_only {
+                    let _ = writeln!(out, "drill = true");
+                }
                 match &channel.kind {
                     ChannelKind::Slack { .. } => {
                         let _ = writeln!(out, "url = {}", q("[redacted]"));
@@ -881,6 +921,22 @@ impl Config {
                         let _ = writeln!(out, "secret = {}", q("[redacted]"));
                     }
                 }
+            }
+            let drill = &p.drill;
+            let _ = writeln!(out, "\n[projects.{}.drill]", p.name);
+            if let Some(schedule) = &drill.schedule {
+                let _ = writeln!(out, "schedule = {}", q(&schedule.text));
+            }
+            let _ = writeln!(out, "deadline = {}", duration(drill.deadline));
+            let _ = writeln!(out, "sweep_grace = {}", duration(drill.sweep_grace));
+            let _ = writeln!(out, "alert_timeout = {}", duration(drill.alert_timeout));
+            let _ = writeln!(out, "plan = {}", q(&drill.plan));
+            if let Some(url) = &drill.ingest_url {
+                let _ = writeln!(
+                    out,
+                    "ingest_url = {}",
+                    q(&crate::probe::client::shown_url(url.as_str()))
+                );
             }
         }
         out

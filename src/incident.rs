@@ -4,16 +4,13 @@
 //! transport. The evidence is everything needed at 3 a.m. to act without
 //! opening another tool, including the reason for every value that is null.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::probe::ProbeAttempt;
-use crate::run::{Expectation, NO_PLAN, Run, Stage, UnknownName, named_enum};
+use crate::run::{Expectation, NO_PLAN, Run, Stage, named_enum};
 
 named_enum! {
     /// Which outcome was missing. A run has at most one incident per kind.
@@ -77,6 +74,8 @@ pub struct NewIncident {
     pub title: String,
     pub evidence: Value,
     pub opened_at: DateTime<Utc>,
+    /// Opened by a failure drill: alerted only as a drill, never counted.
+    pub drill: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,6 +92,8 @@ pub struct Incident {
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub resolution: Option<String>,
+    /// Opened by a failure drill: alerted only as a drill, never counted.
+    pub drill: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +121,7 @@ impl Incident {
             acknowledged_at: None,
             resolved_at: None,
             resolution: None,
+            drill: new.drill,
         }
     }
 
@@ -168,6 +170,7 @@ impl NewIncident {
             title: kind.title().to_owned(),
             evidence: evidence(run, kind, missed, deadline, last_probe),
             opened_at: now,
+            drill: run.drill_id.is_some(),
         }
     }
 }
@@ -237,6 +240,8 @@ fn evidence(
         "last_probe": last_probe_value,
         "last_probe_reason": last_probe_reason,
         "guidance": guidance(run, kind),
+        "drill": run.drill_id.is_some(),
+        "drill_id": run.drill_id,
     })
 }
 
@@ -245,6 +250,14 @@ fn or_unknown(value: &Option<String>, what: &str) -> String {
 }
 
 fn summary(run: &Run, kind: IncidentKind) -> String {
+    let told = outcome(run, kind);
+    match run.drill_id {
+        Some(_) => format!("DRILL, no real customer: {told}"),
+        None => told,
+    }
+}
+
+fn outcome(run: &Run, kind: IncidentKind) -> String {
     let customer = or_unknown(&run.customer_id, "customer");
     let event = &run.event_id;
     let shown = match (&run.observed_plan, &run.observed_features) {
@@ -291,6 +304,11 @@ fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
         .unwrap_or_else(|| format!("of customer {customer}"));
     let expected = or_unknown(&run.expected_plan, "plan");
     let mut steps = Vec::new();
+    if let Some(drill) = run.drill_id {
+        steps.push(format!(
+            "This incident comes from failure drill {drill}: no customer is affected, and the drill resolves it itself. The steps below are what a real incident of this kind would ask for."
+        ));
+    }
     match kind {
         IncidentKind::ReconciliationMissing => {
             steps.push(format!(

@@ -20,6 +20,8 @@ pub enum IngestError {
     #[error(transparent)]
     Event(#[from] EventError),
     #[error(transparent)]
+    DrillMarker(#[from] crate::drill::BadDrillMarker),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -46,6 +48,13 @@ pub async fn stripe_event(
     let secrets: Vec<&str> = project.webhook_secrets.iter().map(|s| s.expose()).collect();
     verify(signature, body, &secrets, now.timestamp())?;
     let event = StripeEvent::parse(body)?;
+    // A drill's run has the drill's deadlines and is never probed by the
+    // prober: the drill makes its own probe.
+    let drill_id = crate::drill::drill_of(&event)?;
+    let (deadlines, probe_start) = match drill_id {
+        Some(_) => (project.drill.deadlines(), None),
+        None => (project.deadlines, project.probe_start()),
+    };
     let spec = event
         .run_facts(&project.access_policy(), now)
         .map(|facts| RunSpec {
@@ -58,9 +67,10 @@ pub async fn stripe_event(
             expectation: facts.expectation,
             livemode: event.livemode,
             event_created_at: event.created_at(),
-            deadlines: project.deadlines,
-            probe_start: project.probe_start(),
+            deadlines,
+            probe_start,
             source: Source::Stripe,
+            drill_id,
         });
     // `parse` accepted the body as JSON, so it is UTF-8.
     let payload = String::from_utf8_lossy(body).into_owned();

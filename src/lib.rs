@@ -13,6 +13,7 @@ pub mod alert;
 pub mod api;
 pub mod config;
 pub mod dashboard;
+pub mod drill;
 pub mod incident;
 pub mod ingest;
 pub mod plan;

@@ -33,6 +33,35 @@ enum Command {
     Migrate,
     /// Load and validate the configuration, print it with secrets redacted.
     CheckConfig,
+    /// Failure drills: prove that the alarm rings.
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DrillCommand {
+    /// Run one failure drill end to end and print its report; exits 0 only
+    /// if the incident fired as it should. Without --url, Assay runs in
+    /// this process on a loopback port, on the configured database.
+    Run {
+        /// The project to drill (with --url, the API key's project).
+        #[arg(long)]
+        project: Option<String>,
+        /// The workflow to drill.
+        #[arg(long, default_value = assay::run::BILLING_WORKFLOW)]
+        workflow: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// A running Assay to drill over its API, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "ASSAY_URL")]
+        url: Option<String>,
+        /// The project's API key, for --url.
+        #[arg(long, env = "ASSAY_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
 }
 
 fn init_logging() {
@@ -93,6 +122,50 @@ async fn main() -> ExitCode {
             .await
             .map(|_| eprintln!("assay: migrations applied"))
             .map_err(anyhow::Error::from),
+        Command::Drill {
+            command:
+                DrillCommand::Run {
+                    project,
+                    workflow,
+                    json,
+                    url,
+                    api_key,
+                },
+        } => {
+            let ran = match url {
+                Some(url) => {
+                    assay::drill::cli::remote(
+                        &url,
+                        api_key.as_deref(),
+                        project.as_deref(),
+                        &workflow,
+                    )
+                    .await
+                }
+                None => assay::drill::cli::in_process(config, project.as_deref(), &workflow).await,
+            };
+            return match ran {
+                Ok(drill) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&drill).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", drill.render_text());
+                    }
+                    if drill.status == assay::drill::DrillStatus::Passed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("assay: the drill could not run: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Serve => match tokio::net::TcpListener::bind(config.bind).await {
             Err(e) => Err(anyhow::anyhow!("cannot listen on {}: {e}", config.bind)),
             Ok(listener) => {

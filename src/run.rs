@@ -7,12 +7,10 @@
 //! the first without repeating them.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -30,7 +28,7 @@ pub const NO_PLAN: &str = "none";
 macro_rules! named_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -42,16 +40,16 @@ macro_rules! named_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownName;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::run::UnknownName;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| UnknownName {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| $crate::run::UnknownName {
                     what: $what,
                     value: s.to_owned(),
                     expected: concat!($($text, ", "),+).trim_end_matches(", "),
@@ -155,6 +153,9 @@ pub struct RunSpec {
     pub source: Source,
     /// When Assay starts probing the app for this run; `None`: no probe.
     pub probe_start: Option<ProbeStart>,
+    /// The failure drill this run belongs to: a drill run is never counted
+    /// or alerted as a real customer's.
+    pub drill_id: Option<Uuid>,
 }
 
 /// One entry of a run's timeline: a stage report, a delivery, a verdict.
@@ -205,6 +206,8 @@ pub struct Run {
     /// run has ended. The sweeper reads only this column (through an index).
     pub deadline_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// The failure drill this run belongs to, if it is a drill's.
+    pub drill_id: Option<Uuid>,
 }
 
 /// A stage report from the app or from a probe.
@@ -308,6 +311,7 @@ impl Run {
             access_due_at,
             deadline_at: Some(reconciled_due_at.min(access_due_at)),
             closed_at: None,
+            drill_id: spec.drill_id,
         };
         run.set_expectation(spec.expectation);
         let entry = TimelineEntry {
@@ -712,6 +716,7 @@ pub(crate) mod tests {
             livemode: Some(false),
             event_created_at: None,
             probe_start: None,
+            drill_id: None,
             deadlines: Deadlines {
                 reconciled: Duration::from_secs(120),
                 access_asserted: Duration::from_secs(600),

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::worker::AlertSender;
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::drill::runner::DrillRunner;
 use crate::probe::client::ProbeClient;
 use crate::probe::worker::Prober;
 use crate::store;
@@ -38,6 +39,26 @@ pub async fn serve(
     }
     // Always running, even with no project probed: it also clears the
     // queue of runs whose project stopped being probed.
+    let local = listener.local_addr()?;
+    // The drills post their webhook to this replica's own listener (unless a
+    // project names its ingress): a wildcard bind is reached on loopback.
+    let reachable = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, local.port()))
+        }
+        ip if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+        }
+        _ => local,
+    };
+    let drill_runner = DrillRunner::new(
+        store.clone(),
+        config.clone(),
+        clients.clone(),
+        format!("http://{reachable}"),
+    )
+    .map_err(|e| anyhow::anyhow!("the drill runner: {e}"))?;
+    let drill_task = tokio::spawn(drill_runner.run(shutdown.child_token()));
     let prober = Arc::new(Prober::new(store.clone(), clients, config.prober));
     let prober_task = tokio::spawn(prober.run(shutdown.child_token()));
     let channels = config
@@ -76,6 +97,7 @@ pub async fn serve(
     let _ = sweeper_task.await;
     let _ = prober_task.await;
     let _ = alert_task.await;
+    let _ = drill_task.await;
     served?;
     Ok(())
 }

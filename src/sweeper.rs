@@ -27,7 +27,15 @@ impl Sweeper {
         loop {
             let now = crate::now();
             let swept = self.store.sweep(now, self.config.batch_size).await?;
-            for incident in &swept.incidents {
+            for incident in swept.incidents.iter().filter(|i| i.drill) {
+                tracing::info!(
+                    incident_id = %incident.id,
+                    project = %incident.project,
+                    event_id = %incident.evidence["event_id"].as_str().unwrap_or_default(),
+                    "failure drill: {}", incident.title
+                );
+            }
+            for incident in swept.incidents.iter().filter(|i| !i.drill) {
                 tracing::warn!(
                     incident_id = %incident.id,
                     run_id = %incident.run_id,
@@ -51,10 +59,14 @@ impl Sweeper {
     /// Sweeps on schedule until `shutdown` fires. A failed sweep is logged
     /// and retried at the next tick: the work stays in the database.
     pub async fn run(self, shutdown: CancellationToken) {
+        let Some(schedule) = self.config.schedule.clone() else {
+            tracing::info!("the sweeper is off on this replica (ASSAY_SWEEP_SCHEDULE=off)");
+            return;
+        };
         loop {
             // From now, not from the last tick: a slow sweep skips the ticks
             // it overran instead of running them back to back.
-            let Some(next) = self.config.schedule.after(&Utc::now()).next() else {
+            let Some(next) = schedule.after(&Utc::now()).next() else {
                 tracing::warn!("the sweep schedule has no further times; the sweeper stops");
                 return;
             };

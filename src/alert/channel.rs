@@ -48,11 +48,7 @@ impl ChannelSender {
     ) -> DeliveryAttempt {
         let at = crate::now();
         let started = Instant::now();
-        let drill = job
-            .incidents
-            .iter()
-            .any(|i| i.evidence["drill"].as_bool() == Some(true));
-        let message = Message::new(job.delivery.event, &job.incidents, public_url, drill);
+        let message = Message::new(job.delivery.event, &job.incidents, public_url);
         let result = match &channel.kind {
             ChannelKind::Slack { url } => match templates.slack(&message) {
                 Ok(body) => {
@@ -68,6 +64,7 @@ impl ChannelSender {
             ChannelKind::Webhook { url, secret } => {
                 let body = json!({
                     "type": format!("incident.{}", job.delivery.event),
+                    "drill": job.incidents.iter().any(|i| i.drill),
                     "delivery_id": job.delivery.id,
                     "count": job.incidents.len(),
                     "incidents": job.incidents,

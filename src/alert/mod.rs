@@ -19,15 +19,14 @@ pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::incident::{Incident, IncidentStatus};
-use crate::run::{UnknownName, named_enum};
+use crate::run::named_enum;
 
 named_enum! {
     /// What an alert tells.
@@ -121,11 +120,19 @@ pub enum DeliveryOutcome {
     Skipped(String),
 }
 
+/// The channels of one project that real incidents and drill incidents
+/// alert, by name, in configuration order.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectChannels {
+    pub real: Vec<String>,
+    pub drill: Vec<String>,
+}
+
 /// Which channels each project alerts, and when incidents are grouped.
 #[derive(Debug, Clone, Default)]
 pub struct Outbox {
-    /// Channel names per project, in configuration order.
-    pub channels: HashMap<String, Vec<String>>,
+    /// Channel names per project.
+    pub channels: HashMap<String, ProjectChannels>,
     /// This many incidents or more with one cause, opened in one sweep, make
     /// one grouped alert.
     pub group_threshold: usize,
@@ -140,17 +147,20 @@ struct Cause {
     deploy_sha: Option<String>,
     missed_stage: String,
     kind: String,
+    /// A drill's incidents never share a message with real ones.
+    drill: bool,
 }
 
 impl Cause {
     /// The cause as stored on a delivery.
     fn key(&self) -> String {
         format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}{}",
             self.workflow,
             self.deploy_sha.as_deref().unwrap_or(""),
             self.missed_stage,
-            self.kind
+            self.kind,
+            if self.drill { "|drill" } else { "" }
         )
     }
 
@@ -162,6 +172,7 @@ impl Cause {
             deploy_sha: text("deploy_sha"),
             missed_stage: text("missed_stage").unwrap_or_default(),
             kind: incident.kind.as_str().to_owned(),
+            drill: incident.drill,
         }
     }
 }
@@ -173,12 +184,13 @@ impl Outbox {
         event: AlertEvent,
         incident_ids: Vec<Uuid>,
         cause: Option<&Cause>,
+        drill: bool,
     ) -> Vec<NewDelivery> {
         let grouped = incident_ids.len() > 1;
         self.channels
             .get(project)
             .into_iter()
-            .flatten()
+            .flat_map(|c| if drill { &c.drill } else { &c.real })
             .map(|channel| NewDelivery {
                 id: Uuid::now_v7(),
                 project: project.to_owned(),
@@ -215,7 +227,7 @@ impl Outbox {
         for (cause, group) in by_cause {
             if self.group_threshold > 1 && group.len() >= self.group_threshold {
                 let ids = group.iter().map(|i| i.id).collect();
-                out.extend(self.deliveries(&cause.project, event, ids, Some(&cause)));
+                out.extend(self.deliveries(&cause.project, event, ids, Some(&cause), cause.drill));
             } else {
                 for incident in group {
                     out.extend(self.deliveries(
@@ -223,6 +235,7 @@ impl Outbox {
                         event,
                         vec![incident.id],
                         Some(&cause),
+                        incident.drill,
                     ));
                 }
             }
@@ -237,6 +250,7 @@ impl Outbox {
             AlertEvent::Resolved,
             vec![incident.id],
             None,
+            incident.drill,
         )
     }
 }
@@ -325,6 +339,7 @@ mod tests {
             acknowledged_at: None,
             resolved_at: None,
             resolution: None,
+            drill: false,
         }
     }
 
@@ -332,7 +347,10 @@ mod tests {
         Outbox {
             channels: HashMap::from([(
                 "p".to_owned(),
-                vec!["slack".to_owned(), "email".to_owned()],
+                ProjectChannels {
+                    real: vec!["slack".to_owned(), "email".to_owned()],
+                    drill: vec!["drills".to_owned()],
+                },
             )]),
             group_threshold: 3,
         }
@@ -357,6 +375,26 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert!(out.iter().all(|d| d.incident_ids.len() == 1));
         assert!(outbox().opened(&[incident("unalerted", "sha")]).is_empty());
+    }
+
+    #[test]
+    fn drill_incidents_alert_the_drill_channels_and_never_group_with_real_ones() {
+        let mut incidents: Vec<Incident> = (0..3).map(|_| incident("p", "sha")).collect();
+        let mut drill = incident("p", "sha");
+        drill.drill = true;
+        incidents.push(drill.clone());
+        let out = outbox().opened(&incidents);
+        let to_drills: Vec<&NewDelivery> = out.iter().filter(|d| d.channel == "drills").collect();
+        assert_eq!(to_drills.len(), 1);
+        assert_eq!(to_drills[0].incident_ids, vec![drill.id]);
+        assert!(
+            out.iter()
+                .filter(|d| d.channel != "drills")
+                .all(|d| !d.incident_ids.contains(&drill.id) && d.incident_ids.len() == 3)
+        );
+        let resolved = outbox().resolved(&drill);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].channel, "drills");
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct ChannelConfig {
     /// Unique within the project; deliveries name it.
     pub name: String,
     pub kind: ChannelKind,
+    /// Kept for failure drills: it gets drill alerts only, and a project
+    /// with such channels sends its drill alerts nowhere else.
+    pub drill_only: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +71,8 @@ pub(crate) struct FileChannel {
     smtp_url: Option<String>,
     from: Option<String>,
     to: Option<OneOrMany>,
+    /// Only for failure drills.
+    drill: Option<bool>,
 }
 
 /// The process-wide alert settings.
@@ -207,6 +212,7 @@ fn channel(
     errors: &mut Vec<String>,
 ) -> Option<ChannelConfig> {
     let what = format!("{what}: channel `{name}`");
+    let drill_only = parts.drill.unwrap_or(false);
     let mut fail = |msg: String| {
         errors.push(msg);
         None
@@ -291,7 +297,11 @@ fn channel(
             ));
         }
     };
-    Some(ChannelConfig { name, kind })
+    Some(ChannelConfig {
+        name,
+        kind,
+        drill_only,
+    })
 }
 
 /// One project's channels: the file's, then the ones the contract's

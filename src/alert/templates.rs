@@ -200,6 +200,80 @@ impl Templates {
     }
 }
 
+/// What a single-incident message must show, by the name a report uses and
+/// the key of the template context's `incident`.
+const MUST_SHOW: [(&str, &str); 6] = [
+    ("the customer", "customer"),
+    ("the subscription", "subscription"),
+    ("the Stripe event", "event_id"),
+    ("the expected plan", "expected_plan"),
+    ("the observed plan", "observed_plan"),
+    ("the deploy SHA", "deploy_sha"),
+];
+
+impl Templates {
+    /// What the message about one incident would leave out on a channel of
+    /// `kind` (`slack`, `email` or `webhook`): each evidence value an
+    /// operator needs, the first retry step, and the DRILL mark of a drill.
+    /// Rendered with the templates the sender uses, so an override that
+    /// drops a field is caught. Empty when complete.
+    pub fn missing_fields(&self, message: &Message, kind: &str) -> Vec<String> {
+        let incident = &message.context["incident"];
+        let mut wanted: Vec<(String, String)> = MUST_SHOW
+            .iter()
+            .filter_map(|(what, key)| {
+                let value = incident[*key].as_str()?;
+                Some(((*what).to_owned(), value.to_owned()))
+            })
+            .collect();
+        if let Some(step) = incident["guidance"][0].as_str() {
+            wanted.push(("the retry guidance".to_owned(), step.to_owned()));
+        }
+        let drill = message.context["drill"] == Value::Bool(true);
+        let templates: Vec<Rendered<'_>> = match kind {
+            "slack" => vec![("slack.json.hbs", &self.json, slack_escape, true)],
+            "email" => vec![
+                (
+                    "email.subject.hbs",
+                    &self.text,
+                    |s: &str| s.to_owned(),
+                    false,
+                ),
+                ("email.txt.hbs", &self.text, |s: &str| s.to_owned(), true),
+                ("email.html.hbs", &self.html, handlebars::html_escape, true),
+            ],
+            // The webhook body is the incidents as JSON: all of them.
+            _ => Vec::new(),
+        };
+        let mut missing = Vec::new();
+        for (name, registry, escape, every_field) in templates {
+            let rendered = match registry.render(name, &message.context) {
+                Ok(text) => text,
+                Err(e) => {
+                    missing.push(format!("{name} does not render: {e}"));
+                    continue;
+                }
+            };
+            if drill && !rendered.contains("DRILL") {
+                missing.push(format!("{name} does not mark the message DRILL"));
+            }
+            if every_field {
+                for (what, value) in &wanted {
+                    if !rendered.contains(&escape(value)) {
+                        missing.push(format!("{name} does not show {what} (`{value}`)"));
+                    }
+                }
+            }
+        }
+        missing
+    }
+}
+
+/// A template as the field check reads it: its name, its registry, how it
+/// escapes a value, and whether it must show every field (a subject line
+/// need only carry the DRILL mark).
+type Rendered<'a> = (&'a str, &'a Handlebars<'static>, fn(&str) -> String, bool);
+
 /// What a message says, as the templates see it.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -291,12 +365,8 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
 impl Message {
     /// The message about `incidents` (several for a grouped alert; the first
     /// stands for them all).
-    pub fn new(
-        event: AlertEvent,
-        incidents: &[Incident],
-        public_url: &str,
-        drill: bool,
-    ) -> Message {
+    pub fn new(event: AlertEvent, incidents: &[Incident], public_url: &str) -> Message {
+        let drill = incidents.iter().any(|i| i.drill);
         let first = incidents.first();
         let count = incidents.len();
         let grouped = count > 1;
@@ -364,8 +434,9 @@ impl Message {
             acknowledged_at: None,
             resolved_at: None,
             resolution: None,
+            drill,
         };
-        Message::new(event, &vec![incident; count], "http://assay.invalid", drill)
+        Message::new(event, &vec![incident; count], "http://assay.invalid")
     }
 }
 
@@ -388,6 +459,33 @@ mod tests {
         );
         assert!(email.html.contains("&lt;b&gt;summary"), "HTML is escaped");
         assert!(email.text.contains("<b>summary"), "text is not");
+    }
+
+    #[test]
+    fn the_defaults_show_every_field_and_a_dropped_one_is_named() {
+        let templates = Templates::load(None).unwrap();
+        let mut message = Message::sample(AlertEvent::Opened, 1, true);
+        message.context["incident"]["subscription"] = json!("sub_<1>");
+        for kind in ["slack", "email", "webhook"] {
+            assert_eq!(
+                templates.missing_fields(&message, kind),
+                Vec::<String>::new(),
+                "{kind}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let slack = include_str!("../../templates/alerts/slack.json.hbs")
+            .replace("{{incident.customer}}", "someone")
+            .replace("{{#if drill}}DRILL · {{/if}}", "");
+        std::fs::write(dir.path().join("slack.json.hbs"), slack).unwrap();
+        let templates = Templates::load(Some(dir.path())).unwrap();
+        let missing = templates.missing_fields(&message, "slack");
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].contains("DRILL"), "{missing:?}");
+        assert!(
+            missing[1].contains("the customer (`cus_sample`)"),
+            "{missing:?}"
+        );
     }
 
     #[test]

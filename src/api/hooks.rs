@@ -55,6 +55,9 @@ pub async fn stripe(
             Err(ApiError::bad_request(code, e.to_string()))
         }
         Err(IngestError::Event(e)) => Err(ApiError::bad_request("malformed_event", e.to_string())),
+        Err(IngestError::DrillMarker(e)) => {
+            Err(ApiError::bad_request("malformed_event", e.to_string()))
+        }
         Err(IngestError::Store(e)) => Err(e.into()),
     }
 }

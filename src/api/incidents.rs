@@ -16,6 +16,8 @@ pub struct ListQuery {
     status: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+    /// `true` lists failure drills' instead of real customers'.
+    drill: Option<bool>,
 }
 
 fn incident_id(text: &str) -> Result<Uuid, ApiError> {
@@ -31,6 +33,7 @@ pub async fn list(
     let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
     let filter = IncidentFilter {
         status: parse_filter(query.status.as_deref())?,
+        drill: query.drill.unwrap_or(false),
         limit,
         cursor,
     };

@@ -1,5 +1,6 @@
 //! HTTP: thin handlers that parse, authorise, call the store and map errors.
 
+mod drills;
 pub mod error;
 mod health;
 mod hooks;
@@ -47,6 +48,8 @@ pub fn router(state: AppState) -> Router {
             post(incidents::acknowledge),
         )
         .route("/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/v1/drills", post(drills::start).get(drills::list))
+        .route("/v1/drills/{id}", get(drills::get))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let hooks = Router::new()
         .route("/hooks/stripe/{project}", post(hooks::stripe))

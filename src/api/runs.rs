@@ -44,6 +44,15 @@ pub async fn open(
     AppJson(body): AppJson<OpenRun>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
     check_field("event_id", &body.event_id)?;
+    if body.event_id.starts_with(crate::drill::EVENT_PREFIX) {
+        return Err(ApiError::unprocessable(
+            "reserved_event_id",
+            format!(
+                "event ids starting with `{}` belong to Assay's failure drills",
+                crate::drill::EVENT_PREFIX
+            ),
+        ));
+    }
     check_field("event_type", &body.event_type)?;
     check_field("customer_id", &body.customer_id)?;
     check_optional("subscription_id", &body.subscription_id)?;
@@ -67,6 +76,7 @@ pub async fn open(
         deadlines: project.deadlines,
         probe_start: project.probe_start(),
         source: Source::Sdk,
+        drill_id: None,
     };
     let (run, created) = state.store.open_run(spec, crate::now()).await?;
     let status = if created {
@@ -141,6 +151,8 @@ pub struct ListQuery {
     customer_id: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+    /// `true` lists failure drills' instead of real customers'.
+    drill: Option<bool>,
 }
 
 /// Reads `limit` and `cursor`, shared by every list endpoint.
@@ -192,6 +204,7 @@ pub async fn list(
         status: parse_filter(query.status.as_deref())?,
         stage: parse_filter(query.stage.as_deref())?,
         customer_id: query.customer_id,
+        drill: query.drill.unwrap_or(false),
         limit,
         cursor,
     };

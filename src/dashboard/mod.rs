@@ -317,6 +317,7 @@ async fn runs_page(
     let project = d.project(q.project.as_deref())?;
     let status_text = status_or_open(q.status.as_deref());
     let run_filter = RunFilter {
+        drill: false,
         status: filter::<RunStatus>(Some(&status_text)),
         stage: filter::<Stage>(q.stage.as_deref()),
         customer_id: q.customer_id.clone().filter(|c| !c.trim().is_empty()),
@@ -393,6 +394,7 @@ async fn incidents_page(
     let project = d.project(q.project.as_deref())?;
     let status_text = status_or_open(q.status.as_deref());
     let incident_filter = IncidentFilter {
+        drill: false,
         status: filter::<IncidentStatus>(Some(&status_text)),
         limit: PAGE_SIZE,
         cursor: cursor(q.cursor.as_deref()),

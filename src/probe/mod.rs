@@ -10,16 +10,13 @@ pub mod settings;
 pub mod worker;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::run::{
-    ReportOutcome, Run, RunStatus, Source, Stage, StageReport, UnknownName, Verdict, named_enum,
-};
+use crate::run::{ReportOutcome, Run, RunStatus, Source, Stage, StageReport, Verdict, named_enum};
 
 named_enum! {
     /// When a run starts being probed.

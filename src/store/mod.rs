@@ -22,6 +22,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::alert::{Delivery, DeliveryJob, DeliveryOutcome, Outbox};
+use crate::drill::Drill;
 use crate::incident::{Incident, IncidentError, IncidentStatus};
 use crate::probe::{ProbeAttempt, ProbeJob, ProbeSchedule};
 use crate::run::{ReportError, Run, RunSpec, RunStatus, Source, Stage, StageReport, TimelineEntry};
@@ -115,6 +116,8 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub stage: Option<Stage>,
     pub customer_id: Option<String>,
+    /// Drill runs instead of real customers' (the two never mix).
+    pub drill: bool,
     pub limit: u32,
     pub cursor: Option<Cursor>,
 }
@@ -122,6 +125,8 @@ pub struct RunFilter {
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     pub status: Option<IncidentStatus>,
+    /// Drill incidents instead of real customers' (the two never mix).
+    pub drill: bool,
     pub limit: u32,
     pub cursor: Option<Cursor>,
 }
@@ -304,6 +309,61 @@ pub trait Store: Send + Sync {
         resolution: String,
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError>;
+
+    /// Stores a new drill, due at once. With `only_if_idle`, not while
+    /// another drill of its project and workflow is running. A scheduled
+    /// drill is stored once per schedule time, however many replicas try.
+    /// Returns whether it was stored.
+    async fn create_drill(&self, drill: &Drill, only_if_idle: bool) -> Result<bool, StoreError>;
+
+    /// Claims up to `limit` drills whose next step is due, with a lease.
+    async fn claim_drills(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DrillJob>, StoreError>;
+
+    /// Writes back a claimed drill after a step and releases the lease;
+    /// false (nothing written) when the lease passed to another replica.
+    async fn save_drill(&self, job: &DrillJob) -> Result<bool, StoreError>;
+
+    async fn drill(&self, project: &str, id: Uuid) -> Result<Drill, StoreError>;
+
+    /// A project's drills, newest first.
+    async fn list_drills(
+        &self,
+        project: &str,
+        limit: u32,
+        cursor: Option<Cursor>,
+    ) -> Result<Page<Drill>, StoreError>;
+
+    /// Records a drill's probe on its run: the attempt, and what it saw,
+    /// never as a match (see [`Run::observe_for_drill`]).
+    async fn record_drill_probe(
+        &self,
+        project: &str,
+        run_id: Uuid,
+        attempt: ProbeAttempt,
+        now: DateTime<Utc>,
+    ) -> Result<Run, StoreError>;
+
+    /// Ends a drill's run that is still open, without an incident: the
+    /// drill broke off and must leave nothing behind to alert later.
+    async fn end_drill_run(
+        &self,
+        project: &str,
+        run_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Run, StoreError>;
+}
+
+/// A drill claimed by one replica's drill runner, for its next step.
+#[derive(Debug, Clone)]
+pub struct DrillJob {
+    pub drill: Drill,
+    pub lease_token: String,
+    /// After this, another replica may take the step over.
+    pub lease_expires_at: DateTime<Utc>,
 }
 
 /// What the dashboard's summary strip shows for one project.

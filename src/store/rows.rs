@@ -18,7 +18,7 @@ macro_rules! run_columns {
          expected_plan, expected_plan_reason, observed_plan, deploy_sha, livemode, stage, \
          status, opened_at, reconciled_due_at, access_due_at, deadline_at, closed_at, \
          expected_features, keep_access_until, observed_features, event_created_at, superseded_by, \
-         probe_start"
+         probe_start, drill_id"
     };
 }
 pub(crate) use run_columns;
@@ -26,7 +26,7 @@ pub(crate) use run_columns;
 macro_rules! incident_columns {
     () => {
         "id, run_id, project, workflow, kind, title, status, evidence, opened_at, \
-         acknowledged_at, resolved_at, resolution"
+         acknowledged_at, resolved_at, resolution, drill"
     };
 }
 pub(crate) use incident_columns;
@@ -74,6 +74,7 @@ pub(crate) struct RunRow {
     event_created_at: i64,
     superseded_by: Option<String>,
     probe_start: Option<String>,
+    drill_id: Option<String>,
 }
 
 fn string_list(text: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
@@ -116,6 +117,7 @@ impl TryFrom<RunRow> for Run {
                 .as_deref()
                 .map(|p| parse("probe start", p))
                 .transpose()?,
+            drill_id: r.drill_id.as_deref().map(uuid).transpose()?,
         })
     }
 }
@@ -156,6 +158,7 @@ pub(crate) struct IncidentRow {
     acknowledged_at: Option<i64>,
     resolved_at: Option<i64>,
     resolution: Option<String>,
+    drill: bool,
 }
 
 impl TryFrom<IncidentRow> for Incident {
@@ -174,6 +177,7 @@ impl TryFrom<IncidentRow> for Incident {
             acknowledged_at: r.acknowledged_at.map(from_ms),
             resolved_at: r.resolved_at.map(from_ms),
             resolution: r.resolution,
+            drill: r.drill,
         })
     }
 }
@@ -305,6 +309,62 @@ impl TryFrom<DeliveryAttemptRow> for crate::alert::DeliveryAttempt {
             duration_ms: r.duration_ms,
             status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
             error: r.error,
+        })
+    }
+}
+
+/// The columns of `drills`, in the order [`DrillRow`] reads.
+macro_rules! drill_columns {
+    () => {
+        "id, project, workflow, trigger, status, step, event_id, run_id, incident_id, started_at, \
+         finished_at, scheduled_for, report, next_step_at"
+    };
+}
+pub(crate) use drill_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DrillRow {
+    id: String,
+    project: String,
+    workflow: String,
+    trigger: String,
+    status: String,
+    step: String,
+    event_id: String,
+    run_id: Option<String>,
+    incident_id: Option<String>,
+    started_at: i64,
+    finished_at: Option<i64>,
+    scheduled_for: Option<i64>,
+    report: String,
+    next_step_at: Option<i64>,
+}
+
+impl TryFrom<DrillRow> for crate::drill::Drill {
+    type Error = StoreError;
+    fn try_from(r: DrillRow) -> Result<Self, StoreError> {
+        let report: crate::drill::DrillReport = serde_json::from_str(&r.report)
+            .map_err(|e| StoreError::Corrupt(format!("drill report: {e}")))?;
+        Ok(crate::drill::Drill {
+            id: uuid(&r.id)?,
+            trigger: parse("drill trigger", &r.trigger)?,
+            status: parse("drill status", &r.status)?,
+            step: parse("drill step", &r.step)?,
+            run_id: r.run_id.as_deref().map(uuid).transpose()?,
+            incident_id: r.incident_id.as_deref().map(uuid).transpose()?,
+            project: r.project,
+            workflow: r.workflow,
+            event_id: r.event_id,
+            customer_id: report.customer_id,
+            subscription_id: report.subscription_id,
+            started_at: from_ms(r.started_at),
+            finished_at: r.finished_at.map(from_ms),
+            scheduled_for: r.scheduled_for.map(from_ms),
+            timings: report.timings,
+            steps: report.steps,
+            broken_link: report.broken_link,
+            step_started_at: report.step_started_at,
+            next_step_at: r.next_step_at.map(from_ms),
         })
     }
 }

@@ -22,8 +22,8 @@
 //! taken over is not settled twice) and releases the lease. A replica that
 //! dies between the two steps holds its rows only until the lease expires;
 //! then any replica claims them again. The sweeper claims `runs`, the
-//! prober its `probe_queue`, both through `claim_sql!` and `lease`; the
-//! alert sender and drills will claim their own queues the same way.
+//! prober its `probe_queue`, the alert sender `alert_deliveries` and the
+//! drill runner `drills`, all through `claim_sql!` and `lease`.
 //! Exactly-once outcomes do not rest on the lease alone: the unique
 //! `(run_id, kind)` key refuses a second incident even if an expired lease
 //! is settled late, and a probe is recorded only by its lease's holder.
@@ -83,6 +83,14 @@ macro_rules! claim_probes_sql {
 }
 pub(crate) use claim_probes_sql;
 
+/// The drill runner's claim: drills whose next step is due.
+macro_rules! claim_drills_sql {
+    ($skip:literal) => {
+        $crate::store::sql::claim_sql!("drills", "id", "next_step_at", $skip)
+    };
+}
+pub(crate) use claim_drills_sql;
+
 macro_rules! sql_store {
     (
         $store:ident,
@@ -94,10 +102,11 @@ macro_rules! sql_store {
     ) => {
         use $crate::incident::{Incident, NewIncident};
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
-        use $crate::store::sql::{claim_deliveries_sql, claim_overdue_sql, claim_probes_sql};
+        use $crate::store::sql::{claim_deliveries_sql, claim_drills_sql, claim_overdue_sql, claim_probes_sql};
         use $crate::store::rows::{
             DeliveryAttemptRow, DeliveryRow, IncidentRow, ProbeAttemptRow, ProbeJobRow, RunRow,
-            TimelineRow, convert, delivery_columns, incident_columns, probe_columns, run_columns,
+            DrillRow, TimelineRow, convert, delivery_columns, drill_columns, incident_columns, probe_columns,
+            run_columns,
         };
         use $crate::alert::{Delivery, DeliveryJob, DeliveryOutcome, DeliveryStatus, NewDelivery, Outbox};
         use $crate::probe::{ProbeAttempt, ProbeJob, ProbeStart};
@@ -146,14 +155,14 @@ macro_rules! sql_store {
                     "INSERT INTO runs (",
                     run_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $20, $21, $22, $23, $24, $25) ON CONFLICT (project, workflow, event_id) DO NOTHING"
+                     $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (project, workflow, event_id) DO NOTHING"
                 ))
             } else {
                 sqlx::query(concat!(
                     "INSERT INTO runs (",
                     run_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $20, $21, $22, $23, $24, $25) ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+                     $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
                      subscription_id = excluded.subscription_id, expected_plan = excluded.expected_plan, \
                      expected_plan_reason = excluded.expected_plan_reason, \
                      observed_plan = excluded.observed_plan, deploy_sha = excluded.deploy_sha, \
@@ -191,6 +200,7 @@ macro_rules! sql_store {
                 .bind(to_ms(run.event_created_at))
                 .bind(run.superseded_by.map(|id| id.to_string()))
                 .bind(run.probe_start.map(|p| p.as_str()))
+                .bind(run.drill_id.map(|id| id.to_string()))
                 .execute(&mut *conn)
                 .await?;
             Ok(done.rows_affected() == 1)
@@ -224,7 +234,7 @@ macro_rules! sql_store {
             let done = sqlx::query(concat!(
                 "INSERT INTO incidents (",
                 incident_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, NULL, NULL, NULL) \
+                ") VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, NULL, NULL, NULL, $9) \
                  ON CONFLICT (run_id, kind) DO NOTHING"
             ))
             .bind(new.id.to_string())
@@ -235,6 +245,7 @@ macro_rules! sql_store {
             .bind(&new.title)
             .bind(new.evidence.to_string())
             .bind(to_ms(new.opened_at))
+            .bind(new.drill)
             .execute(&mut *conn)
             .await?;
             Ok(done.rows_affected() == 1)
@@ -297,6 +308,32 @@ macro_rules! sql_store {
             )
             .bind(run.id.to_string())
             .bind(to_ms(now))
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_probe_attempt(
+            conn: &mut $conn,
+            run_id: uuid::Uuid,
+            attempt: &ProbeAttempt,
+            matched: bool,
+        ) -> Result<(), StoreError> {
+            sqlx::query(concat!(
+                "INSERT INTO probe_attempts (run_id, ",
+                probe_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(run_id.to_string())
+            .bind(to_ms(attempt.at))
+            .bind(attempt.duration_ms)
+            .bind(&attempt.url)
+            .bind(attempt.status_code.map(i64::from))
+            .bind(&attempt.observed_plan)
+            .bind(attempt.observed_features.as_ref().map(|f| serde_json::json!(f).to_string()))
+            .bind(&attempt.deploy_sha)
+            .bind(&attempt.error)
+            .bind(matched)
             .execute(&mut *conn)
             .await?;
             Ok(())
@@ -720,6 +757,7 @@ macro_rules! sql_store {
                 if let Some(customer) = &filter.customer_id {
                     query.push(" AND customer_id = ").push_bind(customer.clone());
                 }
+                query.push(if filter.drill { " AND drill_id IS NOT NULL" } else { " AND drill_id IS NULL" });
                 push_cursor(&mut query, filter.cursor);
                 query
                     .push(" ORDER BY opened_at DESC, id DESC LIMIT ")
@@ -833,23 +871,7 @@ macro_rules! sql_store {
                 let mut next_due = None;
                 if let Some((mut attempt, schedule)) = attempt {
                     attempt.matched = run.probe_matches(&attempt);
-                    sqlx::query(concat!(
-                        "INSERT INTO probe_attempts (run_id, ",
-                        probe_columns!(),
-                        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                    ))
-                    .bind(run.id.to_string())
-                    .bind(to_ms(attempt.at))
-                    .bind(attempt.duration_ms)
-                    .bind(&attempt.url)
-                    .bind(attempt.status_code.map(i64::from))
-                    .bind(&attempt.observed_plan)
-                    .bind(attempt.observed_features.as_ref().map(|f| serde_json::json!(f).to_string()))
-                    .bind(&attempt.deploy_sha)
-                    .bind(&attempt.error)
-                    .bind(attempt.matched)
-                    .execute(&mut *tx)
-                    .await?;
+                    insert_probe_attempt(&mut tx, run.id, &attempt, attempt.matched).await?;
                     let matched = match run.observe(&attempt, now) {
                         Some(outcome) => {
                             save_report(&mut tx, &self.outbox, &run, &outcome, Source::Probe, now).await?;
@@ -919,6 +941,7 @@ macro_rules! sql_store {
                 if let Some(status) = filter.status {
                     query.push(" AND status = ").push_bind(status.as_str());
                 }
+                query.push(" AND drill = ").push_bind(filter.drill);
                 push_cursor(&mut query, filter.cursor);
                 query
                     .push(" ORDER BY opened_at DESC, id DESC LIMIT ")
@@ -1153,7 +1176,8 @@ macro_rules! sql_store {
                 since: chrono::DateTime<chrono::Utc>,
             ) -> Result<$crate::store::RunSummary, StoreError> {
                 let counts: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT status, COUNT(*) FROM runs WHERE project = $1 AND opened_at >= $2 GROUP BY status",
+                    "SELECT status, COUNT(*) FROM runs WHERE project = $1 AND opened_at >= $2 \
+                     AND drill_id IS NULL GROUP BY status",
                 )
                 .bind(project)
                 .bind(to_ms(since))
@@ -1163,7 +1187,8 @@ macro_rules! sql_store {
                 // The latest 10,000 are plenty for a median and a p95.
                 let durations: Vec<i64> = sqlx::query_scalar(
                     "SELECT closed_at - opened_at FROM runs WHERE project = $1 AND opened_at >= $2 \
-                     AND status = 'succeeded' AND closed_at IS NOT NULL ORDER BY opened_at DESC LIMIT 10000",
+                     AND drill_id IS NULL AND status = 'succeeded' AND closed_at IS NOT NULL \
+                     ORDER BY opened_at DESC LIMIT 10000",
                 )
                 .bind(project)
                 .bind(to_ms(since))
@@ -1230,6 +1255,182 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await?;
                 Ok(())
+            }
+
+            async fn create_drill(&self, drill: &$crate::drill::Drill, only_if_idle: bool) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                if only_if_idle {
+                    let running: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM drills WHERE project = $1 AND workflow = $2 AND status = 'running' LIMIT 1",
+                    )
+                    .bind(&drill.project)
+                    .bind(&drill.workflow)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if running.is_some() {
+                        return Ok(false);
+                    }
+                }
+                let report = serde_json::to_string(&drill.report())
+                    .map_err(|e| StoreError::Corrupt(format!("drill report: {e}")))?;
+                let done = sqlx::query(concat!(
+                    "INSERT INTO drills (",
+                    drill_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ",
+                    "ON CONFLICT (project, workflow, scheduled_for) DO NOTHING"
+                ))
+                .bind(drill.id.to_string())
+                .bind(&drill.project)
+                .bind(&drill.workflow)
+                .bind(drill.trigger.as_str())
+                .bind(drill.status.as_str())
+                .bind(drill.step.as_str())
+                .bind(&drill.event_id)
+                .bind(drill.run_id.map(|id| id.to_string()))
+                .bind(drill.incident_id.map(|id| id.to_string()))
+                .bind(to_ms(drill.started_at))
+                .bind(drill.finished_at.map(to_ms))
+                .bind(drill.scheduled_for.map(to_ms))
+                .bind(report)
+                .bind(drill.next_step_at.map(to_ms))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn claim_drills(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::DrillJob>, StoreError> {
+                let (token, claimed, lease_expires_at) = self.lease(claim_drills_sql!($skip), now, limit).await?;
+                if claimed == 0 {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<DrillRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    drill_columns!(),
+                    " FROM drills WHERE lease_token = $1 ORDER BY started_at, id"
+                ))
+                .bind(&token)
+                .fetch_all(&self.writer)
+                .await?;
+                Ok(convert::<_, $crate::drill::Drill>(rows)?
+                    .into_iter()
+                    .map(|drill| $crate::store::DrillJob {
+                        drill,
+                        lease_token: token.clone(),
+                        lease_expires_at,
+                    })
+                    .collect())
+            }
+
+            async fn save_drill(&self, job: &$crate::store::DrillJob) -> Result<bool, StoreError> {
+                let drill = &job.drill;
+                let report = serde_json::to_string(&drill.report())
+                    .map_err(|e| StoreError::Corrupt(format!("drill report: {e}")))?;
+                // Only the lease's holder writes: a step taken over by
+                // another replica is recorded once, by that replica.
+                let done = sqlx::query(
+                    "UPDATE drills SET status = $2, step = $3, run_id = $4, incident_id = $5, finished_at = $6, \
+                     report = $7, next_step_at = $8, lease_token = NULL, lease_expires_at = NULL \
+                     WHERE id = $1 AND lease_token = $9",
+                )
+                .bind(drill.id.to_string())
+                .bind(drill.status.as_str())
+                .bind(drill.step.as_str())
+                .bind(drill.run_id.map(|id| id.to_string()))
+                .bind(drill.incident_id.map(|id| id.to_string()))
+                .bind(drill.finished_at.map(to_ms))
+                .bind(report)
+                .bind(drill.next_step_at.map(to_ms))
+                .bind(&job.lease_token)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn drill(&self, project: &str, id: uuid::Uuid) -> Result<$crate::drill::Drill, StoreError> {
+                let row: Option<DrillRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    drill_columns!(),
+                    " FROM drills WHERE project = $1 AND id = $2"
+                ))
+                .bind(project)
+                .bind(id.to_string())
+                .fetch_optional(&self.reader)
+                .await?;
+                row.ok_or(StoreError::NotFound("drill"))?.try_into()
+            }
+
+            async fn list_drills(
+                &self,
+                project: &str,
+                limit: u32,
+                cursor: Option<Cursor>,
+            ) -> Result<Page<$crate::drill::Drill>, StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    drill_columns!(),
+                    " FROM drills WHERE project = "
+                ));
+                query.push_bind(project.to_owned());
+                if let Some(c) = cursor {
+                    query
+                        .push(" AND (started_at < ")
+                        .push_bind(c.at_ms)
+                        .push(" OR (started_at = ")
+                        .push_bind(c.at_ms)
+                        .push(" AND id < ")
+                        .push_bind(c.id.to_string())
+                        .push("))");
+                }
+                query
+                    .push(" ORDER BY started_at DESC, id DESC LIMIT ")
+                    .push_bind(i64::from(limit) + 1);
+                let rows: Vec<DrillRow> = query.build_query_as().fetch_all(&self.reader).await?;
+                Ok(Page::from_rows(convert(rows)?, limit, |d: &$crate::drill::Drill| Cursor {
+                    at_ms: to_ms(d.started_at),
+                    id: d.id,
+                }))
+            }
+
+            async fn record_drill_probe(
+                &self,
+                project: &str,
+                run_id: uuid::Uuid,
+                attempt: ProbeAttempt,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Run, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let mut run = fetch_run(&mut tx, project, &RunRef::Id(run_id), true)
+                    .await?
+                    .ok_or(StoreError::NotFound("run"))?;
+                let entry = run.observe_for_drill(&attempt, now);
+                insert_probe_attempt(&mut tx, run.id, &attempt, false).await?;
+                write_run(&mut tx, &run, false).await?;
+                append_timeline(&mut tx, run.id, &[entry]).await?;
+                tx.commit().await?;
+                Ok(run)
+            }
+
+            async fn end_drill_run(
+                &self,
+                project: &str,
+                run_id: uuid::Uuid,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Run, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let mut run = fetch_run(&mut tx, project, &RunRef::Id(run_id), true)
+                    .await?
+                    .ok_or(StoreError::NotFound("run"))?;
+                if let Some(entry) = run.end_for_drill(now) {
+                    write_run(&mut tx, &run, false).await?;
+                    append_timeline(&mut tx, run.id, &[entry]).await?;
+                }
+                tx.commit().await?;
+                Ok(run)
             }
         }
     };

@@ -1,0 +1,146 @@
+//! `assay drill run`: one drill, end to end, either in this process (Assay
+//! serves on a loopback port, on the configured database, for as long as
+//! the drill takes) or against a running Assay over its API.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Drill, DrillStatus, DrillTrigger};
+use crate::config::Config;
+
+/// How often the command looks at the drill.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs a drill with Assay in this process: the same server as `assay
+/// serve` (sweeper, alert sender, drill runner), on a loopback port.
+pub async fn in_process(
+    config: Config,
+    project: Option<&str>,
+    workflow: &str,
+) -> anyhow::Result<Drill> {
+    let workflow = super::workflow(Some(workflow)).map_err(|e| anyhow!(e))?;
+    let project = match project {
+        Some(name) => config.projects.get(name).ok_or_else(|| {
+            anyhow!(
+                "no project `{name}` is configured; the projects are: {}",
+                config
+                    .projects
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?,
+        None if config.projects.len() == 1 => config
+            .projects
+            .values()
+            .next()
+            .ok_or_else(|| anyhow!("no project is configured"))?,
+        None => bail!(
+            "name the project to drill with --project: one of {}",
+            config
+                .projects
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+    .clone();
+    crate::install_crypto_provider();
+    // Migrated before the server starts, so that the two do not race.
+    let store = crate::store::connect(&config.database).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen on a loopback port")?;
+    let shutdown = CancellationToken::new();
+    let mut server = tokio::spawn(crate::server::serve(config, listener, shutdown.clone()));
+    let drill = super::runner::start(store.as_ref(), &project, workflow, DrillTrigger::Cli).await?;
+    let limit = drill.timings.longest();
+    let started = Instant::now();
+    let outcome = loop {
+        tokio::select! {
+            served = &mut server => {
+                break Err(match served {
+                    Ok(Err(e)) => e.context("Assay stopped during the drill"),
+                    _ => anyhow!("Assay stopped during the drill"),
+                });
+            }
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        let now = store.drill(&project.name, drill.id).await?;
+        if now.status != DrillStatus::Running || started.elapsed() > limit {
+            break Ok(now);
+        }
+    };
+    shutdown.cancel();
+    if !server.is_finished() {
+        let _ = server.await;
+    }
+    outcome
+}
+
+/// Runs a drill on a running Assay through `POST /v1/drills` and reads its
+/// report until it finishes.
+pub async fn remote(
+    base: &str,
+    api_key: Option<&str>,
+    project: Option<&str>,
+    workflow: &str,
+) -> anyhow::Result<Drill> {
+    let key = api_key
+        .filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| anyhow!("set ASSAY_API_KEY (or --api-key) to the project's API key"))?;
+    crate::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build an HTTP client")?;
+    let base = base.trim_end_matches('/');
+    let call = |request: reqwest::RequestBuilder| async move {
+        let response = request
+            .bearer_auth(key)
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach Assay at {base}: {}", crate::error_chain(&e)))?;
+        let status = response.status();
+        let body: Value = serde_json::from_slice(&response.bytes().await?).unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "Assay answered HTTP {}: {} {}",
+                status.as_u16(),
+                body["error"]["code"].as_str().unwrap_or_default(),
+                body["error"]["message"].as_str().unwrap_or_default()
+            );
+        }
+        serde_json::from_value::<Drill>(body).context("Assay's answer is not a drill report")
+    };
+    let drill = call(
+        http.post(format!("{base}/v1/drills"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json!({ "workflow": workflow }).to_string()),
+    )
+    .await?;
+    if let Some(project) = project
+        && project != drill.project
+    {
+        bail!(
+            "the API key belongs to project `{}`, not `{project}`; the drill {} runs on `{}`",
+            drill.project,
+            drill.id,
+            drill.project
+        );
+    }
+    let limit = drill.timings.longest();
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = call(http.get(format!("{base}/v1/drills/{}", drill.id))).await?;
+        if now.status != DrillStatus::Running || started.elapsed() > limit {
+            return Ok(now);
+        }
+    }
+}

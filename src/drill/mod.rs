@@ -1,0 +1,774 @@
+//! Failure drills: Assay rehearses, on purpose, the failure operators fear (a
+//! customer who paid and whose access did not change) and checks that the
+//! alarm rings, link by link.
+//!
+//! A drill builds a test-mode Stripe event marked as a drill in its id and
+//! its metadata, signs it and posts it through the real ingest path over
+//! HTTP; lets `reconciled` succeed; forces the access check to fail (the
+//! probe carries an `Assay-Drill` header and its answer never counts as a
+//! match); waits for the sweeper's incident; checks the incident's title,
+//! evidence and rendered alerts; waits for every drill channel to take the
+//! alert; and resolves the incident. Each step is recorded with its time and
+//! outcome, and a failed step names the broken link and what to fix.
+//!
+//! This module holds the rules, pure: the drill's steps and how it moves
+//! between them, the drill event and its marker, and the incident check.
+//! [`settings`] reads the per-project settings, [`runner`] does the steps
+//! (claimed through the store like every background job) and fires the
+//! scheduled drills.
+
+pub mod cli;
+pub mod runner;
+pub mod settings;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::incident::{Incident, IncidentKind};
+use crate::probe::ProbeAttempt;
+use crate::run::{Run, RunStatus, Source, Stage, TimelineEntry, named_enum};
+use crate::stripe::StripeEvent;
+
+/// Drill events' ids start with this; no Stripe event id does.
+pub const EVENT_PREFIX: &str = "evt_assaydrill_";
+/// The metadata key of a drill event's object, holding the drill's id.
+pub const METADATA_KEY: &str = "assay_drill";
+/// The header a drill's probe carries, holding the drill's id, so that the
+/// app can tell (and log) a drill's probe apart.
+pub const PROBE_HEADER: &str = "Assay-Drill";
+
+named_enum! {
+    DrillStatus, "drill status" {
+        Running => "running",
+        Passed => "passed",
+        Failed => "failed",
+    }
+}
+
+named_enum! {
+    /// What started a drill.
+    DrillTrigger, "drill trigger" {
+        Api => "api",
+        Cli => "cli",
+        Schedule => "schedule",
+    }
+}
+
+named_enum! {
+    /// The links of the chain a drill checks, in order.
+    DrillStep, "drill step" {
+        Ingest => "ingest",
+        RunOpened => "run_opened",
+        Reconciled => "reconciled",
+        AccessFailed => "access_failed",
+        IncidentOpened => "incident_opened",
+        IncidentComplete => "incident_complete",
+        AlertDelivered => "alert_delivered",
+        Resolved => "resolved",
+    }
+}
+
+named_enum! {
+    /// Which link of the chain broke.
+    BrokenLink, "broken link" {
+        IngestRefused => "ingest_refused",
+        NoRun => "no_run",
+        StageRefused => "stage_refused",
+        SweeperLate => "sweeper_late",
+        IncidentIncomplete => "incident_incomplete",
+        AlertNotDelivered => "alert_not_delivered",
+        ResolveFailed => "resolve_failed",
+    }
+}
+
+impl BrokenLink {
+    /// The broken link in words, as an operator reads the report.
+    pub fn headline(self) -> &'static str {
+        match self {
+            BrokenLink::IngestRefused => "the Stripe webhook was refused",
+            BrokenLink::NoRun => "the accepted webhook opened no run",
+            BrokenLink::StageRefused => "the run refused the app's stage report",
+            BrokenLink::SweeperLate => "the sweeper did not open the incident by its deadline",
+            BrokenLink::IncidentIncomplete => "the incident or its alert is missing a field",
+            BrokenLink::AlertNotDelivered => "the alert was not delivered",
+            BrokenLink::ResolveFailed => "the drill's incident could not be resolved",
+        }
+    }
+
+    /// Whether the chain goes on after this link broke: the checks of one
+    /// incident are independent, but without a run or an incident there is
+    /// nothing further to check.
+    fn stops_the_chain(self) -> bool {
+        matches!(
+            self,
+            BrokenLink::IngestRefused
+                | BrokenLink::NoRun
+                | BrokenLink::StageRefused
+                | BrokenLink::SweeperLate
+        )
+    }
+}
+
+impl DrillStep {
+    fn next(self) -> Option<DrillStep> {
+        let all = DrillStep::ALL;
+        let at = all.iter().position(|s| *s == self)?;
+        all.get(at + 1).copied()
+    }
+}
+
+/// The settings a drill runs with, fixed when it starts, so that every
+/// replica that takes a step of it judges it alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillTimings {
+    /// How long after the event the drill run's access is due.
+    pub deadline_ms: u64,
+    /// How long after that deadline the sweeper has to open the incident.
+    pub sweep_grace_ms: u64,
+    /// How long after the incident opened each drill channel has to take
+    /// the alert.
+    pub alert_timeout_ms: u64,
+    /// The plan the drill customer pays for.
+    pub plan: String,
+}
+
+impl DrillTimings {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+    pub fn sweep_grace(&self) -> Duration {
+        Duration::from_millis(self.sweep_grace_ms)
+    }
+    pub fn alert_timeout(&self) -> Duration {
+        Duration::from_millis(self.alert_timeout_ms)
+    }
+}
+
+/// One step as done: when, whether it passed, and what was seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: DrillStep,
+    pub at: DateTime<Utc>,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// The first link that broke, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Broken {
+    pub link: BrokenLink,
+    pub step: DrillStep,
+    pub headline: String,
+    pub detail: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drill {
+    pub id: Uuid,
+    pub project: String,
+    pub workflow: String,
+    pub trigger: DrillTrigger,
+    pub status: DrillStatus,
+    /// The step the drill does next; the last one it did once finished.
+    pub step: DrillStep,
+    pub event_id: String,
+    pub customer_id: String,
+    pub subscription_id: String,
+    pub run_id: Option<Uuid>,
+    pub incident_id: Option<Uuid>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// For a scheduled drill: the schedule's time it stands for.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub timings: DrillTimings,
+    pub steps: Vec<StepRecord>,
+    pub broken_link: Option<Broken>,
+    /// When the current step began: the waits count from it.
+    pub step_started_at: DateTime<Utc>,
+    /// When the runner takes the next step; `None` once finished.
+    #[serde(skip)]
+    pub next_step_at: Option<DateTime<Utc>>,
+}
+
+/// The part of a drill kept as one JSON document (the rest are columns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub customer_id: String,
+    pub subscription_id: String,
+    pub timings: DrillTimings,
+    pub steps: Vec<StepRecord>,
+    pub broken_link: Option<Broken>,
+    pub step_started_at: DateTime<Utc>,
+}
+
+impl Drill {
+    /// The report as an operator reads it in a terminal.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let verdict = match self.status {
+            DrillStatus::Passed => "PASSED: the alarm rings",
+            DrillStatus::Failed => "FAILED: the alarm would not ring as it should",
+            DrillStatus::Running => "RUNNING",
+        };
+        let _ = writeln!(
+            out,
+            "Failure drill {} (project {}, workflow {}, started by {} at {})",
+            self.id,
+            self.project,
+            self.workflow,
+            self.trigger,
+            self.started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        let _ = writeln!(out, "{verdict}");
+        let _ = writeln!(
+            out,
+            "Event {}, customer {}, subscription {}",
+            self.event_id, self.customer_id, self.subscription_id
+        );
+        if let Some(run) = self.run_id {
+            let _ = write!(out, "Run {run}");
+            if let Some(incident) = self.incident_id {
+                let _ = write!(out, ", incident {incident}");
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out);
+        for record in &self.steps {
+            let _ = writeln!(
+                out,
+                "  {} {}  {:<17} {}",
+                if record.passed { "ok  " } else { "FAIL" },
+                record.at.format("%H:%M:%S%.3f"),
+                record.step.as_str(),
+                record.detail
+            );
+        }
+        if self.status == DrillStatus::Running {
+            let _ = writeln!(out, "  ...  next: {}", self.step);
+        }
+        if let Some(broken) = &self.broken_link {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "Broken link: {} ({}, at step {})",
+                broken.headline, broken.link, broken.step
+            );
+            let _ = writeln!(out, "  What happened: {}", broken.detail);
+            let _ = writeln!(out, "  What to fix:   {}", broken.fix);
+        }
+        out
+    }
+}
+
+/// What doing one step came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    Passed(String),
+    Failed {
+        link: BrokenLink,
+        detail: String,
+        fix: String,
+    },
+    /// Not yet: look again at this time.
+    WaitUntil(DateTime<Utc>),
+}
+
+impl Drill {
+    /// A drill about to start, due at once. Its event, customer and
+    /// subscription ids carry the drill's id, so that nothing it creates can
+    /// be mistaken for a real customer's.
+    pub fn new(
+        project: &str,
+        workflow: &str,
+        trigger: DrillTrigger,
+        timings: DrillTimings,
+        scheduled_for: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Drill {
+        let id = Uuid::now_v7();
+        let tag = id.simple();
+        Drill {
+            id,
+            project: project.to_owned(),
+            workflow: workflow.to_owned(),
+            trigger,
+            status: DrillStatus::Running,
+            step: DrillStep::Ingest,
+            event_id: format!("{EVENT_PREFIX}{tag}"),
+            customer_id: format!("cus_assaydrill_{tag}"),
+            subscription_id: format!("sub_assaydrill_{tag}"),
+            run_id: None,
+            incident_id: None,
+            started_at: now,
+            finished_at: None,
+            scheduled_for,
+            timings,
+            steps: Vec::new(),
+            broken_link: None,
+            step_started_at: now,
+            next_step_at: Some(now),
+        }
+    }
+
+    pub fn report(&self) -> DrillReport {
+        DrillReport {
+            customer_id: self.customer_id.clone(),
+            subscription_id: self.subscription_id.clone(),
+            timings: self.timings.clone(),
+            steps: self.steps.clone(),
+            broken_link: self.broken_link.clone(),
+            step_started_at: self.step_started_at,
+        }
+    }
+
+    /// Applies what the current step came to: the drill moves to its next
+    /// step, waits, or finishes.
+    pub fn apply(&mut self, outcome: StepOutcome, now: DateTime<Utc>) {
+        if self.status != DrillStatus::Running {
+            return;
+        }
+        let step = self.step;
+        let next = match outcome {
+            StepOutcome::WaitUntil(at) => {
+                self.next_step_at = Some(at.max(now));
+                return;
+            }
+            StepOutcome::Passed(detail) => {
+                self.steps.push(StepRecord {
+                    step,
+                    at: now,
+                    passed: true,
+                    detail,
+                });
+                step.next()
+            }
+            StepOutcome::Failed { link, detail, fix } => {
+                self.steps.push(StepRecord {
+                    step,
+                    at: now,
+                    passed: false,
+                    detail: detail.clone(),
+                });
+                if self.broken_link.is_none() {
+                    self.broken_link = Some(Broken {
+                        link,
+                        step,
+                        headline: link.headline().to_owned(),
+                        detail,
+                        fix,
+                    });
+                }
+                match step {
+                    DrillStep::Resolved => None,
+                    // Clean up: the last step resolves what the drill
+                    // opened and ends its run.
+                    _ if link.stops_the_chain() => Some(DrillStep::Resolved),
+                    _ => step.next(),
+                }
+            }
+        };
+        match next {
+            Some(next) => {
+                self.step = next;
+                self.step_started_at = now;
+                self.next_step_at = Some(now);
+            }
+            None => {
+                self.status = if self.broken_link.is_none() {
+                    DrillStatus::Passed
+                } else {
+                    DrillStatus::Failed
+                };
+                self.finished_at = Some(now);
+                self.next_step_at = None;
+            }
+        }
+    }
+
+    /// The drill's Stripe event: a subscription updated to the drill plan,
+    /// in test mode, marked as a drill in its id and its metadata.
+    /// `lookup_key` is a plan-map key of the drill plan, when the project
+    /// maps one, so the plan comes out of the event the way a real one's
+    /// does.
+    pub fn event(&self, lookup_key: Option<&str>, now: DateTime<Utc>) -> Value {
+        let tag = self.id.simple();
+        let created = now.timestamp();
+        json!({
+            "id": self.event_id,
+            "object": "event",
+            "api_version": "2025-03-31.basil",
+            "created": created,
+            "livemode": false,
+            "pending_webhooks": 1,
+            "request": { "id": null, "idempotency_key": null },
+            "type": "customer.subscription.updated",
+            "data": {
+                "object": {
+                    "id": self.subscription_id,
+                    "object": "subscription",
+                    "customer": self.customer_id,
+                    "status": "active",
+                    "livemode": false,
+                    "created": created,
+                    "metadata": { METADATA_KEY: self.id.to_string() },
+                    "items": {
+                        "object": "list",
+                        "has_more": false,
+                        "data": [{
+                            "id": format!("si_assaydrill_{tag}"),
+                            "object": "subscription_item",
+                            "quantity": 1,
+                            "current_period_start": created,
+                            "current_period_end": created + 30 * 86_400,
+                            "price": {
+                                "id": format!("price_assaydrill_{tag}"),
+                                "object": "price",
+                                "lookup_key": lookup_key,
+                                "product": format!("prod_assaydrill_{tag}"),
+                                "livemode": false,
+                            },
+                        }],
+                    },
+                },
+                "previous_attributes": { "status": "incomplete" },
+            },
+        })
+    }
+}
+
+impl Run {
+    /// What a drill's probe saw, kept on the drill's run as the app's
+    /// answer but never as a match: the drill rehearses access that did not
+    /// change, whatever the app answers for a customer it has never seen.
+    /// The run stays open, for the sweeper to fail.
+    pub fn observe_for_drill(
+        &mut self,
+        attempt: &ProbeAttempt,
+        now: DateTime<Utc>,
+    ) -> TimelineEntry {
+        if self.status == RunStatus::Open && attempt.error.is_none() {
+            if attempt.observed_plan.is_some() {
+                self.observed_plan = attempt.observed_plan.clone();
+            }
+            if attempt.observed_features.is_some() {
+                self.observed_features = attempt.observed_features.clone();
+            }
+        }
+        if self.status == RunStatus::Open && self.deploy_sha.is_none() {
+            self.deploy_sha = attempt.deploy_sha.clone();
+        }
+        TimelineEntry {
+            at: now,
+            source: Source::Drill,
+            stage: Stage::AccessAsserted,
+            outcome: "drill_mismatch".into(),
+            evidence: json!({
+                "probe": {
+                    "url": attempt.url,
+                    "status_code": attempt.status_code,
+                    "observed_plan": attempt.observed_plan,
+                    "error": attempt.error,
+                },
+                "note": "a drill counts whatever the app answers as access that did not change",
+            }),
+        }
+    }
+
+    /// Ends a drill's run that is still open, without an incident, when
+    /// the drill broke off before the sweeper judged it. `None` when the
+    /// run has already ended.
+    pub fn end_for_drill(&mut self, now: DateTime<Utc>) -> Option<TimelineEntry> {
+        if self.drill_id.is_none() || self.status != RunStatus::Open {
+            return None;
+        }
+        self.status = RunStatus::Failed;
+        self.deadline_at = None;
+        self.closed_at = Some(now);
+        Some(TimelineEntry {
+            at: now,
+            source: Source::Drill,
+            stage: self.stage,
+            outcome: "ended_by_drill".into(),
+            evidence: json!({ "reason": "the drill broke off before the sweeper judged the run" }),
+        })
+    }
+}
+
+/// The workflow a drill rehearses: only `billing` exists.
+pub fn workflow(name: Option<&str>) -> Result<&'static str, String> {
+    match name.map(str::trim) {
+        None | Some(crate::run::BILLING_WORKFLOW) => Ok(crate::run::BILLING_WORKFLOW),
+        Some(other) => Err(format!(
+            "unknown workflow `{}`; expected one of: {}",
+            other.chars().take(64).collect::<String>(),
+            crate::run::BILLING_WORKFLOW
+        )),
+    }
+}
+
+impl DrillTimings {
+    /// The longest a healthy drill takes, with room to spare: a drill still
+    /// running after this is reported as it stands.
+    pub fn longest(&self) -> Duration {
+        self.deadline() + self.sweep_grace() + self.alert_timeout() + Duration::from_secs(60)
+    }
+}
+
+/// Why an event's drill marks do not add up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a drill event must be marked in its id (`{EVENT_PREFIX}...`) and in its object's metadata (`{METADATA_KEY}`) with the same drill id, and be in test mode: {0}"
+)]
+pub struct BadDrillMarker(pub &'static str);
+
+/// The drill an event belongs to, if it is a drill's. An event marked only
+/// half-way, or marked and live, is refused: it could be neither a drill
+/// nor a real customer's without doubt.
+pub fn drill_of(event: &StripeEvent) -> Result<Option<Uuid>, BadDrillMarker> {
+    let in_id = event.id.strip_prefix(EVENT_PREFIX);
+    let in_metadata = event
+        .object
+        .pointer(&format!("/metadata/{METADATA_KEY}"))
+        .map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()));
+    match (in_id, in_metadata) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(BadDrillMarker("the metadata mark is missing")),
+        (None, Some(_)) => Err(BadDrillMarker("the id mark is missing")),
+        (_, Some(None)) => Err(BadDrillMarker("the metadata mark is not a drill id")),
+        (Some(tag), Some(Some(id))) => {
+            if tag != id.simple().to_string() {
+                return Err(BadDrillMarker("the id and metadata marks differ"));
+            }
+            if event.livemode != Some(false) {
+                return Err(BadDrillMarker("it is not `livemode: false`"));
+            }
+            Ok(Some(id))
+        }
+    }
+}
+
+/// What a drill's incident lacks: the title must name the missing access,
+/// and the evidence must hold everything an operator needs. Empty when
+/// complete.
+pub fn incident_problems(incident: &Incident) -> Vec<String> {
+    let mut problems = Vec::new();
+    let expected_title = IncidentKind::AccessNotChanged.title();
+    if incident.title != expected_title {
+        problems.push(format!(
+            "the title is `{}`, not `{expected_title}`",
+            incident.title
+        ));
+    }
+    let e = &incident.evidence;
+    let text = |key: &str| e[key].as_str().is_some_and(|s| !s.trim().is_empty());
+    for key in [
+        "event_id",
+        "customer_id",
+        "subscription_id",
+        "expected_plan",
+    ] {
+        if !text(key) {
+            problems.push(format!("the evidence has no `{key}`"));
+        }
+    }
+    for (key, reason) in [
+        ("observed_plan", "observed_plan_reason"),
+        ("deploy_sha", "deploy_sha_reason"),
+    ] {
+        if !text(key) && !text(reason) {
+            problems.push(format!("the evidence has neither `{key}` nor `{reason}`"));
+        }
+    }
+    if !e["guidance"]
+        .as_array()
+        .is_some_and(|g| g.iter().any(|s| s.as_str().is_some_and(|s| !s.is_empty())))
+    {
+        problems.push("the evidence has no retry guidance".to_owned());
+    }
+    if !incident.drill || e["drill"] != Value::Bool(true) {
+        problems.push("the incident is not marked as a drill's".to_owned());
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timings() -> DrillTimings {
+        DrillTimings {
+            deadline_ms: 2_000,
+            sweep_grace_ms: 5_000,
+            alert_timeout_ms: 10_000,
+            plan: "pro".into(),
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        crate::run::tests::t0()
+    }
+
+    fn drill() -> Drill {
+        Drill::new(
+            "default",
+            "billing",
+            DrillTrigger::Api,
+            timings(),
+            None,
+            t0(),
+        )
+    }
+
+    #[test]
+    fn a_drill_that_passes_every_step_passes() {
+        let mut d = drill();
+        let mut at = t0();
+        for step in DrillStep::ALL {
+            assert_eq!(d.step, *step);
+            at += chrono::Duration::seconds(1);
+            d.apply(StepOutcome::Passed("ok".into()), at);
+        }
+        assert_eq!(d.status, DrillStatus::Passed);
+        assert_eq!(d.steps.len(), DrillStep::ALL.len());
+        assert_eq!(d.next_step_at, None);
+        assert_eq!(d.finished_at, Some(at));
+    }
+
+    #[test]
+    fn a_broken_chain_skips_to_the_clean_up_and_names_the_first_break() {
+        let mut d = drill();
+        d.apply(
+            StepOutcome::Failed {
+                link: BrokenLink::IngestRefused,
+                detail: "HTTP 400".into(),
+                fix: "check the secret".into(),
+            },
+            t0(),
+        );
+        assert_eq!(d.step, DrillStep::Resolved);
+        d.apply(StepOutcome::Passed("nothing to resolve".into()), t0());
+        assert_eq!(d.status, DrillStatus::Failed);
+        let broken = d.broken_link.unwrap();
+        assert_eq!(broken.link, BrokenLink::IngestRefused);
+        assert_eq!(broken.step, DrillStep::Ingest);
+    }
+
+    #[test]
+    fn checks_of_one_incident_go_on_after_one_fails() {
+        let mut d = drill();
+        d.step = DrillStep::IncidentComplete;
+        d.apply(
+            StepOutcome::Failed {
+                link: BrokenLink::IncidentIncomplete,
+                detail: "no customer".into(),
+                fix: "fix the template".into(),
+            },
+            t0(),
+        );
+        assert_eq!(d.step, DrillStep::AlertDelivered);
+        d.apply(
+            StepOutcome::Failed {
+                link: BrokenLink::AlertNotDelivered,
+                detail: "down".into(),
+                fix: "fix the receiver".into(),
+            },
+            t0(),
+        );
+        assert_eq!(d.step, DrillStep::Resolved);
+        assert_eq!(
+            d.broken_link.as_ref().unwrap().link,
+            BrokenLink::IncidentIncomplete,
+            "the first break is the one named"
+        );
+    }
+
+    #[test]
+    fn the_text_report_names_each_step_and_the_broken_link() {
+        let mut d = drill();
+        d.apply(StepOutcome::Passed("accepted".into()), t0());
+        d.apply(
+            StepOutcome::Failed {
+                link: BrokenLink::NoRun,
+                detail: "no run appeared".into(),
+                fix: "point the ingest URL here".into(),
+            },
+            t0(),
+        );
+        d.apply(StepOutcome::Passed("nothing to clean up".into()), t0());
+        let text = d.render_text();
+        assert!(text.contains("FAILED"), "{text}");
+        assert!(text.contains("ok   10:00:00.000  ingest"), "{text}");
+        assert!(text.contains("FAIL 10:00:00.000  run_opened"), "{text}");
+        assert!(
+            text.contains("Broken link: the accepted webhook opened no run (no_run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("What to fix:   point the ingest URL here"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn waiting_moves_only_the_next_look() {
+        let mut d = drill();
+        let later = t0() + chrono::Duration::seconds(3);
+        d.apply(StepOutcome::WaitUntil(later), t0());
+        assert_eq!(d.step, DrillStep::Ingest);
+        assert!(d.steps.is_empty());
+        assert_eq!(d.next_step_at, Some(later));
+    }
+
+    #[test]
+    fn the_drill_event_is_marked_and_decodes_as_a_drill() {
+        let d = drill();
+        let body = serde_json::to_vec(&d.event(Some("pro_monthly"), t0())).unwrap();
+        let event = StripeEvent::parse(&body).unwrap();
+        assert_eq!(drill_of(&event), Ok(Some(d.id)));
+        let plans: crate::plan::PlanMap = "pro_monthly=pro".parse().unwrap();
+        let policy = crate::stripe::event::AccessPolicy {
+            plans: &plans,
+            grace_period: Duration::from_secs(60),
+            paused_keeps_access: false,
+        };
+        let facts = event.run_facts(&policy, t0()).unwrap();
+        assert_eq!(facts.customer_id.as_deref(), Some(d.customer_id.as_str()));
+        assert_eq!(
+            facts.subscription_id.as_deref(),
+            Some(d.subscription_id.as_str())
+        );
+        assert_eq!(
+            facts.expectation,
+            crate::run::Expectation::Plan("pro".into())
+        );
+    }
+
+    #[test]
+    fn half_marked_or_live_drill_events_are_refused() {
+        let d = drill();
+        let parse = |event: &Value| StripeEvent::parse(&serde_json::to_vec(event).unwrap());
+        let mut live = d.event(None, t0());
+        live["livemode"] = json!(true);
+        assert!(drill_of(&parse(&live).unwrap()).is_err());
+        let mut no_metadata = d.event(None, t0());
+        no_metadata["data"]["object"]["metadata"] = json!({});
+        assert!(drill_of(&parse(&no_metadata).unwrap()).is_err());
+        let mut real_id = d.event(None, t0());
+        real_id["id"] = json!("evt_1QX");
+        assert!(drill_of(&parse(&real_id).unwrap()).is_err());
+        let mut other_drill = d.event(None, t0());
+        other_drill["data"]["object"]["metadata"][METADATA_KEY] = json!(Uuid::now_v7().to_string());
+        assert!(drill_of(&parse(&other_drill).unwrap()).is_err());
+        let mut real = d.event(None, t0());
+        real["id"] = json!("evt_1QX");
+        real["data"]["object"]["metadata"] = json!({"order": "7"});
+        assert_eq!(drill_of(&parse(&real).unwrap()), Ok(None));
+    }
+}

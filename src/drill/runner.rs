@@ -1,0 +1,743 @@
+//! The drill runner: claims drills whose next step is due (the same lease
+//! claim as the sweeper, so with several replicas each step is taken by
+//! one), does that one step, and writes the drill back by its lease. It also
+//! starts the scheduled drills: every replica's scheduler tries, and the
+//! store keeps one drill per schedule time.
+//!
+//! Every step is safe to do twice (a replica that dies mid-step leaves it
+//! to the next claim): the webhook is idempotent by event id, a repeated
+//! `reconciled` report is recorded and changes nothing, and the waits only
+//! read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{BrokenLink, Drill, DrillStep, DrillTrigger, PROBE_HEADER, StepOutcome};
+use crate::alert::AlertEvent;
+use crate::alert::DeliveryStatus;
+use crate::alert::templates::Message;
+use crate::config::{Config, ProjectConfig};
+use crate::incident::Incident;
+use crate::probe::client::ProbeClient;
+use crate::run::{RunStatus, Source, Stage, StageReport};
+use crate::store::{RunRef, Store, StoreError};
+
+/// How long a drill waits for its accepted webhook's run to show up.
+const RUN_WAIT: Duration = Duration::from_secs(10);
+/// How often a waiting step looks again.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+/// How long after a transient failure (the database) a step is retried.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest a drill's webhook request may take.
+const INGEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+}
+
+fn seconds(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+fn failed(link: BrokenLink, detail: impl Into<String>, fix: impl Into<String>) -> StepOutcome {
+    StepOutcome::Failed {
+        link,
+        detail: detail.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Starts a drill now: stores it, due at once, for a runner to take.
+pub async fn start(
+    store: &dyn Store,
+    project: &ProjectConfig,
+    workflow: &str,
+    trigger: DrillTrigger,
+) -> Result<Drill, StoreError> {
+    let drill = Drill::new(
+        &project.name,
+        workflow,
+        trigger,
+        project.drill.timings(),
+        None,
+        crate::now(),
+    );
+    store.create_drill(&drill, false).await?;
+    Ok(drill)
+}
+
+pub struct DrillRunner {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    /// The probe clients of the probed projects, shared with the prober.
+    probes: HashMap<String, Arc<ProbeClient>>,
+    http: reqwest::Client,
+    /// This replica's own address, where the webhook goes unless a
+    /// project names its ingress (`drill.ingest_url`).
+    own_url: String,
+    poll_interval: Duration,
+}
+
+impl DrillRunner {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+        probes: HashMap<String, Arc<ProbeClient>>,
+        own_url: String,
+    ) -> Result<DrillRunner, String> {
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(INGEST_TIMEOUT)
+            .user_agent(concat!("assay-drill/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| crate::error_chain(&e))?;
+        Ok(DrillRunner {
+            store,
+            config,
+            probes,
+            http,
+            own_url,
+            poll_interval: Duration::from_millis(500),
+        })
+    }
+
+    /// Claims the drills whose next step is due and takes one step of
+    /// each; returns how many were claimed.
+    pub async fn tick(&self) -> usize {
+        let jobs = match self.store.claim_drills(crate::now(), 8).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming drills failed; retrying");
+                return 0;
+            }
+        };
+        let claimed = jobs.len();
+        let steps = jobs.into_iter().map(|mut job| async move {
+            let step = job.drill.step;
+            let outcome = match self.step(&mut job.drill).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(drill_id = %job.drill.id, %step, error = %e, "a drill step failed on the database; retrying");
+                    StepOutcome::WaitUntil(after(crate::now(), RETRY_AFTER))
+                }
+            };
+            if let StepOutcome::Failed { link, detail, .. } = &outcome {
+                tracing::warn!(drill_id = %job.drill.id, project = %job.drill.project, %step, %link, "drill step failed: {detail}");
+            }
+            job.drill.apply(outcome, crate::now());
+            if job.drill.finished_at.is_some() {
+                tracing::info!(
+                    drill_id = %job.drill.id,
+                    project = %job.drill.project,
+                    status = %job.drill.status,
+                    broken_link = ?job.drill.broken_link.as_ref().map(|b| b.link),
+                    "drill finished"
+                );
+            }
+            match self.store.save_drill(&job).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(drill_id = %job.drill.id, "a drill step finished after its lease passed on; not recorded"),
+                Err(e) => tracing::error!(drill_id = %job.drill.id, error = %e, "recording a drill step failed; its lease will expire and the step is retried"),
+            }
+        });
+        futures::future::join_all(steps).await;
+        claimed
+    }
+
+    /// Does the drill's current step once.
+    async fn step(&self, drill: &mut Drill) -> Result<StepOutcome, StoreError> {
+        let Some(project) = self.config.projects.get(&drill.project) else {
+            let link = match drill.step {
+                DrillStep::Ingest => BrokenLink::IngestRefused,
+                _ => BrokenLink::ResolveFailed,
+            };
+            return Ok(failed(
+                link,
+                format!(
+                    "project `{}` is not configured on this replica",
+                    drill.project
+                ),
+                "configure the project on every replica, or start drills only for configured projects",
+            ));
+        };
+        let now = crate::now();
+        match drill.step {
+            DrillStep::Ingest => Ok(self.ingest(drill, project, now).await),
+            DrillStep::RunOpened => self.run_opened(drill, now).await,
+            DrillStep::Reconciled => self.reconciled(drill, now).await,
+            DrillStep::AccessFailed => self.access_failed(drill, project, now).await,
+            DrillStep::IncidentOpened => self.incident_opened(drill, now).await,
+            DrillStep::IncidentComplete => self.incident_complete(drill, project).await,
+            DrillStep::AlertDelivered => self.alert_delivered(drill, project, now).await,
+            DrillStep::Resolved => self.resolved(drill, now).await,
+        }
+    }
+
+    /// Signs the drill's event with the project's webhook secret and posts
+    /// it through the real ingest path, over HTTP.
+    async fn ingest(
+        &self,
+        drill: &Drill,
+        project: &ProjectConfig,
+        now: DateTime<Utc>,
+    ) -> StepOutcome {
+        let Some(secret) = project.webhook_secrets.first() else {
+            return failed(
+                BrokenLink::IngestRefused,
+                format!(
+                    "project `{}` has no Stripe webhook secret, so Assay refuses every Stripe webhook",
+                    project.name
+                ),
+                "set ASSAY_STRIPE_WEBHOOK_SECRET (stripe_webhook_secret) to the signing secret of the Stripe endpoint",
+            );
+        };
+        let base = project
+            .drill
+            .ingest_url
+            .as_ref()
+            .map_or(self.own_url.as_str(), url::Url::as_str)
+            .trim_end_matches('/')
+            .to_owned();
+        let url = format!("{base}/hooks/stripe/{}", project.name);
+        let body = serde_json::to_vec(&drill.event(project.drill.lookup_key.as_deref(), now))
+            .unwrap_or_default();
+        let signature = crate::stripe::signature::sign(&body, secret.expose(), now.timestamp());
+        let response = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("stripe-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                return failed(
+                    BrokenLink::IngestRefused,
+                    format!(
+                        "could not post the webhook to {url}: {}",
+                        crate::error_chain(&e.without_url())
+                    ),
+                    "check that this replica reaches Assay's webhook endpoint (ASSAY_DRILL_INGEST_URL / drill.ingest_url, or this replica's listener)",
+                );
+            }
+        };
+        let status = response.status();
+        let answer: Value = response
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        if status.is_success() {
+            return StepOutcome::Passed(format!(
+                "the signed test-mode event {} was accepted by {url} (HTTP {})",
+                drill.event_id,
+                status.as_u16()
+            ));
+        }
+        let code = answer["error"]["code"].as_str().unwrap_or_default();
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        let fix = match (status.as_u16(), code) {
+            (_, "signature_mismatch") => {
+                "the webhook secret this replica signs with is not one the receiving Assay accepts: give every replica the same ASSAY_STRIPE_WEBHOOK_SECRET, the signing secret of the Stripe endpoint"
+            }
+            (_, "stale_signature") => {
+                "the clocks of this replica and the receiving Assay differ by more than 300 s: synchronise them (NTP)"
+            }
+            (_, "webhook_secret_missing") => {
+                "the receiving Assay has no webhook secret for this project: set ASSAY_STRIPE_WEBHOOK_SECRET there"
+            }
+            (404, _) => {
+                "the ingest URL does not reach this project's webhook endpoint: check ASSAY_DRILL_INGEST_URL and the project's name on the receiving Assay"
+            }
+            (500..=599, _) => {
+                "the receiving Assay could not store the event: see its log (is its database reachable?)"
+            }
+            _ => "see the receiving Assay's answer above",
+        };
+        failed(
+            BrokenLink::IngestRefused,
+            format!(
+                "{url} answered HTTP {}{}",
+                status.as_u16(),
+                if code.is_empty() {
+                    String::new()
+                } else {
+                    format!(" `{code}`: {message}")
+                }
+            ),
+            fix,
+        )
+    }
+
+    async fn run_opened(
+        &self,
+        drill: &mut Drill,
+        now: DateTime<Utc>,
+    ) -> Result<StepOutcome, StoreError> {
+        let key = RunRef::EventId(drill.event_id.clone());
+        match self.store.run_detail(&drill.project, &key).await {
+            Ok(detail) if detail.run.drill_id != Some(drill.id) => Ok(failed(
+                BrokenLink::NoRun,
+                format!(
+                    "the run of {} is not marked as this drill's; it would count as a real customer's",
+                    drill.event_id
+                ),
+                "report this as a bug in Assay",
+            )),
+            Ok(detail) => {
+                drill.run_id = Some(detail.run.id);
+                Ok(StepOutcome::Passed(format!(
+                    "run {} opened for {}, expecting plan {}; access due at {}",
+                    detail.run.id,
+                    drill.customer_id,
+                    detail
+                        .run
+                        .expected_plan
+                        .as_deref()
+                        .unwrap_or("(from the app's report)"),
+                    detail.run.access_due_at.to_rfc3339()
+                )))
+            }
+            Err(StoreError::NotFound(_)) if now < after(drill.step_started_at, RUN_WAIT) => {
+                Ok(StepOutcome::WaitUntil(after(now, WAIT_POLL)))
+            }
+            Err(StoreError::NotFound(_)) => Ok(failed(
+                BrokenLink::NoRun,
+                format!(
+                    "the webhook was accepted, but no run for {} appeared in this Assay's database within {}",
+                    drill.event_id,
+                    seconds(RUN_WAIT)
+                ),
+                "the ingest URL reaches an Assay with another database: point ASSAY_DRILL_INGEST_URL at the Assay that shares this database",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The app's side of a healthy start: the subscription row reconciled.
+    async fn reconciled(
+        &self,
+        drill: &mut Drill,
+        now: DateTime<Utc>,
+    ) -> Result<StepOutcome, StoreError> {
+        let Some(run_id) = drill.run_id else {
+            return Ok(failed(
+                BrokenLink::NoRun,
+                "the drill lost its run",
+                "report this as a bug in Assay",
+            ));
+        };
+        let report = StageReport {
+            expected_plan: Some(drill.timings.plan.clone()),
+            evidence: Some(json!({ "drill_id": drill.id })),
+            ..StageReport::default()
+        };
+        let run = match self
+            .store
+            .report_stage(
+                &drill.project,
+                &RunRef::Id(run_id),
+                Stage::Reconciled,
+                report,
+                Source::Drill,
+                now,
+            )
+            .await
+        {
+            Ok(run) => run,
+            Err(StoreError::Report(e)) => {
+                return Ok(failed(
+                    BrokenLink::StageRefused,
+                    e.to_string(),
+                    "report this as a bug in Assay",
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        if run.status != RunStatus::Open || run.stage < Stage::Reconciled {
+            return Ok(failed(
+                BrokenLink::StageRefused,
+                format!(
+                    "after reporting `reconciled` the run is {} at stage {}",
+                    run.status, run.stage
+                ),
+                "the drill deadline passed before the drill could report `reconciled`: lengthen ASSAY_DRILL_DEADLINE",
+            ));
+        }
+        Ok(StepOutcome::Passed(format!(
+            "`reconciled` reported; the run waits for access until {}",
+            run.access_due_at.to_rfc3339()
+        )))
+    }
+
+    /// Makes the access check fail safely: the app is probed (with the
+    /// drill's header) when the project is probed, and whatever it answers
+    /// counts as a mismatch.
+    async fn access_failed(
+        &self,
+        drill: &mut Drill,
+        project: &ProjectConfig,
+        now: DateTime<Utc>,
+    ) -> Result<StepOutcome, StoreError> {
+        let Some(run_id) = drill.run_id else {
+            return Ok(failed(
+                BrokenLink::NoRun,
+                "the drill lost its run",
+                "report this as a bug in Assay",
+            ));
+        };
+        let Some(client) = self.probes.get(&project.name) else {
+            return Ok(StepOutcome::Passed(
+                "no probe is configured, so access stays unconfirmed, as with an app whose grant job failed"
+                    .to_owned(),
+            ));
+        };
+        let run = self
+            .store
+            .run_detail(&drill.project, &RunRef::Id(run_id))
+            .await?
+            .run;
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&drill.id.to_string()) {
+            headers.insert(PROBE_HEADER, value);
+        }
+        let attempt = client.probe(&run, &headers).await;
+        let seen = match (&attempt.error, &attempt.observed_plan) {
+            (Some(error), _) => format!("the probe failed ({error})"),
+            (None, Some(plan)) => format!("the app answered plan {plan}"),
+            (None, None) => "the app answered no plan".to_owned(),
+        };
+        let url = attempt.url.clone();
+        self.store
+            .record_drill_probe(&drill.project, run_id, attempt, now)
+            .await?;
+        Ok(StepOutcome::Passed(format!(
+            "probed {url} with the {PROBE_HEADER} header: {seen}; the drill counts it as access that did not change"
+        )))
+    }
+
+    async fn incident_opened(
+        &self,
+        drill: &mut Drill,
+        now: DateTime<Utc>,
+    ) -> Result<StepOutcome, StoreError> {
+        let Some(run_id) = drill.run_id else {
+            return Ok(failed(
+                BrokenLink::NoRun,
+                "the drill lost its run",
+                "report this as a bug in Assay",
+            ));
+        };
+        let detail = self
+            .store
+            .run_detail(&drill.project, &RunRef::Id(run_id))
+            .await?;
+        if let Some(incident) = detail.incidents.first() {
+            drill.incident_id = Some(incident.id);
+            let late = (incident.opened_at - detail.run.access_due_at)
+                .to_std()
+                .unwrap_or_default();
+            return Ok(StepOutcome::Passed(format!(
+                "incident {} opened {} after the deadline: {}",
+                incident.id,
+                seconds(late),
+                incident.title
+            )));
+        }
+        let give_up = after(detail.run.access_due_at, drill.timings.sweep_grace());
+        if now < give_up {
+            return Ok(StepOutcome::WaitUntil(after(now, WAIT_POLL).min(give_up)));
+        }
+        let sweep = &self.config.sweep;
+        let schedule = match &sweep.schedule {
+            Some(_) => format!("`{}` on this replica", sweep.schedule_text),
+            None => "off on this replica".to_owned(),
+        };
+        Ok(failed(
+            BrokenLink::SweeperLate,
+            format!(
+                "no incident {} after the access deadline ({}); the run is still {}",
+                seconds(drill.timings.sweep_grace()),
+                detail.run.access_due_at.to_rfc3339(),
+                detail.run.status
+            ),
+            format!(
+                "the sweeper opens incidents on ASSAY_SWEEP_SCHEDULE, {schedule}: make sure a replica sweeps, at intervals shorter than the drill's sweep grace ({}), and that its sweeps succeed (see its log)",
+                seconds(drill.timings.sweep_grace())
+            ),
+        ))
+    }
+
+    async fn incident(
+        &self,
+        drill: &Drill,
+    ) -> Result<Option<crate::store::IncidentDetail>, StoreError> {
+        match drill.incident_id {
+            Some(id) => self.store.incident(&drill.project, id).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The title, the evidence, and every drill channel's rendered message.
+    async fn incident_complete(
+        &self,
+        drill: &Drill,
+        project: &ProjectConfig,
+    ) -> Result<StepOutcome, StoreError> {
+        let Some(detail) = self.incident(drill).await? else {
+            return Ok(failed(
+                BrokenLink::IncidentIncomplete,
+                "the drill lost its incident",
+                "report this as a bug in Assay",
+            ));
+        };
+        let incident: &Incident = &detail.incident;
+        let mut problems = super::incident_problems(incident);
+        let in_evidence = problems.len();
+        let message = Message::new(
+            AlertEvent::Opened,
+            std::slice::from_ref(incident),
+            &self.config.alerts.public_url,
+        );
+        let mut kinds: Vec<&str> = project
+            .alert_channels(true)
+            .map(|c| c.kind.as_str())
+            .collect();
+        kinds.dedup();
+        for kind in &kinds {
+            for missing in self.config.alerts.templates.missing_fields(&message, kind) {
+                if !problems.contains(&missing) {
+                    problems.push(missing);
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(StepOutcome::Passed(format!(
+                "the title names the missing access and the evidence holds the event, customer, subscription, expected and observed plan, deploy SHA and retry guidance{}",
+                if kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; the {} messages show them all, marked DRILL",
+                        kinds.join(" and ")
+                    )
+                }
+            )));
+        }
+        let fix = if problems.len() > in_evidence {
+            "put the missing fields back into the alert templates in ASSAY_ALERT_TEMPLATES_DIR (the built-in templates under templates/alerts/ show them all)"
+        } else {
+            "the incident is built by Assay itself: report this as a bug in Assay"
+        };
+        Ok(failed(
+            BrokenLink::IncidentIncomplete,
+            problems.join("; "),
+            fix,
+        ))
+    }
+
+    /// Every drill channel took the alert.
+    async fn alert_delivered(
+        &self,
+        drill: &Drill,
+        project: &ProjectConfig,
+        now: DateTime<Utc>,
+    ) -> Result<StepOutcome, StoreError> {
+        let channels: Vec<&str> = project
+            .alert_channels(true)
+            .map(|c| c.name.as_str())
+            .collect();
+        if channels.is_empty() {
+            return Ok(failed(
+                BrokenLink::AlertNotDelivered,
+                format!(
+                    "project `{}` has no alert channel: an incident would reach nobody",
+                    project.name
+                ),
+                "configure a channel (ASSAY_SLACK_WEBHOOK_URL, ASSAY_SMTP_URL, ASSAY_ALERT_WEBHOOK_URL, or [[projects.<name>.channels]]; `drill = true` keeps one for drills)",
+            ));
+        }
+        let Some(detail) = self.incident(drill).await? else {
+            return Ok(failed(
+                BrokenLink::AlertNotDelivered,
+                "the drill lost its incident",
+                "report this as a bug in Assay",
+            ));
+        };
+        let mut sent = Vec::new();
+        let mut dead = Vec::new();
+        let mut waiting = Vec::new();
+        for channel in channels {
+            let delivery = detail
+                .deliveries
+                .iter()
+                .find(|d| d.channel == channel && d.event == AlertEvent::Opened);
+            match delivery {
+                Some(d) if d.status == DeliveryStatus::Sent => sent.push(format!(
+                    "{channel} ({} attempt{})",
+                    d.attempts.len(),
+                    if d.attempts.len() == 1 { "" } else { "s" }
+                )),
+                Some(d) if d.status == DeliveryStatus::Pending => waiting.push(format!(
+                    "{channel}: not delivered after {} attempt{}{}",
+                    d.attempts.len(),
+                    if d.attempts.len() == 1 { "" } else { "s" },
+                    d.last_error
+                        .as_ref()
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default()
+                )),
+                Some(d) => dead.push(format!(
+                    "{channel}: {}{}",
+                    d.status,
+                    d.last_error
+                        .as_ref()
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default()
+                )),
+                None => waiting.push(format!("{channel}: no alert queued")),
+            }
+        }
+        let fix = "check that each channel's receiver is up and that its URL and credentials are right; Assay keeps retrying a real incident's alert until ASSAY_ALERT_GIVE_UP_AFTER";
+        if !dead.is_empty() {
+            return Ok(failed(BrokenLink::AlertNotDelivered, dead.join("; "), fix));
+        }
+        if waiting.is_empty() {
+            return Ok(StepOutcome::Passed(format!(
+                "the alert reached {}",
+                sent.join(", ")
+            )));
+        }
+        let give_up = after(detail.incident.opened_at, drill.timings.alert_timeout());
+        if now < give_up {
+            return Ok(StepOutcome::WaitUntil(after(now, WAIT_POLL).min(give_up)));
+        }
+        Ok(failed(
+            BrokenLink::AlertNotDelivered,
+            format!(
+                "within {} of the incident: {}",
+                seconds(drill.timings.alert_timeout()),
+                waiting.join("; ")
+            ),
+            fix,
+        ))
+    }
+
+    /// Cleans up: resolves the drill's incident (its resolve alert goes to
+    /// the same channels) and ends its run if the drill broke off early.
+    async fn resolved(&self, drill: &Drill, now: DateTime<Utc>) -> Result<StepOutcome, StoreError> {
+        let mut done = Vec::new();
+        if let Some(id) = drill.incident_id {
+            match self
+                .store
+                .resolve_incident(
+                    &drill.project,
+                    id,
+                    format!("failure drill {} finished", drill.id),
+                    now,
+                )
+                .await
+            {
+                Ok(_) => done.push(format!("incident {id} resolved")),
+                Err(StoreError::NotFound(_)) => {
+                    return Ok(failed(
+                        BrokenLink::ResolveFailed,
+                        format!("incident {id} is gone"),
+                        "report this as a bug in Assay",
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(run_id) = drill.run_id {
+            let run = self
+                .store
+                .end_drill_run(&drill.project, run_id, now)
+                .await?;
+            done.push(format!("run {} is {}", run.id, run.status));
+        }
+        Ok(StepOutcome::Passed(if done.is_empty() {
+            "nothing to clean up".to_owned()
+        } else {
+            done.join("; ")
+        }))
+    }
+
+    /// Starts the scheduled drills that are due; `next` holds each
+    /// project's next schedule time.
+    async fn fire_schedules(&self, next: &mut HashMap<String, DateTime<Utc>>) {
+        let now = Utc::now();
+        for project in self.config.projects.values() {
+            let Some(schedule) = &project.drill.schedule else {
+                continue;
+            };
+            let Some(due) = next
+                .get(&project.name)
+                .copied()
+                .or_else(|| schedule.schedule.after(&now).next())
+            else {
+                continue;
+            };
+            if due > now {
+                next.insert(project.name.clone(), due);
+                continue;
+            }
+            // Every replica tries; the store keeps one drill per schedule
+            // time, and none while the last one still runs.
+            let drill = Drill::new(
+                &project.name,
+                crate::run::BILLING_WORKFLOW,
+                DrillTrigger::Schedule,
+                project.drill.timings(),
+                Some(due),
+                crate::now(),
+            );
+            match self.store.create_drill(&drill, true).await {
+                Ok(true) => {
+                    tracing::info!(drill_id = %drill.id, project = %project.name, "scheduled drill started")
+                }
+                Ok(false) => {
+                    tracing::debug!(project = %project.name, "scheduled drill already started elsewhere, or one still runs")
+                }
+                Err(e) => {
+                    tracing::error!(project = %project.name, error = %e, "starting a scheduled drill failed")
+                }
+            }
+            if let Some(following) = schedule.schedule.after(&now).next() {
+                next.insert(project.name.clone(), following);
+            } else {
+                next.remove(&project.name);
+            }
+        }
+    }
+
+    /// Runs drills and fires scheduled ones until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut next = HashMap::new();
+        loop {
+            self.fire_schedules(&mut next).await;
+            let claimed = self.tick().await;
+            // A claim leaves the drill due again at once when its step
+            // passed: look again without waiting.
+            if claimed == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+}

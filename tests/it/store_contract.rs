@@ -50,6 +50,7 @@ fn spec(event_id: &str, source: Source) -> RunSpec {
         },
         source,
         probe_start: None,
+        drill_id: None,
     }
 }
 
@@ -505,6 +506,7 @@ async fn incidents_acknowledge_resolve_and_resolve_themselves(backend: Backend) 
             "default",
             &IncidentFilter {
                 status: Some(assay::incident::IncidentStatus::Open),
+                drill: false,
                 limit: 10,
                 cursor: None,
             },

@@ -78,6 +78,7 @@ async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
             },
             source: Source::Stripe,
             probe_start: None,
+            drill_id: None,
         };
         store.open_run(spec, past).await.unwrap();
     }

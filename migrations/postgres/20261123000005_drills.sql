@@ -8,7 +8,7 @@ CREATE TABLE drills (
     id               TEXT    NOT NULL PRIMARY KEY,
     project          TEXT    NOT NULL,
     workflow         TEXT    NOT NULL,
-    -- 'api', 'cli' or 'schedule'.
+    -- 'api', 'cli', 'dashboard' or 'schedule'.
     trigger          TEXT    NOT NULL,
     -- 'running', 'passed' or 'failed'.
     status           TEXT    NOT NULL,

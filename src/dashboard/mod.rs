@@ -99,7 +99,7 @@ pub fn router(app: AppState) -> Router {
         .route("/incidents/{id}", get(incident_page))
         .route("/incidents/{id}/acknowledge", post(acknowledge))
         .route("/incidents/{id}/resolve", post(resolve))
-        .route("/drills", get(drills_page))
+        .route("/drills", get(drills_page).post(start_drill))
         // Forms are a few fields.
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(dashboard)
@@ -496,6 +496,79 @@ async fn resolve(
     Ok(Redirect::to(&format!("/incidents/{}", incident.id)).into_response())
 }
 
-async fn drills_page(State(d): State<Dashboard>, operator: Operator) -> Response {
-    d.render("drills", Some(&operator), json!({"title": "Drills"}))
+#[derive(Deserialize, Default)]
+struct DrillsQuery {
+    project: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Past and running drills of a project, newest first, each with its
+/// steps; drills are kept apart from the real customers' runs and
+/// incidents on the other pages.
+async fn drills_page(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Query(q): Query<DrillsQuery>,
+) -> PageResult {
+    let project = d.project(q.project.as_deref())?;
+    let page = d
+        .app
+        .store
+        .list_drills(&project, PAGE_SIZE, cursor(q.cursor.as_deref()))
+        .await?;
+    let next = page.next_cursor.as_ref().map(|cursor| {
+        views::query_url(
+            "/drills",
+            &[
+                ("project", Some(project.as_str())),
+                ("cursor", Some(cursor.as_str())),
+            ],
+        )
+    });
+    let running = page
+        .data
+        .iter()
+        .any(|drill| drill.status == crate::drill::DrillStatus::Running);
+    Ok(d.render(
+        "drills",
+        Some(&operator),
+        views::drills_page(&d.app.config, &project, &page.data, next, running),
+    ))
+}
+
+#[derive(Deserialize)]
+struct StartDrillForm {
+    csrf: Option<String>,
+    project: Option<String>,
+}
+
+/// "Run a drill now": starts one and shows it on the drills page.
+async fn start_drill(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Form(form): Form<StartDrillForm>,
+) -> PageResult {
+    check_csrf(
+        &operator,
+        &CsrfForm {
+            csrf: form.csrf,
+            resolution: None,
+        },
+    )?;
+    let project = d.project(form.project.as_deref())?;
+    let config = d
+        .app
+        .config
+        .projects
+        .get(&project)
+        .ok_or(PageError(StatusCode::NOT_FOUND, "No such project"))?;
+    let drill = crate::drill::runner::start(
+        d.app.store.as_ref(),
+        config,
+        crate::run::BILLING_WORKFLOW,
+        crate::drill::DrillTrigger::Dashboard,
+    )
+    .await?;
+    tracing::info!(drill_id = %drill.id, operator = %operator.0.operator, "drill started on the dashboard");
+    Ok(Redirect::to(&format!("/drills?project={project}")).into_response())
 }

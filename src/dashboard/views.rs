@@ -7,6 +7,7 @@ use handlebars::Handlebars;
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::drill::{Drill, DrillStatus};
 use crate::incident::Incident;
 use crate::run::{Run, RunStatus, Stage};
 use crate::store::{IncidentDetail, RunDetail, RunSummary};
@@ -202,6 +203,52 @@ pub fn runs_page(
     })
 }
 
+pub fn drills_page(
+    config: &Config,
+    project: &str,
+    drills: &[Drill],
+    next: Option<String>,
+    running: bool,
+) -> Value {
+    let rows: Vec<Value> = drills
+        .iter()
+        .map(|drill| {
+            json!({
+                "id": drill.id,
+                "started_at": time(&drill.started_at),
+                "trigger": drill.trigger,
+                "status": drill.status,
+                "took": drill.finished_at.map(|at| span((at - drill.started_at).num_milliseconds())),
+                "broken": drill.broken_link.as_ref().map(|b| json!({
+                    "headline": b.headline,
+                    "link": b.link,
+                    "detail": cut(&b.detail, 600),
+                    "fix": b.fix,
+                })),
+                "run_url": drill.run_id.map(|id| format!("/runs/{}/{id}", drill.project)),
+                "incident_url": drill.incident_id.map(|id| format!("/incidents/{id}")),
+                "steps": drill.steps.iter().map(|step| json!({
+                    "at": step.at.format("%H:%M:%S%.3f").to_string(),
+                    "step": step.step,
+                    "passed": step.passed,
+                    "detail": cut(&step.detail, 600),
+                })).collect::<Vec<_>>(),
+                "next_step": (drill.status == DrillStatus::Running).then_some(drill.step),
+            })
+        })
+        .collect();
+    json!({
+        "title": format!("Drills · {project}"),
+        // A running drill is worth watching; a finished list is not.
+        "refresh": running.then_some(5),
+        "project": project,
+        "projects": config.projects.keys().map(|name| json!({"name": name, "selected": name == project})).collect::<Vec<_>>(),
+        "schedule": config.projects.get(project).and_then(|p| p.drill.schedule.as_ref()).map(|s| s.text.clone()),
+        "drills": rows,
+        "next": next,
+    })
+}
+
 /// The Stripe dashboard's page for an object, in test or live mode.
 fn stripe_link(livemode: Option<bool>, kind: &str, id: &Option<String>) -> Option<String> {
     let id = id.as_ref()?;
@@ -219,6 +266,7 @@ pub fn run_page(detail: &RunDetail, event: Option<&str>) -> Value {
     });
     json!({
         "title": format!("Run {}", run.event_id),
+        "drill": run.drill_id,
         "run": {
             "project": run.project,
             "event_type": run.event_type,
@@ -304,6 +352,7 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
     let status = incident.status;
     json!({
         "title": incident.title,
+        "drill": incident.drill,
         "incident": {
             "id": incident.id,
             "title": incident.title,

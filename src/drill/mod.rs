@@ -54,6 +54,7 @@ named_enum! {
     DrillTrigger, "drill trigger" {
         Api => "api",
         Cli => "cli",
+        Dashboard => "dashboard",
         Schedule => "schedule",
     }
 }

@@ -26,7 +26,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// Signs in; returns the `Cookie` header value for the session.
-async fn sign_in(server: &TestServer) -> String {
+pub(crate) async fn sign_in(server: &TestServer) -> String {
     let response = browser()
         .post(server.url("/signin"))
         .form(&[("token", ADMIN_TOKEN), ("next", "/")])
@@ -38,7 +38,7 @@ async fn sign_in(server: &TestServer) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
-async fn page(server: &TestServer, cookie: &str, path: &str) -> (StatusCode, String) {
+pub(crate) async fn page(server: &TestServer, cookie: &str, path: &str) -> (StatusCode, String) {
     let response = browser()
         .get(server.url(path))
         .header(COOKIE, cookie)
@@ -49,7 +49,7 @@ async fn page(server: &TestServer, cookie: &str, path: &str) -> (StatusCode, Str
 }
 
 /// Posts a dashboard form with the session `cookie`; returns the status.
-async fn post_form(
+pub(crate) async fn post_form(
     server: &TestServer,
     cookie: &str,
     path: &str,
@@ -66,7 +66,7 @@ async fn post_form(
 }
 
 /// The CSRF token a page's forms carry.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with a CSRF token")

@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod dashboard;
+mod drills;
 mod expectations;
 mod idempotency;
 mod lifecycle;

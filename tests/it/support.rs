@@ -294,8 +294,18 @@ impl TestServer {
         backend: Backend,
         overrides: Settings<'_, K, V>,
     ) -> Option<TestServer> {
+        TestServer::start_with_toml(backend, "", overrides).await
+    }
+
+    /// As [`TestServer::start`], with `toml` added to the config file (a
+    /// project's channels or drill settings, say).
+    pub async fn start_with_toml<K: AsRef<str>, V: AsRef<str>>(
+        backend: Backend,
+        toml: &str,
+        overrides: Settings<'_, K, V>,
+    ) -> Option<TestServer> {
         let db = TestDb::create(backend).await?;
-        Some(TestServer::start_on(std::sync::Arc::new(db), overrides).await)
+        Some(TestServer::start_on(std::sync::Arc::new(db), toml, overrides).await)
     }
 
     /// Another replica on this server's database, with the same settings
@@ -304,18 +314,21 @@ impl TestServer {
         &self,
         overrides: Settings<'_, K, V>,
     ) -> TestServer {
-        TestServer::start_on(self.db.clone(), overrides).await
+        TestServer::start_on(self.db.clone(), "", overrides).await
     }
 
     async fn start_on<K: AsRef<str>, V: AsRef<str>>(
         db: std::sync::Arc<TestDb>,
+        toml: &str,
         overrides: Settings<'_, K, V>,
     ) -> TestServer {
-        let file = db.dir().join("assay.toml");
+        let file = db
+            .dir()
+            .join(format!("assay-{}.toml", uuid::Uuid::now_v7()));
         std::fs::write(
             &file,
             format!(
-                "[projects.default]\n[projects.other]\napi_key = \"{OTHER_API_KEY}\"\nstripe_webhook_secret = \"whsec_other\"\n"
+                "[projects.default]\n[projects.other]\napi_key = \"{OTHER_API_KEY}\"\nstripe_webhook_secret = \"whsec_other\"\n{toml}"
             ),
         )
         .unwrap();

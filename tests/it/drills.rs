@@ -1,0 +1,677 @@
+//! Failure drills end to end over HTTP: a healthy drill passes with its
+//! alert received by a real receiver on loopback; each broken link (a wrong
+//! webhook secret, a sweeper that is off or too slow, a channel that is
+//! down, a template that drops a field) fails the drill and is named; a
+//! scheduled drill fires on its schedule, once across replicas; and drill
+//! events never count as a real customer's.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode as PeerStatus};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{
+    Backend, NO_SETTINGS, Peer, SECRET, TestServer, now, on_both_backends, sign, wait_for,
+};
+
+/// A receiver playing Slack on every path; answers 500 while `down`.
+struct Receiver {
+    base: String,
+    state: Arc<ReceiverState>,
+    _peer: Peer,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    /// (path, body) of each request answered 200.
+    got: Mutex<Vec<(String, Value)>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    Path(path): Path<String>,
+    body: Bytes,
+) -> PeerStatus {
+    if state.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return PeerStatus::INTERNAL_SERVER_ERROR;
+    }
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    state.got.lock().unwrap().push((path, body));
+    PeerStatus::OK
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let state = Arc::new(ReceiverState::default());
+        let router = axum::Router::new()
+            .route("/{path}", axum::routing::post(receive))
+            .with_state(state.clone());
+        let peer = Peer::serve(router).await;
+        Receiver {
+            base: peer.base(),
+            state,
+            _peer: peer,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
+    /// The messages received on `path`, as text.
+    fn messages(&self, path: &str) -> Vec<String> {
+        self.state
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, body)| body.to_string())
+            .collect()
+    }
+}
+
+/// The app's access endpoint: answers plan `pro` for anyone, and keeps the
+/// `Assay-Drill` header of each request.
+struct App {
+    base: String,
+    drill_headers: Arc<Mutex<Vec<String>>>,
+    _peer: Peer,
+}
+
+impl App {
+    async fn start() -> App {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        let router = axum::Router::new().route(
+            "/access/{customer}",
+            axum::routing::get(move |headers: HeaderMap| {
+                let kept = kept.clone();
+                async move {
+                    if let Some(drill) = headers.get("assay-drill") {
+                        kept.lock()
+                            .unwrap()
+                            .push(drill.to_str().unwrap_or_default().to_owned());
+                    }
+                    (
+                        [("x-deploy-sha", "sha-app-7")],
+                        axum::Json(json!({"plan": "pro"})),
+                    )
+                }
+            }),
+        );
+        let peer = Peer::serve(router).await;
+        App {
+            base: peer.base(),
+            drill_headers: seen,
+            _peer: peer,
+        }
+    }
+}
+
+/// Quick drills: a 1 s deadline, quick alerts.
+fn quick(extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = [
+        ("ASSAY_DRILL_DEADLINE", "1s"),
+        ("ASSAY_DRILL_SWEEP_GRACE", "8s"),
+        ("ASSAY_DRILL_ALERT_TIMEOUT", "8s"),
+        ("ASSAY_ALERT_POLL_INTERVAL", "50ms"),
+        ("ASSAY_ALERT_RETRY_INITIAL", "100ms"),
+        ("ASSAY_ALERT_RETRY_MAX", "300ms"),
+        ("ASSAY_ALERT_TIMEOUT", "2s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    settings.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    settings
+}
+
+/// Starts a drill over the API and waits for it to finish.
+async fn drill(server: &TestServer) -> Value {
+    let (status, started) = server
+        .api(Method::POST, "/v1/drills", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["status"], "running");
+    let id = started["id"].as_str().unwrap().to_owned();
+    finished(server, &id).await
+}
+
+async fn finished(server: &TestServer, id: &str) -> Value {
+    wait_for(&format!("drill {id} to finish"), async || {
+        let drill = server.get(&format!("/v1/drills/{id}")).await;
+        (drill["status"] != "running").then_some(drill)
+    })
+    .await
+}
+
+fn step_names(drill: &Value) -> Vec<String> {
+    drill["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_drill_passes_end_to_end_and_alerts_only_the_drill_channel(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let app = App::start().await;
+    let toml = format!(
+        "[[projects.default.channels]]\nname = \"drills\"\nkind = \"slack\"\nurl = \"{}\"\ndrill = true\n",
+        receiver.url("drills")
+    );
+    let settings = quick(&[
+        ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("real")),
+        (
+            "ASSAY_PROBE_URL",
+            format!("{}/access/{{{{customer_id}}}}", app.base),
+        ),
+    ]);
+    let Some(server) = TestServer::start_with_toml(backend, &toml, &settings).await else {
+        return;
+    };
+    let report = drill(&server).await;
+    assert_eq!(report["status"], "passed", "{report:#}");
+    assert_eq!(report["broken_link"], Value::Null);
+    assert_eq!(
+        step_names(&report),
+        [
+            "ingest",
+            "run_opened",
+            "reconciled",
+            "access_failed",
+            "incident_opened",
+            "incident_complete",
+            "alert_delivered",
+            "resolved"
+        ]
+    );
+    assert!(
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["passed"] == true && s["at"].is_string())
+    );
+    let id = report["id"].as_str().unwrap();
+    let event_id = report["event_id"].as_str().unwrap();
+    let customer = report["customer_id"].as_str().unwrap();
+    assert!(event_id.starts_with("evt_assaydrill_"));
+
+    // The probe carried the drill's header; the app's `pro` still counted
+    // as access that did not change.
+    assert_eq!(*app.drill_headers.lock().unwrap(), vec![id.to_owned()]);
+    let run = server.get(&format!("/v1/runs/{event_id}")).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["drill_id"], id);
+    assert_eq!(run["observed_plan"], "pro");
+    assert_eq!(run["livemode"], false);
+    let incident = &run["incidents"][0];
+    assert_eq!(incident["drill"], true);
+    assert_eq!(incident["status"], "resolved");
+    assert_eq!(
+        incident["title"],
+        "Customer access did not change after Stripe event"
+    );
+    for key in [
+        "event_id",
+        "customer_id",
+        "subscription_id",
+        "expected_plan",
+        "observed_plan",
+        "deploy_sha",
+    ] {
+        assert!(incident["evidence"][key].is_string(), "{key}: {incident:#}");
+    }
+    assert_eq!(incident["evidence"]["deploy_sha"], "sha-app-7");
+
+    // The drill channel got the alert, marked DRILL, and its resolution;
+    // the real channel got nothing.
+    let messages = wait_for("the drill's resolve alert", async || {
+        let got = receiver.messages("drills");
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("DRILL") && messages[0].contains(customer));
+    assert!(messages[1].contains("Resolved"), "{}", messages[1]);
+    assert!(receiver.messages("real").is_empty());
+
+    // Not counted with real customers, anywhere.
+    let runs = server.get("/v1/runs").await;
+    assert_eq!(runs["data"].as_array().unwrap().len(), 0, "{runs}");
+    let drill_runs = server.get("/v1/runs?drill=true").await;
+    assert_eq!(drill_runs["data"][0]["event_id"], event_id);
+    let incidents = server.get("/v1/incidents").await;
+    assert_eq!(incidents["data"].as_array().unwrap().len(), 0);
+    let drill_incidents = server.get("/v1/incidents?drill=true&status=resolved").await;
+    assert_eq!(drill_incidents["data"].as_array().unwrap().len(), 1);
+    let listed = server.get("/v1/drills").await;
+    assert_eq!(listed["data"][0]["id"], id);
+    server.stop().await;
+}
+
+/// Runs one drill on a server with `settings` (and `toml`), and returns
+/// its report, failed.
+async fn failing_drill(
+    backend: Backend,
+    toml: &str,
+    settings: &[(String, String)],
+) -> Option<(TestServer, Value)> {
+    let server = TestServer::start_with_toml(backend, toml, settings).await?;
+    let report = drill(&server).await;
+    assert_eq!(report["status"], "failed", "{report:#}");
+    Some((server, report))
+}
+
+async fn a_wrong_webhook_secret_breaks_the_ingest_link(backend: Backend) {
+    // The drill posts through an ingress that reaches an Assay whose secret
+    // differs (a replica left behind by a rotation).
+    let Some(other) = TestServer::start(
+        backend,
+        &[("ASSAY_STRIPE_WEBHOOK_SECRET", "whsec_rotated_elsewhere")],
+    )
+    .await
+    else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let settings = quick(&[
+        ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack")),
+        ("ASSAY_DRILL_INGEST_URL", other.base.clone()),
+    ]);
+    let Some((server, report)) = failing_drill(backend, "", &settings).await else {
+        return;
+    };
+    let broken = &report["broken_link"];
+    assert_eq!(broken["link"], "ingest_refused", "{report:#}");
+    assert!(
+        broken["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signature_mismatch"),
+        "{broken}"
+    );
+    assert!(
+        broken["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ASSAY_STRIPE_WEBHOOK_SECRET"),
+        "{broken}"
+    );
+    assert_eq!(step_names(&report), ["ingest", "resolved"]);
+    assert_eq!(
+        other.count("stripe_events").await,
+        0,
+        "refused means stored nowhere"
+    );
+    assert_eq!(server.count("runs").await, 0);
+    server.stop().await;
+}
+
+async fn a_sweeper_that_is_off_or_too_slow_breaks_the_sweeper_link(backend: Backend) {
+    let receiver = Receiver::start().await;
+    // Off on the only replica; then once an hour, far slower than the
+    // drill's 1 s grace.
+    for schedule in ["off", "0 0 * * * *"] {
+        let settings = quick(&[
+            ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack")),
+            ("ASSAY_SWEEP_SCHEDULE", schedule.to_owned()),
+            ("ASSAY_DRILL_SWEEP_GRACE", "1s".to_owned()),
+        ]);
+        let Some((server, report)) = failing_drill(backend, "", &settings).await else {
+            return;
+        };
+        let broken = &report["broken_link"];
+        assert_eq!(broken["link"], "sweeper_late", "{schedule}: {report:#}");
+        assert!(
+            broken["fix"]
+                .as_str()
+                .unwrap()
+                .contains("ASSAY_SWEEP_SCHEDULE"),
+            "{broken}"
+        );
+        // The drill ended its run, so no incident can fire later.
+        let event_id = report["event_id"].as_str().unwrap();
+        let run = server.get(&format!("/v1/runs/{event_id}")).await;
+        assert_eq!(run["status"], "failed");
+        assert_eq!(run["deadline_at"], Value::Null);
+        assert_eq!(server.count("incidents").await, 0);
+        server.stop().await;
+    }
+    assert!(receiver.messages("slack").is_empty());
+}
+
+async fn a_channel_that_is_down_breaks_the_alert_link(backend: Backend) {
+    let receiver = Receiver::start().await;
+    receiver
+        .state
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let settings = quick(&[
+        ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack")),
+        ("ASSAY_DRILL_ALERT_TIMEOUT", "2s".to_owned()),
+    ]);
+    let Some((server, report)) = failing_drill(backend, "", &settings).await else {
+        return;
+    };
+    let broken = &report["broken_link"];
+    assert_eq!(broken["link"], "alert_not_delivered", "{report:#}");
+    let detail = broken["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("slack") && detail.contains("HTTP 500"),
+        "{detail}"
+    );
+    // The checks before it passed, and the clean-up ran.
+    let passed: Vec<bool> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["passed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(passed, [true, true, true, true, true, true, false, true]);
+    let event_id = report["event_id"].as_str().unwrap();
+    let run = server.get(&format!("/v1/runs/{event_id}")).await;
+    assert_eq!(run["incidents"][0]["status"], "resolved");
+    server.stop().await;
+}
+
+async fn a_template_that_drops_a_field_breaks_the_incident_link(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The customer and the event also appear in the summary and the
+    // guidance; the deploy SHA only in its own field.
+    let slack = include_str!("../../templates/alerts/slack.json.hbs")
+        .replace("{{incident.deploy_sha}}", "see the app");
+    std::fs::write(dir.path().join("slack.json.hbs"), slack).unwrap();
+    let settings = quick(&[
+        ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack")),
+        (
+            "ASSAY_ALERT_TEMPLATES_DIR",
+            dir.path().display().to_string(),
+        ),
+    ]);
+    let Some((server, report)) = failing_drill(backend, "", &settings).await else {
+        return;
+    };
+    let broken = &report["broken_link"];
+    assert_eq!(broken["link"], "incident_incomplete", "{report:#}");
+    assert!(
+        broken["detail"]
+            .as_str()
+            .unwrap()
+            .contains("slack.json.hbs does not show the deploy SHA"),
+        "{broken}"
+    );
+    assert!(
+        broken["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ASSAY_ALERT_TEMPLATES_DIR")
+    );
+    // The alert itself still went out; only the field is missing.
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps[6]["step"], "alert_delivered");
+    assert_eq!(steps[6]["passed"], true);
+    server.stop().await;
+}
+
+async fn a_scheduled_drill_fires_on_its_schedule_once_across_replicas(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let settings = quick(&[
+        ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack")),
+        ("ASSAY_DRILL_SCHEDULE", "*/2 * * * * *".to_owned()),
+    ]);
+    let Some(first) = TestServer::start(backend, &settings).await else {
+        return;
+    };
+    let second = first.replica(&settings).await;
+    let passed = wait_for("a scheduled drill to pass", async || {
+        let drills = first.get("/v1/drills").await;
+        drills["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["status"] == "passed")
+            .cloned()
+    })
+    .await;
+    wait_for("the drill's opened and resolved alerts", async || {
+        (messages_about(&passed, &receiver) >= 2).then_some(())
+    })
+    .await;
+    first.stop().await;
+    second.stop().await;
+    assert_eq!(passed["trigger"], "schedule");
+    let scheduled_for = passed["scheduled_for"].as_str().unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(scheduled_for).unwrap();
+    assert_eq!(
+        at.timestamp() % 2,
+        0,
+        "on the schedule's times: {scheduled_for}"
+    );
+    // Both replicas ran the scheduler and the drill runner: the drill sent
+    // one alert per event (opened, resolved), not one per replica.
+    assert_eq!(
+        messages_about(&passed, &receiver),
+        2,
+        "{:?}",
+        receiver.messages("slack")
+    );
+}
+
+/// How many messages the receiver got about `drill`'s customer.
+fn messages_about(drill: &Value, receiver: &Receiver) -> usize {
+    let customer = drill["customer_id"].as_str().unwrap();
+    receiver
+        .messages("slack")
+        .iter()
+        .filter(|m| m.contains(customer))
+        .count()
+}
+
+async fn scheduled_drills_are_not_doubled_by_replicas(backend: Backend) {
+    // Two replicas whose schedulers fire on the same times: the drills
+    // table holds one drill per time.
+    let settings = quick(&[("ASSAY_DRILL_SCHEDULE", "* * * * * *".to_owned())]);
+    let Some(first) = TestServer::start(backend, &settings).await else {
+        return;
+    };
+    let second = first.replica(&settings).await;
+    wait_for("a few scheduled drills", async || {
+        let count = first.db.scalar("SELECT COUNT(*) FROM drills").await;
+        (count >= 2).then_some(())
+    })
+    .await;
+    let db = first.db.clone();
+    first.stop().await;
+    second.stop().await;
+    let drills = db.scalar("SELECT COUNT(*) FROM drills").await;
+    let times = db
+        .scalar("SELECT COUNT(DISTINCT scheduled_for) FROM drills")
+        .await;
+    assert_eq!(drills, times, "one drill per schedule time");
+}
+
+async fn drill_events_never_count_as_a_real_customer(backend: Backend) {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
+        return;
+    };
+    let tag = uuid::Uuid::now_v7();
+    let drill_event = |livemode: bool, metadata: Value| {
+        json!({
+            "id": format!("evt_assaydrill_{}", tag.simple()),
+            "object": "event",
+            "type": "customer.subscription.updated",
+            "created": now(),
+            "livemode": livemode,
+            "data": {"object": {
+                "id": "sub_1", "object": "subscription", "customer": "cus_1",
+                "status": "active", "metadata": metadata,
+                "items": {"data": [{"price": {"id": "price_pro"}}]},
+            }},
+        })
+    };
+    let before = server.counts().await;
+    for (event, why) in [
+        (
+            drill_event(true, json!({"assay_drill": tag.to_string()})),
+            "live",
+        ),
+        (drill_event(false, json!({})), "only the id marked"),
+        (
+            drill_event(
+                false,
+                json!({"assay_drill": uuid::Uuid::now_v7().to_string()}),
+            ),
+            "another drill's metadata",
+        ),
+    ] {
+        let body = event.to_string();
+        let (status, answer) = server
+            .deliver_raw("default", body.clone(), Some(sign(&body, SECRET, now())))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {answer}");
+        assert_eq!(answer["error"]["code"], "malformed_event");
+    }
+    let (status, answer) = server
+        .api(
+            Method::POST,
+            "/v1/runs",
+            Some(json!({
+                "event_id": format!("evt_assaydrill_{}", tag.simple()),
+                "event_type": "customer.subscription.updated",
+                "customer_id": "cus_1",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["code"], "reserved_event_id");
+    assert_eq!(server.counts().await, before, "nothing stored");
+
+    // A well-marked drill event opens a drill run, never a real one.
+    let (status, _) = server
+        .deliver(&drill_event(false, json!({"assay_drill": tag.to_string()})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let run = server
+        .get(&format!("/v1/runs/evt_assaydrill_{}", tag.simple()))
+        .await;
+    assert_eq!(run["drill_id"], tag.to_string());
+    assert_eq!(server.get("/v1/runs").await["data"], json!([]));
+    server.stop().await;
+}
+
+async fn the_drills_api_refuses_bad_requests(backend: Backend) {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
+        return;
+    };
+    let response = server
+        .client
+        .post(server.url("/v1/drills"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (status, answer) = server
+        .api(
+            Method::POST,
+            "/v1/drills",
+            Some(json!({"workflow": "shipping"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["code"], "unknown_workflow");
+    let (status, answer) = server
+        .api(Method::POST, "/v1/drills", Some(json!({"project": "x"})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let response = server
+        .client
+        .post(server.url("/v1/drills"))
+        .bearer_auth(crate::support::API_KEY)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.db.scalar("SELECT COUNT(*) FROM drills").await, 0);
+
+    let (status, started) = server.api(Method::POST, "/v1/drills", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = started["id"].as_str().unwrap();
+    let (status, _) = server
+        .api_as(
+            crate::support::OTHER_API_KEY,
+            Method::GET,
+            &format!("/v1/drills/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another project's drill");
+    let (status, _) = server.api(Method::GET, "/v1/drills/nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+async fn the_dashboard_starts_drills_and_shows_their_reports(backend: Backend) {
+    use crate::dashboard::{ADMIN_TOKEN, csrf_of, page, post_form, sign_in};
+    let receiver = Receiver::start().await;
+    let settings = quick(&[
+        ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack")),
+        ("ASSAY_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+    ]);
+    let Some(server) = TestServer::start(backend, &settings).await else {
+        return;
+    };
+    let cookie = sign_in(&server).await;
+    let (status, html) = page(&server, &cookie, "/drills").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("No drill has run"), "{html}");
+    assert_eq!(
+        post_form(&server, &cookie, "/drills", &[("project", "default")]).await,
+        StatusCode::FORBIDDEN,
+        "no CSRF token, no drill"
+    );
+    let csrf = csrf_of(&html);
+    assert_eq!(
+        post_form(
+            &server,
+            &cookie,
+            "/drills",
+            &[("csrf", csrf.as_str()), ("project", "default")]
+        )
+        .await,
+        StatusCode::SEE_OTHER
+    );
+    let listed = server.get("/v1/drills").await;
+    let id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed["data"][0]["trigger"], "dashboard");
+    finished(&server, &id).await;
+    let (_, html) = page(&server, &cookie, "/drills").await;
+    assert!(html.contains(&format!("drill-{id}")), "{html}");
+    assert!(html.contains("passed") && html.contains("alert_delivered"));
+    // The real customers' pages do not show it.
+    let (_, runs) = page(&server, &cookie, "/?status=").await;
+    assert!(!runs.contains("assaydrill"), "{runs}");
+    server.stop().await;
+}
+
+on_both_backends!(
+    a_drill_passes_end_to_end_and_alerts_only_the_drill_channel,
+    a_wrong_webhook_secret_breaks_the_ingest_link,
+    a_sweeper_that_is_off_or_too_slow_breaks_the_sweeper_link,
+    a_channel_that_is_down_breaks_the_alert_link,
+    a_template_that_drops_a_field_breaks_the_incident_link,
+    a_scheduled_drill_fires_on_its_schedule_once_across_replicas,
+    scheduled_drills_are_not_doubled_by_replicas,
+    drill_events_never_count_as_a_real_customer,
+    the_drills_api_refuses_bad_requests,
+    the_dashboard_starts_drills_and_shows_their_reports,
+);

@@ -675,3 +675,104 @@ on_both_backends!(
     the_drills_api_refuses_bad_requests,
     the_dashboard_starts_drills_and_shows_their_reports,
 );
+
+/// The `assay` binary with only the given variables of ours.
+fn assay(args: &[&str], env: &[(String, String)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_assay"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ASSAY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd
+}
+
+async fn output(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assay_drill_run_in_process_passes_and_exits_zero() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = quick(&[
+        (
+            "ASSAY_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("assay.db").display()),
+        ),
+        ("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("ASSAY_SWEEP_SCHEDULE", "* * * * * *".to_owned()),
+        ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack")),
+        ("ASSAY_LOG", "warn".to_owned()),
+    ]);
+    let out = output(assay(&["drill", "run"], &env)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("PASSED"), "{stdout}");
+    assert!(stdout.contains("alert_delivered"), "{stdout}");
+    let messages = receiver.messages("slack");
+    assert!(messages.iter().any(|m| m.contains("DRILL")), "{messages:?}");
+
+    // Without a channel the alarm reaches nobody: exit 1, the link named.
+    env.retain(|(key, _)| key != "ASSAY_SLACK_WEBHOOK_URL");
+    let out = output(assay(&["drill", "run", "--json"], &env)).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["trigger"], "cli");
+    assert_eq!(report["broken_link"]["link"], "alert_not_delivered");
+
+    let out = output(assay(&["drill", "run", "--project", "nope"], &env)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no project `nope`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assay_drill_run_drills_a_running_assay_over_its_api() {
+    let receiver = Receiver::start().await;
+    let settings = quick(&[("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack"))]);
+    let Some(server) = TestServer::start(Backend::Sqlite, &settings).await else {
+        return;
+    };
+    let env = [(
+        "ASSAY_API_KEY".to_owned(),
+        crate::support::API_KEY.to_owned(),
+    )];
+    let out = output(assay(
+        &["drill", "run", "--json", "--url", &server.base],
+        &env,
+    ))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "passed");
+    assert_eq!(report["trigger"], "api");
+
+    let wrong = [(
+        "ASSAY_API_KEY".to_owned(),
+        "not-the-key-0123456789".to_owned(),
+    )];
+    let out = output(assay(&["drill", "run", "--url", &server.base], &wrong)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+}

@@ -78,6 +78,9 @@ fn slack_escape(text: &str) -> String {
 /// characters, and a feature list can be longer.
 const VALUE_LIMIT: usize = 300;
 
+/// Longest retry step; a message lists up to 5 of them in one section.
+const GUIDANCE_LIMIT: usize = 400;
+
 /// Longest summary: Slack refuses a section over 3,000 characters.
 const SUMMARY_LIMIT: usize = 2_000;
 
@@ -357,7 +360,9 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
         "missed_stage": shown(&e["missed_stage"], &Value::Null, "unknown"),
         "deadline_at": shown(&e["deadline_at"], &Value::Null, "unknown"),
         "last_probe": last_probe,
-        "guidance": e["guidance"],
+        // Each step cut: Slack refuses a section over 3,000 characters,
+        // and a step quotes ids and plans.
+        "guidance": e["guidance"].as_array().map(|steps| steps.iter().filter_map(Value::as_str).map(|step| cut_to(step, GUIDANCE_LIMIT)).collect::<Vec<_>>()),
         "evidence": e,
     })
 }

@@ -115,6 +115,19 @@ impl BrokenLink {
 }
 
 impl DrillStep {
+    /// The link a failure at this step names.
+    pub fn link(self) -> BrokenLink {
+        match self {
+            DrillStep::Ingest => BrokenLink::IngestRefused,
+            DrillStep::RunOpened => BrokenLink::NoRun,
+            DrillStep::Reconciled | DrillStep::AccessFailed => BrokenLink::StageRefused,
+            DrillStep::IncidentOpened => BrokenLink::SweeperLate,
+            DrillStep::IncidentComplete => BrokenLink::IncidentIncomplete,
+            DrillStep::AlertDelivered => BrokenLink::AlertNotDelivered,
+            DrillStep::Resolved => BrokenLink::ResolveFailed,
+        }
+    }
+
     fn next(self) -> Option<DrillStep> {
         let all = DrillStep::ALL;
         let at = all.iter().position(|s| *s == self)?;
@@ -329,6 +342,26 @@ impl Drill {
         }
     }
 
+    /// A drill still short of its clean-up long after every wait it has
+    /// should have ended (a step that keeps failing on the database, say)
+    /// fails at the step it is stuck on, so that it never runs for ever and
+    /// never holds up the drills scheduled after it.
+    pub fn out_of_time(&self, now: DateTime<Utc>) -> Option<StepOutcome> {
+        let limit = self.timings.longest();
+        let late = self.started_at + chrono::Duration::from_std(limit).ok()?;
+        (self.status == DrillStatus::Running && self.step != DrillStep::Resolved && now > late)
+            .then(|| StepOutcome::Failed {
+                link: self.step.link(),
+                detail: format!(
+                    "the drill was still at step {} {} after it started",
+                    self.step,
+                    humantime::format_duration(Duration::from_secs(limit.as_secs()))
+                ),
+                fix: "see the replicas' logs: a step kept failing (is the database reachable?)"
+                    .to_owned(),
+            })
+    }
+
     /// Applies what the current step came to: the drill moves to its next
     /// step, waits, or finishes.
     pub fn apply(&mut self, outcome: StepOutcome, now: DateTime<Utc>) {
@@ -454,17 +487,7 @@ impl Run {
         attempt: &ProbeAttempt,
         now: DateTime<Utc>,
     ) -> TimelineEntry {
-        if self.status == RunStatus::Open && attempt.error.is_none() {
-            if attempt.observed_plan.is_some() {
-                self.observed_plan = attempt.observed_plan.clone();
-            }
-            if attempt.observed_features.is_some() {
-                self.observed_features = attempt.observed_features.clone();
-            }
-        }
-        if self.status == RunStatus::Open && self.deploy_sha.is_none() {
-            self.deploy_sha = attempt.deploy_sha.clone();
-        }
+        self.note_probe(attempt);
         TimelineEntry {
             at: now,
             source: Source::Drill,
@@ -715,6 +738,24 @@ mod tests {
             text.contains("What to fix:   point the ingest URL here"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_drill_stuck_on_a_step_runs_out_of_time_there() {
+        let mut d = drill();
+        d.step = DrillStep::IncidentOpened;
+        let limit = chrono::Duration::from_std(d.timings.longest()).unwrap();
+        assert_eq!(d.out_of_time(t0() + limit), None);
+        let outcome = d
+            .out_of_time(t0() + limit + chrono::Duration::seconds(1))
+            .unwrap();
+        let StepOutcome::Failed { link, .. } = &outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(*link, BrokenLink::SweeperLate);
+        d.apply(outcome, t0() + limit);
+        assert_eq!(d.step, DrillStep::Resolved, "the clean-up still runs");
+        assert_eq!(d.out_of_time(t0() + limit * 2), None);
     }
 
     #[test]

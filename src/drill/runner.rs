@@ -53,6 +53,16 @@ fn failed(link: BrokenLink, detail: impl Into<String>, fix: impl Into<String>) -
     }
 }
 
+/// A step that finds what an earlier step recorded missing: a bug, not a
+/// broken link of the user's chain, but still a failed drill.
+fn lost(link: BrokenLink, what: &str) -> StepOutcome {
+    failed(
+        link,
+        format!("the drill lost its {what}"),
+        "report this as a bug in Assay",
+    )
+}
+
 /// Starts a drill now: stores it, due at once, for a runner to take.
 pub async fn start(
     store: &dyn Store,
@@ -82,6 +92,9 @@ pub struct DrillRunner {
     /// project names its ingress (`drill.ingest_url`).
     own_url: String,
     poll_interval: Duration,
+    /// Shorter than the lease, so that no other replica takes the step over
+    /// while its webhook is on the wire.
+    ingest_timeout: Duration,
 }
 
 impl DrillRunner {
@@ -101,11 +114,12 @@ impl DrillRunner {
             .map_err(|e| crate::error_chain(&e))?;
         Ok(DrillRunner {
             store,
-            config,
             probes,
             http,
+            ingest_timeout: INGEST_TIMEOUT.min(config.database.lease / 2),
             own_url,
             poll_interval: Duration::from_millis(500),
+            config,
         })
     }
 
@@ -154,13 +168,27 @@ impl DrillRunner {
 
     /// Does the drill's current step once.
     async fn step(&self, drill: &mut Drill) -> Result<StepOutcome, StoreError> {
-        let Some(project) = self.config.projects.get(&drill.project) else {
-            let link = match drill.step {
-                DrillStep::Ingest => BrokenLink::IngestRefused,
-                _ => BrokenLink::ResolveFailed,
+        let now = crate::now();
+        // The clean-up needs only the store: it runs even where the
+        // project is not configured, and however late.
+        if drill.step == DrillStep::Resolved {
+            return match self.resolved(drill, now).await {
+                // Bounded too: a clean-up failing for twice the drill's
+                // time gives up, so that the drill ends.
+                Err(e) if now > after(drill.started_at, drill.timings.longest() * 2) => Ok(failed(
+                    BrokenLink::ResolveFailed,
+                    format!("the clean-up kept failing: {e}"),
+                    "resolve the drill's incident on the dashboard; see the replicas' logs",
+                )),
+                other => other,
             };
+        }
+        if let Some(outcome) = drill.out_of_time(now) {
+            return Ok(outcome);
+        }
+        let Some(project) = self.config.projects.get(&drill.project) else {
             return Ok(failed(
-                link,
+                drill.step.link(),
                 format!(
                     "project `{}` is not configured on this replica",
                     drill.project
@@ -168,7 +196,6 @@ impl DrillRunner {
                 "configure the project on every replica, or start drills only for configured projects",
             ));
         };
-        let now = crate::now();
         match drill.step {
             DrillStep::Ingest => Ok(self.ingest(drill, project, now).await),
             DrillStep::RunOpened => self.run_opened(drill, now).await,
@@ -207,6 +234,9 @@ impl DrillRunner {
             .trim_end_matches('/')
             .to_owned();
         let url = format!("{base}/hooks/stripe/{}", project.name);
+        // What reports and logs show: no user info or query, where a token
+        // could hide.
+        let shown = crate::probe::client::shown_url(&url);
         let body = serde_json::to_vec(&drill.event(project.drill.lookup_key.as_deref(), now))
             .unwrap_or_default();
         let signature = crate::stripe::signature::sign(&body, secret.expose(), now.timestamp());
@@ -215,6 +245,7 @@ impl DrillRunner {
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("stripe-signature", signature)
+            .timeout(self.ingest_timeout)
             .body(body)
             .send()
             .await;
@@ -240,7 +271,7 @@ impl DrillRunner {
             .unwrap_or(Value::Null);
         if status.is_success() {
             return StepOutcome::Passed(format!(
-                "the signed test-mode event {} was accepted by {url} (HTTP {})",
+                "the signed test-mode event {} was accepted by {shown} (HTTP {})",
                 drill.event_id,
                 status.as_u16()
             ));
@@ -268,7 +299,7 @@ impl DrillRunner {
         failed(
             BrokenLink::IngestRefused,
             format!(
-                "{url} answered HTTP {}{}",
+                "{shown} answered HTTP {}{}",
                 status.as_u16(),
                 if code.is_empty() {
                     String::new()
@@ -332,11 +363,7 @@ impl DrillRunner {
         now: DateTime<Utc>,
     ) -> Result<StepOutcome, StoreError> {
         let Some(run_id) = drill.run_id else {
-            return Ok(failed(
-                BrokenLink::NoRun,
-                "the drill lost its run",
-                "report this as a bug in Assay",
-            ));
+            return Ok(lost(BrokenLink::NoRun, "run"));
         };
         let report = StageReport {
             expected_plan: Some(drill.timings.plan.clone()),
@@ -391,11 +418,7 @@ impl DrillRunner {
         now: DateTime<Utc>,
     ) -> Result<StepOutcome, StoreError> {
         let Some(run_id) = drill.run_id else {
-            return Ok(failed(
-                BrokenLink::NoRun,
-                "the drill lost its run",
-                "report this as a bug in Assay",
-            ));
+            return Ok(lost(BrokenLink::NoRun, "run"));
         };
         let Some(client) = self.probes.get(&project.name) else {
             return Ok(StepOutcome::Passed(
@@ -433,11 +456,7 @@ impl DrillRunner {
         now: DateTime<Utc>,
     ) -> Result<StepOutcome, StoreError> {
         let Some(run_id) = drill.run_id else {
-            return Ok(failed(
-                BrokenLink::NoRun,
-                "the drill lost its run",
-                "report this as a bug in Assay",
-            ));
+            return Ok(lost(BrokenLink::NoRun, "run"));
         };
         let detail = self
             .store
@@ -496,11 +515,7 @@ impl DrillRunner {
         project: &ProjectConfig,
     ) -> Result<StepOutcome, StoreError> {
         let Some(detail) = self.incident(drill).await? else {
-            return Ok(failed(
-                BrokenLink::IncidentIncomplete,
-                "the drill lost its incident",
-                "report this as a bug in Assay",
-            ));
+            return Ok(lost(BrokenLink::IncidentIncomplete, "incident"));
         };
         let incident: &Incident = &detail.incident;
         let mut problems = super::incident_problems(incident);
@@ -569,11 +584,7 @@ impl DrillRunner {
             ));
         }
         let Some(detail) = self.incident(drill).await? else {
-            return Ok(failed(
-                BrokenLink::AlertNotDelivered,
-                "the drill lost its incident",
-                "report this as a bug in Assay",
-            ));
+            return Ok(lost(BrokenLink::AlertNotDelivered, "incident"));
         };
         let mut sent = Vec::new();
         let mut dead = Vec::new();
@@ -634,44 +645,41 @@ impl DrillRunner {
         ))
     }
 
-    /// Cleans up: resolves the drill's incident (its resolve alert goes to
-    /// the same channels) and ends its run if the drill broke off early.
+    /// Cleans up: resolves every open incident of the drill's run (their
+    /// resolve alerts go to the same channels) and ends the run if the
+    /// drill broke off before the sweeper judged it. The run is found by
+    /// its event id, so that a run the drill never saw (a webhook that timed
+    /// out but was stored, a step lost with its replica) is cleaned up too.
     async fn resolved(&self, drill: &Drill, now: DateTime<Utc>) -> Result<StepOutcome, StoreError> {
+        let key = RunRef::EventId(drill.event_id.clone());
+        let detail = match self.store.run_detail(&drill.project, &key).await {
+            Ok(detail) => detail,
+            Err(StoreError::NotFound(_)) => {
+                return Ok(StepOutcome::Passed("nothing to clean up".to_owned()));
+            }
+            Err(e) => return Err(e),
+        };
         let mut done = Vec::new();
-        if let Some(id) = drill.incident_id {
-            match self
-                .store
+        for incident in &detail.incidents {
+            if incident.status == crate::incident::IncidentStatus::Resolved {
+                continue;
+            }
+            self.store
                 .resolve_incident(
                     &drill.project,
-                    id,
+                    incident.id,
                     format!("failure drill {} finished", drill.id),
                     now,
                 )
-                .await
-            {
-                Ok(_) => done.push(format!("incident {id} resolved")),
-                Err(StoreError::NotFound(_)) => {
-                    return Ok(failed(
-                        BrokenLink::ResolveFailed,
-                        format!("incident {id} is gone"),
-                        "report this as a bug in Assay",
-                    ));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if let Some(run_id) = drill.run_id {
-            let run = self
-                .store
-                .end_drill_run(&drill.project, run_id, now)
                 .await?;
-            done.push(format!("run {} is {}", run.id, run.status));
+            done.push(format!("incident {} resolved", incident.id));
         }
-        Ok(StepOutcome::Passed(if done.is_empty() {
-            "nothing to clean up".to_owned()
-        } else {
-            done.join("; ")
-        }))
+        let run = self
+            .store
+            .end_drill_run(&drill.project, detail.run.id, now)
+            .await?;
+        done.push(format!("run {} is {}", run.id, run.status));
+        Ok(StepOutcome::Passed(done.join("; ")))
     }
 
     /// Starts the scheduled drills that are due; `next` holds each

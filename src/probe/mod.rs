@@ -172,7 +172,17 @@ impl Run {
                 .report(Stage::AccessAsserted, report, Source::Probe, now)
                 .ok();
         }
-        if self.status == RunStatus::Open && attempt.error.is_none() {
+        self.note_probe(attempt);
+        None
+    }
+
+    /// Keeps what a probe saw on an open run (so that the evidence shows
+    /// it), without counting it as a match.
+    pub fn note_probe(&mut self, attempt: &ProbeAttempt) {
+        if self.status != RunStatus::Open {
+            return;
+        }
+        if attempt.error.is_none() {
             if attempt.observed_plan.is_some() {
                 self.observed_plan = attempt.observed_plan.clone();
             }
@@ -180,10 +190,9 @@ impl Run {
                 self.observed_features = attempt.observed_features.clone();
             }
         }
-        if self.status == RunStatus::Open && self.deploy_sha.is_none() {
+        if self.deploy_sha.is_none() {
             self.deploy_sha = attempt.deploy_sha.clone();
         }
-        None
     }
 }
 

@@ -340,6 +340,12 @@ pub(crate) struct DrillRow {
     next_step_at: Option<i64>,
 }
 
+impl DrillRow {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 impl TryFrom<DrillRow> for crate::drill::Drill {
     type Error = StoreError;
     fn try_from(r: DrillRow) -> Result<Self, StoreError> {

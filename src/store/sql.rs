@@ -604,12 +604,14 @@ macro_rules! sql_store {
             Ok((run, false))
         }
 
-        fn push_cursor(query: &mut sqlx::QueryBuilder<$db>, cursor: Option<Cursor>) {
+        /// Continues a newest-first list (by `at`, a time column, then id)
+        /// after `cursor`.
+        fn push_cursor(query: &mut sqlx::QueryBuilder<$db>, at: &'static str, cursor: Option<Cursor>) {
             if let Some(c) = cursor {
                 query
-                    .push(" AND (opened_at < ")
+                    .push(format!(" AND ({at} < "))
                     .push_bind(c.at_ms)
-                    .push(" OR (opened_at = ")
+                    .push(format!(" OR ({at} = "))
                     .push_bind(c.at_ms)
                     .push(" AND id < ")
                     .push_bind(c.id.to_string())
@@ -758,7 +760,7 @@ macro_rules! sql_store {
                     query.push(" AND customer_id = ").push_bind(customer.clone());
                 }
                 query.push(if filter.drill { " AND drill_id IS NOT NULL" } else { " AND drill_id IS NULL" });
-                push_cursor(&mut query, filter.cursor);
+                push_cursor(&mut query, "opened_at", filter.cursor);
                 query
                     .push(" ORDER BY opened_at DESC, id DESC LIMIT ")
                     .push_bind(i64::from(filter.limit) + 1);
@@ -942,7 +944,7 @@ macro_rules! sql_store {
                     query.push(" AND status = ").push_bind(status.as_str());
                 }
                 query.push(" AND drill = ").push_bind(filter.drill);
-                push_cursor(&mut query, filter.cursor);
+                push_cursor(&mut query, "opened_at", filter.cursor);
                 query
                     .push(" ORDER BY opened_at DESC, id DESC LIMIT ")
                     .push_bind(i64::from(filter.limit) + 1);
@@ -1316,14 +1318,32 @@ macro_rules! sql_store {
                 .bind(&token)
                 .fetch_all(&self.writer)
                 .await?;
-                Ok(convert::<_, $crate::drill::Drill>(rows)?
-                    .into_iter()
-                    .map(|drill| $crate::store::DrillJob {
-                        drill,
-                        lease_token: token.clone(),
-                        lease_expires_at,
-                    })
-                    .collect())
+                let mut jobs = Vec::new();
+                for row in rows {
+                    let id = row.id().to_owned();
+                    match $crate::drill::Drill::try_from(row) {
+                        Ok(drill) => jobs.push($crate::store::DrillJob {
+                            drill,
+                            lease_token: token.clone(),
+                            lease_expires_at,
+                        }),
+                        // One unreadable drill must not hold up the others
+                        // claimed with it, again at every claim: it ends.
+                        Err(e) => {
+                            tracing::error!(drill_id = %id, error = %e, "an unreadable drill is marked failed");
+                            sqlx::query(
+                                "UPDATE drills SET status = 'failed', next_step_at = NULL, finished_at = $2, \
+                                 lease_token = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_token = $3",
+                            )
+                            .bind(&id)
+                            .bind(to_ms(now))
+                            .bind(&token)
+                            .execute(&self.writer)
+                            .await?;
+                        }
+                    }
+                }
+                Ok(jobs)
             }
 
             async fn save_drill(&self, job: &$crate::store::DrillJob) -> Result<bool, StoreError> {
@@ -1376,16 +1396,7 @@ macro_rules! sql_store {
                     " FROM drills WHERE project = "
                 ));
                 query.push_bind(project.to_owned());
-                if let Some(c) = cursor {
-                    query
-                        .push(" AND (started_at < ")
-                        .push_bind(c.at_ms)
-                        .push(" OR (started_at = ")
-                        .push_bind(c.at_ms)
-                        .push(" AND id < ")
-                        .push_bind(c.id.to_string())
-                        .push("))");
-                }
+                push_cursor(&mut query, "started_at", cursor);
                 query
                     .push(" ORDER BY started_at DESC, id DESC LIMIT ")
                     .push_bind(i64::from(limit) + 1);

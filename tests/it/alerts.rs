@@ -35,21 +35,21 @@ struct Received {
 }
 
 #[derive(Default)]
-struct ReceiverState {
+pub(crate) struct ReceiverState {
     requests: Mutex<Vec<Received>>,
     /// Requests still to fail with a 500.
     failures_left: AtomicUsize,
     /// Fail every request.
-    down: std::sync::atomic::AtomicBool,
+    pub(crate) down: std::sync::atomic::AtomicBool,
     /// Never answer (until the client gives up).
     hang: std::sync::atomic::AtomicBool,
 }
 
 /// A real HTTP server playing Slack (`/slack`) and a webhook receiver
-/// (`/hook`).
-struct Receiver {
+/// (`/hook`), or any other path.
+pub(crate) struct Receiver {
     base: String,
-    state: Arc<ReceiverState>,
+    pub(crate) state: Arc<ReceiverState>,
     _peer: Peer,
 }
 
@@ -85,7 +85,7 @@ async fn receive(
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let state = Arc::new(ReceiverState::default());
         let router = axum::Router::new()
             .route("/{path}", axum::routing::post(receive))
@@ -98,8 +98,12 @@ impl Receiver {
         }
     }
 
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
     /// The bodies answered 200 on `path`, as JSON.
-    fn accepted(&self, path: &str) -> Vec<Value> {
+    pub(crate) fn accepted(&self, path: &str) -> Vec<Value> {
         self.received(path)
             .into_iter()
             .filter(|r| r.answered == 200)

@@ -7,72 +7,22 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode as PeerStatus};
+use axum::http::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::alerts::Receiver;
 use crate::support::{
     Backend, NO_SETTINGS, Peer, SECRET, TestServer, now, on_both_backends, sign, wait_for,
 };
 
-/// A receiver playing Slack on every path; answers 500 while `down`.
-struct Receiver {
-    base: String,
-    state: Arc<ReceiverState>,
-    _peer: Peer,
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    /// (path, body) of each request answered 200.
-    got: Mutex<Vec<(String, Value)>>,
-    down: std::sync::atomic::AtomicBool,
-}
-
-async fn receive(
-    State(state): State<Arc<ReceiverState>>,
-    Path(path): Path<String>,
-    body: Bytes,
-) -> PeerStatus {
-    if state.down.load(std::sync::atomic::Ordering::SeqCst) {
-        return PeerStatus::INTERNAL_SERVER_ERROR;
-    }
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    state.got.lock().unwrap().push((path, body));
-    PeerStatus::OK
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let state = Arc::new(ReceiverState::default());
-        let router = axum::Router::new()
-            .route("/{path}", axum::routing::post(receive))
-            .with_state(state.clone());
-        let peer = Peer::serve(router).await;
-        Receiver {
-            base: peer.base(),
-            state,
-            _peer: peer,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.base)
-    }
-
-    /// The messages received on `path`, as text.
-    fn messages(&self, path: &str) -> Vec<String> {
-        self.state
-            .got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, body)| body.to_string())
-            .collect()
-    }
+/// The messages `receiver` took on `path`, as text.
+fn messages(receiver: &Receiver, path: &str) -> Vec<String> {
+    receiver
+        .accepted(path)
+        .iter()
+        .map(Value::to_string)
+        .collect()
 }
 
 /// The app's access endpoint: answers plan `pro` for anyone, and keeps the
@@ -233,15 +183,15 @@ async fn a_drill_passes_end_to_end_and_alerts_only_the_drill_channel(backend: Ba
 
     // The drill channel got the alert, marked DRILL, and its resolution;
     // the real channel got nothing.
-    let messages = wait_for("the drill's resolve alert", async || {
-        let got = receiver.messages("drills");
+    let sent = wait_for("the drill's resolve alert", async || {
+        let got = messages(&receiver, "drills");
         (got.len() >= 2).then_some(got)
     })
     .await;
-    assert_eq!(messages.len(), 2, "{messages:?}");
-    assert!(messages[0].contains("DRILL") && messages[0].contains(customer));
-    assert!(messages[1].contains("Resolved"), "{}", messages[1]);
-    assert!(receiver.messages("real").is_empty());
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].contains("DRILL") && sent[0].contains(customer));
+    assert!(sent[1].contains("Resolved"), "{}", sent[1]);
+    assert!(messages(&receiver, "real").is_empty());
 
     // Not counted with real customers, anywhere.
     let runs = server.get("/v1/runs").await;
@@ -315,6 +265,81 @@ async fn a_wrong_webhook_secret_breaks_the_ingest_link(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_webhook_stored_behind_a_failing_ingress_is_cleaned_up(backend: Backend) {
+    // An ingress that passes the webhook on to Assay, which stores it, but
+    // answers 502 (a proxy timing out): the drill fails at ingest, and its
+    // clean-up still finds and ends the run, so no incident fires later.
+    let target = Arc::new(Mutex::new(String::new()));
+    let forward_to = target.clone();
+    let ingress = Peer::serve(axum::Router::new().route(
+        "/hooks/stripe/default",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let target = forward_to.lock().unwrap().clone();
+            async move {
+                let passed = crate::support::http_client()
+                    .post(target)
+                    .header("content-type", "application/json")
+                    .header("stripe-signature", headers["stripe-signature"].clone())
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(passed.status(), StatusCode::OK);
+                axum::http::StatusCode::BAD_GATEWAY
+            }
+        }),
+    ))
+    .await;
+    // A password in the URL, which no report may show.
+    let ingest_url = format!("http://drill:s3cret-pass@{}", ingress.addr);
+    let Some(server) =
+        TestServer::start(backend, &quick(&[("ASSAY_DRILL_INGEST_URL", ingest_url)])).await
+    else {
+        return;
+    };
+    *target.lock().unwrap() = server.url("/hooks/stripe/default");
+    let report = drill(&server).await;
+    assert_eq!(report["status"], "failed");
+    let broken = &report["broken_link"];
+    assert_eq!(broken["link"], "ingest_refused", "{report:#}");
+    assert!(broken["detail"].as_str().unwrap().contains("HTTP 502"));
+    assert!(!report.to_string().contains("s3cret"), "{report:#}");
+    assert_eq!(report["steps"][1]["step"], "resolved");
+    let event_id = report["event_id"].as_str().unwrap();
+    let run = server.get(&format!("/v1/runs/{event_id}")).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert_eq!(run["deadline_at"], Value::Null, "the sweeper never sees it");
+    server.stop().await;
+}
+
+async fn an_unreadable_drill_does_not_hold_up_the_others(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let Some(server) = TestServer::start(
+        backend,
+        &quick(&[("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack"))]),
+    )
+    .await
+    else {
+        return;
+    };
+    server
+        .db
+        .execute(
+            "INSERT INTO drills (id, project, workflow, trigger, status, step, event_id, started_at, \
+             report, next_step_at) VALUES ('00000000-0000-7000-8000-000000000001', 'default', 'billing', \
+             'api', 'running', 'ingest', 'evt_assaydrill_x', 0, 'not json', 0)",
+        )
+        .await;
+    let report = drill(&server).await;
+    assert_eq!(report["status"], "passed", "{report:#}");
+    let status = server
+        .db
+        .scalar("SELECT COUNT(*) FROM drills WHERE status = 'failed' AND next_step_at IS NULL")
+        .await;
+    assert_eq!(status, 1, "the unreadable drill ended");
+    server.stop().await;
+}
+
 async fn a_sweeper_that_is_off_or_too_slow_breaks_the_sweeper_link(backend: Backend) {
     let receiver = Receiver::start().await;
     // Off on the only replica; then once an hour, far slower than the
@@ -345,7 +370,7 @@ async fn a_sweeper_that_is_off_or_too_slow_breaks_the_sweeper_link(backend: Back
         assert_eq!(server.count("incidents").await, 0);
         server.stop().await;
     }
-    assert!(receiver.messages("slack").is_empty());
+    assert!(messages(&receiver, "slack").is_empty());
 }
 
 async fn a_channel_that_is_down_breaks_the_alert_link(backend: Backend) {
@@ -462,15 +487,14 @@ async fn a_scheduled_drill_fires_on_its_schedule_once_across_replicas(backend: B
         messages_about(&passed, &receiver),
         2,
         "{:?}",
-        receiver.messages("slack")
+        messages(&receiver, "slack")
     );
 }
 
 /// How many messages the receiver got about `drill`'s customer.
 fn messages_about(drill: &Value, receiver: &Receiver) -> usize {
     let customer = drill["customer_id"].as_str().unwrap();
-    receiver
-        .messages("slack")
+    messages(receiver, "slack")
         .iter()
         .filter(|m| m.contains(customer))
         .count()
@@ -666,6 +690,8 @@ async fn the_dashboard_starts_drills_and_shows_their_reports(backend: Backend) {
 on_both_backends!(
     a_drill_passes_end_to_end_and_alerts_only_the_drill_channel,
     a_wrong_webhook_secret_breaks_the_ingest_link,
+    a_webhook_stored_behind_a_failing_ingress_is_cleaned_up,
+    an_unreadable_drill_does_not_hold_up_the_others,
     a_sweeper_that_is_off_or_too_slow_breaks_the_sweeper_link,
     a_channel_that_is_down_breaks_the_alert_link,
     a_template_that_drops_a_field_breaks_the_incident_link,
@@ -720,7 +746,7 @@ async fn assay_drill_run_in_process_passes_and_exits_zero() {
     );
     assert!(stdout.contains("PASSED"), "{stdout}");
     assert!(stdout.contains("alert_delivered"), "{stdout}");
-    let messages = receiver.messages("slack");
+    let messages = messages(&receiver, "slack");
     assert!(messages.iter().any(|m| m.contains("DRILL")), "{messages:?}");
 
     // Without a channel the alarm reaches nobody: exit 1, the link named.

@@ -340,6 +340,8 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
         .into_iter()
         .flatten()
         .filter(|(key, _)| !matches!(key.as_str(), "summary" | "guidance"))
+        // The drill marks say nothing on a real customer's incident.
+        .filter(|(key, _)| incident.drill || !matches!(key.as_str(), "drill" | "drill_id"))
         .map(|(key, value)| {
             let text = match value {
                 Value::String(s) => s.clone(),

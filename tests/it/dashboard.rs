@@ -155,6 +155,10 @@ async fn sessions_are_http_only_and_forms_need_their_csrf_token(backend: Backend
         .to_owned();
     let (status, html) = page(&server, &cookie, &format!("/incidents/{id}")).await;
     assert_eq!(status, StatusCode::OK);
+    assert!(
+        !html.contains("<dt>drill") && !html.contains("DRILL"),
+        "a real incident shows no drill marks"
+    );
     let csrf = csrf_of(&html);
 
     // Without the token, or with another, the form is refused and nothing

@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod dashboard;
 mod drills;
+mod example_app;
 mod expectations;
 mod idempotency;
 mod lifecycle;

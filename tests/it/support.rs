@@ -305,7 +305,22 @@ impl TestServer {
         overrides: Settings<'_, K, V>,
     ) -> Option<TestServer> {
         let db = TestDb::create(backend).await?;
-        Some(TestServer::start_on(std::sync::Arc::new(db), toml, overrides).await)
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Some(TestServer::start_on(std::sync::Arc::new(db), listener, toml, overrides).await)
+    }
+
+    /// As [`TestServer::start`], listening on `port` (a client was pointed
+    /// at it before Assay was up).
+    pub async fn start_on_port<K: AsRef<str>, V: AsRef<str>>(
+        backend: Backend,
+        port: u16,
+        overrides: Settings<'_, K, V>,
+    ) -> Option<TestServer> {
+        let db = TestDb::create(backend).await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        Some(TestServer::start_on(std::sync::Arc::new(db), listener, "", overrides).await)
     }
 
     /// Another replica on this server's database, with the same settings
@@ -314,11 +329,13 @@ impl TestServer {
         &self,
         overrides: Settings<'_, K, V>,
     ) -> TestServer {
-        TestServer::start_on(self.db.clone(), "", overrides).await
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestServer::start_on(self.db.clone(), listener, "", overrides).await
     }
 
     async fn start_on<K: AsRef<str>, V: AsRef<str>>(
         db: std::sync::Arc<TestDb>,
+        listener: tokio::net::TcpListener,
         toml: &str,
         overrides: Settings<'_, K, V>,
     ) -> TestServer {
@@ -340,7 +357,6 @@ impl TestServer {
             env: &env,
         })
         .expect("test configuration is valid");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(assay::server::serve(config, listener, shutdown.clone()));
@@ -587,6 +603,11 @@ pub struct Peer {
 impl Peer {
     pub async fn serve(router: axum::Router) -> Peer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Peer::serve_on(listener, router)
+    }
+
+    /// Serves on a listener the test bound (a port named in advance).
+    pub fn serve_on(listener: tokio::net::TcpListener, router: axum::Router) -> Peer {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();

@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod drill;
 pub mod incident;
 pub mod ingest;
+pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod run;

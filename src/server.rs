@@ -24,9 +24,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     crate::install_crypto_provider();
-    let store = store::connect_with_outbox(&config.database, config.outbox()).await?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let store = store::connect_with(&config.database, config.outbox(), metrics.clone()).await?;
     let config = Arc::new(config);
-    let sweeper = Sweeper::new(store.clone(), config.sweep.clone());
+    let sweeper = Sweeper::new(store.clone(), config.sweep.clone(), metrics.clone());
     let sweeper_task = tokio::spawn(sweeper.run(shutdown.child_token()));
     let mut clients = HashMap::new();
     for project in config.projects.values() {
@@ -59,7 +60,12 @@ pub async fn serve(
     )
     .map_err(|e| anyhow::anyhow!("the drill runner: {e}"))?;
     let drill_task = tokio::spawn(drill_runner.run(shutdown.child_token()));
-    let prober = Arc::new(Prober::new(store.clone(), clients, config.prober));
+    let prober = Arc::new(Prober::new(
+        store.clone(),
+        clients,
+        config.prober,
+        metrics.clone(),
+    ));
     let prober_task = tokio::spawn(prober.run(shutdown.child_token()));
     let channels = config
         .projects
@@ -75,6 +81,7 @@ pub async fn serve(
         channels,
         config.alerts.clone(),
         config.alert_poll_interval,
+        metrics.clone(),
     )
     .map_err(|e| anyhow::anyhow!("the alert sender: {e}"))?;
     let alert_task = tokio::spawn(alert_sender.run(shutdown.child_token()));
@@ -84,7 +91,11 @@ pub async fn serve(
         sweep_schedule = %config.sweep.schedule_text,
         "assay is serving"
     );
-    let app = api::router(AppState { config, store });
+    let app = api::router(AppState {
+        config,
+        store,
+        metrics,
+    });
     // The client's address: the dashboard locks out repeated failed sign-ins
     // per address.
     let served = axum::serve(

@@ -9,16 +9,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SweepConfig;
 use crate::incident::Incident;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 pub struct Sweeper {
     store: Arc<dyn Store>,
     config: SweepConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl Sweeper {
-    pub fn new(store: Arc<dyn Store>, config: SweepConfig) -> Sweeper {
-        Sweeper { store, config }
+    pub fn new(store: Arc<dyn Store>, config: SweepConfig, metrics: Arc<Metrics>) -> Sweeper {
+        Sweeper {
+            store,
+            config,
+            metrics,
+        }
     }
 
     /// One sweep: batches until no overdue run is left.
@@ -51,6 +57,7 @@ impl Sweeper {
             // never above the batch size; `== 0` guards a misconfiguration
             // that would otherwise spin.)
             if swept.runs_claimed == 0 || (swept.runs_claimed as u32) < self.config.batch_size {
+                self.metrics.swept();
                 return Ok(opened);
             }
         }

@@ -22,6 +22,7 @@ pub struct AlertSender {
     sender: ChannelSender,
     poll_interval: Duration,
     batch: u32,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AlertSender {
@@ -30,9 +31,11 @@ impl AlertSender {
         channels: HashMap<(String, String), ChannelConfig>,
         settings: AlertSettings,
         poll_interval: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<AlertSender, String> {
         Ok(AlertSender {
             store,
+            metrics,
             channels,
             sender: ChannelSender::new(settings.timeout)?,
             settings,
@@ -112,8 +115,21 @@ impl AlertSender {
                 ),
                 _ => {}
             }
-            if let Err(e) = self.store.finish_delivery(&job, outcome, crate::now()).await {
-                tracing::error!(delivery_id = %job.delivery.id, error = %e, "recording an alert delivery failed; its lease will expire and it is retried");
+            let counted = match &outcome {
+                DeliveryOutcome::Sent(_) => "sent",
+                DeliveryOutcome::Failed { retry_at: Some(_), .. } => "failed",
+                DeliveryOutcome::Failed { retry_at: None, .. } => "dead",
+                DeliveryOutcome::Skipped(_) => "skipped",
+            };
+            match self.store.finish_delivery(&job, outcome, crate::now()).await {
+                // A drill's alert is not a customer's.
+                Ok(()) if !job.incidents.iter().any(|i| i.drill) => {
+                    self.metrics.delivery(&job.delivery.project, &job.delivery.channel, counted);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(delivery_id = %job.delivery.id, error = %e, "recording an alert delivery failed; its lease will expire and it is retried")
+                }
             }
         });
         futures::future::join_all(sends).await;

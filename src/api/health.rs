@@ -1,5 +1,7 @@
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
@@ -20,4 +22,14 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         )
     })?;
     Ok(Json(json!({ "status": "ready" })))
+}
+
+/// `GET /metrics`: the Prometheus text exposition. Bind it privately: it
+/// names projects and channels.
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let standing = state.store.standing(crate::now()).await?;
+    Ok((
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.render(&standing),
+    ))
 }

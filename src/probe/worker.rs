@@ -31,6 +31,7 @@ pub struct Prober {
     settings: ProberSettings,
     in_flight: Arc<Semaphore>,
     per_host: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Prober {
@@ -38,10 +39,12 @@ impl Prober {
         store: Arc<dyn Store>,
         clients: HashMap<String, Arc<ProbeClient>>,
         settings: ProberSettings,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Prober {
         Prober {
             store,
             clients,
+            metrics,
             in_flight: Arc::new(Semaphore::new(settings.concurrency)),
             settings,
             per_host: Mutex::new(HashMap::new()),
@@ -129,12 +132,20 @@ impl Prober {
             "probed"
         );
         let schedule = client.config().schedule;
-        if let Err(e) = self
+        let outcome = match (&attempt.error, job.run.probe_matches(&attempt)) {
+            (Some(_), _) => "error",
+            (None, true) => "matched",
+            (None, false) => "mismatch",
+        };
+        match self
             .store
             .finish_probe(&job, Some((attempt, schedule)), crate::now())
             .await
         {
-            tracing::error!(run_id = %job.run.id, error = %e, "recording a probe failed; it will be retried");
+            Ok(()) => self.metrics.probe(&job.run.project, outcome),
+            Err(e) => {
+                tracing::error!(run_id = %job.run.id, error = %e, "recording a probe failed; it will be retried")
+            }
         }
     }
 

@@ -347,6 +347,10 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Run, StoreError>;
 
+    /// How things stand now, for the metrics' gauges: counted through
+    /// indexes, so a scrape costs what is open, not what is stored.
+    async fn standing(&self, now: DateTime<Utc>) -> Result<crate::metrics::Standing, StoreError>;
+
     /// Ends a drill's run that is still open, without an incident: the
     /// drill broke off and must leave nothing behind to alert later.
     async fn end_drill_run(
@@ -432,23 +436,25 @@ pub struct DatabaseSettings {
 /// Opens the store the URL's scheme names and applies its migrations; it
 /// queues no alerts.
 pub async fn connect(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, StoreError> {
-    connect_with_outbox(settings, Outbox::default()).await
+    connect_with(settings, Outbox::default(), Arc::default()).await
 }
 
 /// Opens the store; opening or resolving an incident queues the alerts
-/// `outbox` says, in the same transaction.
-pub async fn connect_with_outbox(
+/// `outbox` says, in the same transaction, and every committed transition
+/// of a run is counted in `metrics`.
+pub async fn connect_with(
     settings: &DatabaseSettings,
     outbox: Outbox,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let outbox = Arc::new(outbox);
     if is_postgres(&settings.url) {
         Ok(Arc::new(
-            postgres::PostgresStore::connect(settings, outbox).await?,
+            postgres::PostgresStore::connect(settings, outbox, metrics).await?,
         ))
     } else {
         Ok(Arc::new(
-            sqlite::SqliteStore::connect(settings, outbox).await?,
+            sqlite::SqliteStore::connect(settings, outbox, metrics).await?,
         ))
     }
 }

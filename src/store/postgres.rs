@@ -23,12 +23,15 @@ pub struct PostgresStore {
     reader: PgPool,
     lease: Duration,
     outbox: std::sync::Arc<crate::alert::Outbox>,
+    /// Committed transitions are counted here.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl PostgresStore {
     pub async fn connect(
         settings: &DatabaseSettings,
         outbox: std::sync::Arc<crate::alert::Outbox>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<PostgresStore, StoreError> {
         let options = PgConnectOptions::from_str(&settings.url)?
             .application_name("assay")
@@ -47,6 +50,7 @@ impl PostgresStore {
             reader: pool,
             lease: settings.lease,
             outbox,
+            metrics,
         })
     }
 }

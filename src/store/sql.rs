@@ -206,11 +206,16 @@ macro_rules! sql_store {
             Ok(done.rows_affected() == 1)
         }
 
+        /// Appends the run's new timeline entries, and notes the transitions
+        /// they make in `seen`, for the metrics once the transaction commits.
         async fn append_timeline(
             conn: &mut $conn,
-            run_id: uuid::Uuid,
+            run: &Run,
             entries: &[TimelineEntry],
+            seen: &mut Vec<$crate::metrics::Transition>,
         ) -> Result<(), StoreError> {
+            let run_id = run.id;
+            seen.extend($crate::metrics::Transition::of(run, entries));
             for entry in entries {
                 sqlx::query(
                     "INSERT INTO run_timeline (run_id, at, source, stage, outcome, evidence) \
@@ -494,9 +499,10 @@ macro_rules! sql_store {
             outcome: &$crate::run::ReportOutcome,
             source: Source,
             now: chrono::DateTime<chrono::Utc>,
+            seen: &mut Vec<$crate::metrics::Transition>,
         ) -> Result<(), StoreError> {
             write_run(conn, run, false).await?;
-            append_timeline(conn, run.id, &outcome.timeline).await?;
+            append_timeline(conn, run, &outcome.timeline, seen).await?;
             if outcome.access_now_matches {
                 let resolution = format!(
                     "access now matches: {} reported plan `{}`",
@@ -524,6 +530,7 @@ macro_rules! sql_store {
             conn: &mut $conn,
             run: &mut Run,
             now: chrono::DateTime<chrono::Utc>,
+            seen: &mut Vec<$crate::metrics::Transition>,
         ) -> Result<(), StoreError> {
             let (sql, key) = match run.subject() {
                 Some(Subject::Subscription(id)) => (
@@ -568,7 +575,7 @@ macro_rules! sql_store {
                     Some(i) => &others[i],
                 };
                 write_run(conn, changed, false).await?;
-                append_timeline(conn, changed.id, &[entry]).await?;
+                append_timeline(conn, changed, &[entry], seen).await?;
             }
             Ok(())
         }
@@ -580,13 +587,14 @@ macro_rules! sql_store {
             conn: &mut $conn,
             spec: RunSpec,
             now: chrono::DateTime<chrono::Utc>,
+            seen: &mut Vec<$crate::metrics::Transition>,
         ) -> Result<(Run, bool), StoreError> {
             let key = RunRef::EventId(spec.event_id.clone());
             if fetch_run(conn, &spec.project, &key, true).await?.is_none() {
                 let (mut run, entry) = Run::open(spec.clone(), now);
                 if write_run(conn, &run, true).await? {
-                    append_timeline(conn, run.id, &[entry]).await?;
-                    settle_order(conn, &mut run, now).await?;
+                    append_timeline(conn, &run, &[entry], seen).await?;
+                    settle_order(conn, &mut run, now, seen).await?;
                     if run.probe_start == Some(ProbeStart::Open) && run.status == $crate::run::RunStatus::Open {
                         enqueue_probe(conn, &run, now).await?;
                     }
@@ -598,8 +606,8 @@ macro_rules! sql_store {
                 .ok_or(StoreError::NotFound("run"))?;
             if let Some(entry) = run.merge(spec, now) {
                 write_run(conn, &run, false).await?;
-                append_timeline(conn, run.id, &[entry]).await?;
-                settle_order(conn, &mut run, now).await?;
+                append_timeline(conn, &run, &[entry], seen).await?;
+                settle_order(conn, &mut run, now, seen).await?;
             }
             Ok((run, false))
         }
@@ -682,11 +690,13 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(Ingested::Duplicate);
                 }
+                let mut seen = Vec::new();
                 let run = match run {
-                    Some(spec) => Some(Box::new(open_or_merge(&mut tx, spec, now).await?.0)),
+                    Some(spec) => Some(Box::new(open_or_merge(&mut tx, spec, now, &mut seen).await?.0)),
                     None => None,
                 };
                 tx.commit().await?;
+                self.metrics.record(&seen);
                 Ok(Ingested::Stored { run })
             }
 
@@ -696,8 +706,10 @@ macro_rules! sql_store {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(Run, bool), StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let opened = open_or_merge(&mut tx, spec, now).await?;
+                let mut seen = Vec::new();
+                let opened = open_or_merge(&mut tx, spec, now, &mut seen).await?;
                 tx.commit().await?;
+                self.metrics.record(&seen);
                 Ok(opened)
             }
 
@@ -715,8 +727,10 @@ macro_rules! sql_store {
                     .await?
                     .ok_or(StoreError::NotFound("run"))?;
                 let outcome = run.report(stage, report, source, now)?;
-                save_report(&mut tx, &self.outbox, &run, &outcome, source, now).await?;
+                let mut seen = Vec::new();
+                save_report(&mut tx, &self.outbox, &run, &outcome, source, now, &mut seen).await?;
                 tx.commit().await?;
+                self.metrics.record(&seen);
                 Ok(run)
             }
 
@@ -793,6 +807,7 @@ macro_rules! sql_store {
                 .bind(&token)
                 .fetch_all(&mut *tx)
                 .await?;
+                let mut seen = Vec::new();
                 for mut run in convert::<_, Run>(rows)? {
                     let last_probe = probes_of_run(&mut tx, run.id, 1).await?.pop();
                     let Some((incident, entry)) = run.expire(now, last_probe.as_ref()) else {
@@ -800,7 +815,7 @@ macro_rules! sql_store {
                     };
                     swept.runs_failed += 1;
                     write_run(&mut tx, &run, false).await?;
-                    append_timeline(&mut tx, run.id, &[entry]).await?;
+                    append_timeline(&mut tx, &run, &[entry], &mut seen).await?;
                     // Keep probing a failed run, so that its incident resolves
                     // itself once the app grants the access.
                     if run.probe_start.is_some() {
@@ -817,6 +832,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                self.metrics.record(&seen);
                 Ok(swept)
             }
 
@@ -871,12 +887,14 @@ macro_rules! sql_store {
                     return Ok(());
                 }
                 let mut next_due = None;
+                let mut seen = Vec::new();
                 if let Some((mut attempt, schedule)) = attempt {
                     attempt.matched = run.probe_matches(&attempt);
                     insert_probe_attempt(&mut tx, run.id, &attempt, attempt.matched).await?;
                     let matched = match run.observe(&attempt, now) {
                         Some(outcome) => {
-                            save_report(&mut tx, &self.outbox, &run, &outcome, Source::Probe, now).await?;
+                            save_report(&mut tx, &self.outbox, &run, &outcome, Source::Probe, now, &mut seen)
+                                .await?;
                             true
                         }
                         None => {
@@ -914,6 +932,7 @@ macro_rules! sql_store {
                     return Ok(());
                 }
                 tx.commit().await?;
+                self.metrics.record(&seen);
                 Ok(())
             }
 
@@ -1259,6 +1278,50 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn standing(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::metrics::Standing, StoreError> {
+                let mut conn = self.reader.acquire().await?;
+                // Through runs_by_status, runs_by_deadline and the partial
+                // indexes of the metrics migration.
+                let open_runs: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT project, workflow, COUNT(*) FROM runs WHERE status = 'open' AND drill_id IS NULL \
+                     GROUP BY project, workflow ORDER BY project, workflow",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                let overdue: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT project, workflow, COUNT(*), MIN(deadline_at) FROM runs \
+                     WHERE deadline_at IS NOT NULL AND deadline_at <= $1 AND drill_id IS NULL \
+                     GROUP BY project, workflow ORDER BY project, workflow",
+                )
+                .bind(to_ms(now))
+                .fetch_all(&mut *conn)
+                .await?;
+                let open_incidents: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT project, COUNT(*) FROM incidents WHERE status <> 'resolved' AND drill = FALSE \
+                     GROUP BY project ORDER BY project",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                let dead_deliveries: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT project, COUNT(*) FROM alert_deliveries WHERE status = 'dead' \
+                     GROUP BY project ORDER BY project",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                let oldest = overdue.iter().filter_map(|(_, _, _, at)| *at).min();
+                Ok($crate::metrics::Standing {
+                    open_runs,
+                    overdue_runs: overdue.into_iter().map(|(p, w, n, _)| (p, w, n)).collect(),
+                    open_incidents,
+                    dead_deliveries,
+                    sweeper_lag_secs: oldest
+                        .map_or(0.0, |at| (to_ms(now) - at).max(0) as f64 / 1000.0),
+                })
+            }
+
             async fn create_drill(&self, drill: &$crate::drill::Drill, only_if_idle: bool) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 if only_if_idle {
@@ -1421,7 +1484,8 @@ macro_rules! sql_store {
                 let entry = run.observe_for_drill(&attempt, now);
                 insert_probe_attempt(&mut tx, run.id, &attempt, false).await?;
                 write_run(&mut tx, &run, false).await?;
-                append_timeline(&mut tx, run.id, &[entry]).await?;
+                // A drill's run: nothing to count.
+                append_timeline(&mut tx, &run, &[entry], &mut Vec::new()).await?;
                 tx.commit().await?;
                 Ok(run)
             }
@@ -1438,7 +1502,7 @@ macro_rules! sql_store {
                     .ok_or(StoreError::NotFound("run"))?;
                 if let Some(entry) = run.end_for_drill(now) {
                     write_run(&mut tx, &run, false).await?;
-                    append_timeline(&mut tx, run.id, &[entry]).await?;
+                    append_timeline(&mut tx, &run, &[entry], &mut Vec::new()).await?;
                 }
                 tx.commit().await?;
                 Ok(run)

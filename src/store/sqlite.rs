@@ -26,12 +26,15 @@ pub struct SqliteStore {
     reader: SqlitePool,
     lease: Duration,
     outbox: std::sync::Arc<crate::alert::Outbox>,
+    /// Committed transitions are counted here.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl SqliteStore {
     pub async fn connect(
         settings: &DatabaseSettings,
         outbox: std::sync::Arc<crate::alert::Outbox>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(&settings.url)?
             .create_if_missing(true)
@@ -49,6 +52,7 @@ impl SqliteStore {
             reader,
             lease: settings.lease,
             outbox,
+            metrics,
         })
     }
 

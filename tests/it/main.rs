@@ -13,6 +13,7 @@ mod example_app;
 mod expectations;
 mod idempotency;
 mod lifecycle;
+mod metrics;
 mod probes;
 mod replicas;
 mod store_contract;

@@ -23,6 +23,7 @@ async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
             lease: Duration::from_secs(30),
         },
         Default::default(),
+        Default::default(),
     )
     .await
     .unwrap();

@@ -35,6 +35,11 @@ pub struct Accepted {
 /// Verifies, decodes and durably stores one delivery. Nothing is written
 /// unless the signature holds and the event decodes; an event seen before
 /// changes nothing.
+#[tracing::instrument(
+    name = "ingest",
+    skip_all,
+    fields(project = %project.name, event_id = tracing::field::Empty, run_id = tracing::field::Empty)
+)]
 pub async fn stripe_event(
     store: &dyn Store,
     project: &ProjectConfig,
@@ -48,6 +53,7 @@ pub async fn stripe_event(
     let secrets: Vec<&str> = project.webhook_secrets.iter().map(|s| s.expose()).collect();
     verify(signature, body, &secrets, now.timestamp())?;
     let event = StripeEvent::parse(body)?;
+    tracing::Span::current().record("event_id", event.id.as_str());
     // A drill's run has the drill's deadlines and is never probed by the
     // prober: the drill makes its own probe.
     let drill_id = crate::drill::drill_of(&event)?;
@@ -83,6 +89,9 @@ pub async fn stripe_event(
         payload,
     };
     let outcome = store.ingest_stripe_event(stored, spec, now).await?;
+    if let Ingested::Stored { run: Some(run) } = &outcome {
+        tracing::Span::current().record("run_id", tracing::field::display(run.id));
+    }
     Ok(match outcome {
         Ingested::Duplicate => Accepted {
             event_id: event.id,

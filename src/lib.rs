@@ -24,6 +24,7 @@ pub mod server;
 pub mod store;
 pub mod stripe;
 pub mod sweeper;
+pub mod telemetry;
 
 /// rustls needs one process-wide crypto provider (ring's) before any HTTP
 /// client is built; every place that builds one calls this first. Installing

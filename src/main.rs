@@ -1,13 +1,11 @@
 //! The `assay` command line; everything else is in the library.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use assay::config::{Config, Sources};
 
@@ -64,21 +62,6 @@ enum DrillCommand {
     },
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_env("ASSAY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, never into log files.
-        .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var("ASSAY_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -101,7 +84,8 @@ async fn shutdown_signal(token: CancellationToken) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Kept to the end of `main`: dropping it flushes the traces.
+    let _telemetry = assay::telemetry::init(&|name| std::env::var(name).ok());
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match Config::load(Sources {
         file: cli.config.as_deref(),

@@ -221,6 +221,9 @@ pub struct StageReport {
     /// event could not tell (a checkout session carries no line items).
     pub expected_plan: Option<String>,
     pub evidence: Option<Value>,
+    /// The caller's W3C trace id, when the report came with a
+    /// `traceparent`: the timeline links to the app's trace.
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -489,6 +492,9 @@ impl Run {
             "reported_expected_plan": report.expected_plan,
             "evidence": report.evidence,
         });
+        if let Some(trace_id) = &report.trace_id {
+            evidence["trace_id"] = json!(trace_id);
+        }
         let was_open = self.status == RunStatus::Open;
         if was_open {
             if let Some(sha) = report.deploy_sha.as_ref().filter(|s| !s.trim().is_empty()) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::SweepConfig;
 use crate::incident::Incident;
@@ -82,7 +83,8 @@ impl Sweeper {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
-            if let Err(e) = self.sweep_once().await {
+            let span = tracing::info_span!("sweep");
+            if let Err(e) = self.sweep_once().instrument(span).await {
                 tracing::error!(error = %e, "sweep failed; retrying at the next tick");
             }
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::channel::ChannelSender;
 use super::settings::{AlertSettings, ChannelConfig};
@@ -97,10 +98,29 @@ impl AlertSender {
         let claimed = jobs.len();
         // Each channel's sends are independent: one slow receiver does not
         // hold up the others.
-        let sends = jobs.into_iter().map(|job| async move {
+        let sends = jobs.into_iter().map(|job| {
+            let span = tracing::info_span!(
+                "alert_delivery",
+                project = %job.delivery.project,
+                channel = %job.delivery.channel,
+                delivery_id = %job.delivery.id,
+                event = %job.delivery.event,
+            );
+            self.send_and_record(job).instrument(span)
+        });
+        futures::future::join_all(sends).await;
+        claimed
+    }
+
+    /// Sends one claimed delivery and records the outcome.
+    async fn send_and_record(&self, job: DeliveryJob) {
+        {
             let outcome = self.deliver(&job).await;
             match &outcome {
-                DeliveryOutcome::Failed { attempt, retry_at: None } => tracing::error!(
+                DeliveryOutcome::Failed {
+                    attempt,
+                    retry_at: None,
+                } => tracing::error!(
                     delivery_id = %job.delivery.id,
                     channel = %job.delivery.channel,
                     error = ?attempt.error,
@@ -117,23 +137,28 @@ impl AlertSender {
             }
             let counted = match &outcome {
                 DeliveryOutcome::Sent(_) => "sent",
-                DeliveryOutcome::Failed { retry_at: Some(_), .. } => "failed",
+                DeliveryOutcome::Failed {
+                    retry_at: Some(_), ..
+                } => "failed",
                 DeliveryOutcome::Failed { retry_at: None, .. } => "dead",
                 DeliveryOutcome::Skipped(_) => "skipped",
             };
-            match self.store.finish_delivery(&job, outcome, crate::now()).await {
+            match self
+                .store
+                .finish_delivery(&job, outcome, crate::now())
+                .await
+            {
                 // A drill's alert is not a customer's.
                 Ok(()) if !job.incidents.iter().any(|i| i.drill) => {
-                    self.metrics.delivery(&job.delivery.project, &job.delivery.channel, counted);
+                    self.metrics
+                        .delivery(&job.delivery.project, &job.delivery.channel, counted);
                 }
                 Ok(()) => {}
                 Err(e) => {
                     tracing::error!(delivery_id = %job.delivery.id, error = %e, "recording an alert delivery failed; its lease will expire and it is retried")
                 }
             }
-        });
-        futures::future::join_all(sends).await;
-        claimed
+        }
     }
 
     /// Sends until `shutdown` fires; also queues reminders when configured,

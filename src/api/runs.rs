@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::{
     ApiError, ApiProject, AppJson, AppQuery, AppState, MAX_FIELD_LEN, is_clean_field,
@@ -78,7 +79,12 @@ pub async fn open(
         source: Source::Sdk,
         drill_id: None,
     };
-    let (run, created) = state.store.open_run(spec, crate::now()).await?;
+    let span = tracing::info_span!("open_run", project = %project.name, event_id = %spec.event_id);
+    let (run, created) = state
+        .store
+        .open_run(spec, crate::now())
+        .instrument(span)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -102,6 +108,7 @@ pub async fn report_stage(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
     Path((run, stage)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Run>, ApiError> {
     let stage: Stage = stage.parse().map_err(|e: crate::run::UnknownName| {
@@ -128,7 +135,9 @@ pub async fn report_stage(
         deploy_sha: body.deploy_sha,
         expected_plan: body.expected_plan,
         evidence: body.evidence.map(Value::Object),
+        trace_id: crate::telemetry::trace_id(&headers),
     };
+    let span = tracing::info_span!("stage_report", project = %project.name, run = %run, %stage);
     let run = state
         .store
         .report_stage(
@@ -139,6 +148,7 @@ pub async fn report_stage(
             Source::Sdk,
             crate::now(),
         )
+        .instrument(span)
         .await?;
     Ok(Json(run))
 }

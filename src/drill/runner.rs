@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{BrokenLink, Drill, DrillStep, DrillTrigger, PROBE_HEADER, StepOutcome};
 use crate::alert::AlertEvent;
@@ -134,7 +135,14 @@ impl DrillRunner {
             }
         };
         let claimed = jobs.len();
-        let steps = jobs.into_iter().map(|mut job| async move {
+        let steps = jobs.into_iter().map(|mut job| {
+            let span = tracing::info_span!(
+                "drill_step",
+                project = %job.drill.project,
+                drill_id = %job.drill.id,
+                step = %job.drill.step,
+            );
+            async move {
             let step = job.drill.step;
             let outcome = match self.step(&mut job.drill).await {
                 Ok(outcome) => outcome,
@@ -161,6 +169,8 @@ impl DrillRunner {
                 Ok(false) => tracing::warn!(drill_id = %job.drill.id, "a drill step finished after its lease passed on; not recorded"),
                 Err(e) => tracing::error!(drill_id = %job.drill.id, error = %e, "recording a drill step failed; its lease will expire and the step is retried"),
             }
+            }
+            .instrument(span)
         });
         futures::future::join_all(steps).await;
         claimed

@@ -160,6 +160,7 @@ impl Run {
                 observed_features: attempt.observed_features.clone(),
                 deploy_sha: attempt.deploy_sha.clone(),
                 expected_plan: None,
+                trace_id: None,
                 evidence: Some(json!({
                     "probe": {
                         "url": attempt.url,

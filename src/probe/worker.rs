@@ -10,6 +10,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::ProbeJob;
 use super::client::ProbeClient;
@@ -80,10 +81,15 @@ impl Prober {
                 return claimed;
             };
             let this = self.clone();
-            tokio::spawn(async move {
-                this.run_job(job).await;
-                drop(permit);
-            });
+            let span =
+                tracing::info_span!("probe", project = %job.run.project, run_id = %job.run.id);
+            tokio::spawn(
+                async move {
+                    this.run_job(job).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         claimed
     }

@@ -15,8 +15,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::support::{
-    API_KEY, Backend, Peer, SECRET, TestServer, now, on_both_backends, sign, subscription_created,
-    wait_for,
+    API_KEY, Backend, Peer, SECRET, TestServer, free_port, now, on_both_backends, sign,
+    subscription_created, wait_for,
 };
 
 /// Sends one signed event to the app and to Assay, as Stripe sends it to
@@ -52,14 +52,6 @@ async fn assay_probing(backend: Backend, app_port: u16) -> Option<TestServer> {
         ],
     )
     .await
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn the_example_app_and_assay_prove_access_together(backend: Backend) {

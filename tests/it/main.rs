@@ -19,3 +19,4 @@ mod replicas;
 mod store_contract;
 mod stripe_sdk;
 mod sweeper_cost;
+mod telemetry;

@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::ConnectOptions;
 
 use crate::support::{
-    API_KEY, Backend, SECRET, TestDb, http_client, now, sign, subscription_created,
+    API_KEY, Backend, SECRET, TestDb, free_port, http_client, now, sign, subscription_created,
 };
 
 const EVENTS: usize = 1000;
@@ -46,14 +46,6 @@ async fn scalar(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
         .fetch_one(conn)
         .await
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn_replica(db: &TestDb, index: usize) -> Replica {

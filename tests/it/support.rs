@@ -593,6 +593,16 @@ pub fn peer_available(ok: bool, what: &str, install: &str) -> bool {
     ok
 }
 
+/// A loopback port free right now, for a process or peer the test names
+/// before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A peer (a fake app, a receiver) served on an ephemeral loopback port;
 /// stopped when dropped.
 pub struct Peer {

@@ -1,0 +1,154 @@
+//! Traces over OTLP: `assay serve` with `OTEL_EXPORTER_OTLP_ENDPOINT` set
+//! exports its spans to a real OTLP/HTTP receiver on loopback (JSON, per
+//! `OTEL_EXPORTER_OTLP_PROTOCOL`), and an SDK call's W3C `traceparent`
+//! makes Assay's spans part of the app's trace.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use assay_client::{Client, OpenRun, Stage};
+use serde_json::Value;
+
+use crate::support::{
+    API_KEY, Peer, SECRET, free_port, http_client, now, sign, subscription_created, wait_for,
+};
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every span name and trace id the receiver got.
+fn spans(bodies: &[Value]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for body in bodies {
+        for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    out.push((
+                        span["name"].as_str().unwrap_or_default().to_owned(),
+                        span["traceId"].as_str().unwrap_or_default().to_lowercase(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let kept = got.clone();
+    let receiver = Peer::serve(axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                if let Ok(json) = serde_json::from_slice::<Value>(&body) {
+                    kept.lock().unwrap().push(json);
+                }
+                "{}"
+            }
+        }),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ASSAY_") || key.starts_with("OTEL_") {
+            cmd.env_remove(key);
+        }
+    }
+    let _serve = Serve(
+        cmd.arg("serve")
+            .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
+            .env(
+                "ASSAY_DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("assay.db").display()),
+            )
+            .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
+            .env("ASSAY_API_KEY", API_KEY)
+            .env("ASSAY_PLAN_MAP", "price_pro=pro")
+            .env("ASSAY_LOG", "warn")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base())
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            // Export every 100 ms instead of every 5 s.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = http_client();
+    wait_for("assay serve to be ready", async || {
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        ready.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await;
+
+    let event = subscription_created("evt_otel", "cus_otel", "sub_otel", "price_pro").to_string();
+    let delivered = http
+        .post(format!("{base}/hooks/stripe/default"))
+        .header("stripe-signature", sign(&event, SECRET, now()))
+        .header("content-type", "application/json")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert!(delivered.status().is_success());
+
+    // The app's handler runs in trace 0af7…; its SDK call carries it.
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let client = Client::builder(&base, API_KEY)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .traced(&format!("00-{trace}-b7ad6b7169203331-01"));
+    client
+        .open_run(&OpenRun::new(
+            "evt_otel",
+            "customer.subscription.created",
+            "cus_otel",
+        ))
+        .await
+        .unwrap();
+    client
+        .report(
+            "evt_otel",
+            Stage::Reconciled {
+                expected_plan: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let seen = wait_for("the spans at the OTLP receiver", async || {
+        let seen = spans(&got.lock().unwrap());
+        let ingest = seen.iter().any(|(name, _)| name == "ingest");
+        let in_trace = seen
+            .iter()
+            .any(|(name, id)| name == "stage_report" && id == trace);
+        (ingest && in_trace).then_some(seen)
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .any(|(name, id)| name == "request" && id == trace),
+        "the request span joins the caller's trace: {seen:?}"
+    );
+    // The run's timeline names the caller's trace too.
+    let run = client.get_run("evt_otel").await.unwrap();
+    let timeline = run.other["timeline"].as_array().unwrap();
+    assert!(
+        timeline.iter().any(|e| e["evidence"]["trace_id"] == trace),
+        "{timeline:?}"
+    );
+}

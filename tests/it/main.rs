@@ -16,6 +16,7 @@ mod lifecycle;
 mod metrics;
 mod probes;
 mod replicas;
+mod shutdown;
 mod store_contract;
 mod stripe_sdk;
 mod sweeper_cost;

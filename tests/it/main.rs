@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod dashboard;
+mod deploy;
 mod drills;
 mod example_app;
 mod expectations;

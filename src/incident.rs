@@ -78,7 +78,7 @@ pub struct NewIncident {
     pub drill: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Incident {
     pub id: Uuid,
     pub run_id: Uuid,

@@ -50,7 +50,7 @@ named_enum! {
 }
 
 /// One attempt to send a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     pub at: DateTime<Utc>,
     pub duration_ms: i64,
@@ -59,7 +59,7 @@ pub struct DeliveryAttempt {
 }
 
 /// One message to one channel, with its attempts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: Uuid,
     pub project: String,

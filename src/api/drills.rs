@@ -15,14 +15,19 @@ use super::{ApiError, ApiProject, AppQuery, AppState, optional_json};
 use crate::drill::{Drill, DrillTrigger};
 use crate::store::Page;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartDrill {
+    /// The workflow to drill; `billing`, the only one, by default.
     workflow: Option<String>,
 }
 
 /// `POST /v1/drills`: 202 with the drill as it starts; it runs in the
 /// background, on whichever replica claims it.
+#[utoipa::path(post, path = "/v1/drills", operation_id = "start_drill", tag = "drills", security(("api_key" = [])),
+    request_body(content = StartDrill, description = "optional"),
+    responses((status = 202, description = "the drill as it starts; poll `GET /v1/drills/{id}`", body = Drill), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+        (status = 422, description = "an unknown workflow", body = crate::api::error::ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
@@ -43,6 +48,10 @@ pub async fn start(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/drills/{id}", operation_id = "get_drill", tag = "drills", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the drill's UUID")),
+    responses((status = 200, description = "the drill's report", body = Drill), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+        (status = 404, description = "no such drill in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
@@ -52,13 +61,16 @@ pub async fn get(
     Ok(Json(state.store.drill(&project.name, id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/drills", operation_id = "list_drills", tag = "drills", security(("api_key" = [])), params(ListQuery),
+    responses((status = 200, description = "the project's drills, newest first", body = Page<Drill>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,

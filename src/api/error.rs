@@ -12,6 +12,22 @@ use crate::incident::IncidentError;
 use crate::run::ReportError;
 use crate::store::StoreError;
 
+/// The contract's error body, as documented in the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    /// A stable, machine-readable code, e.g. `signature_mismatch`.
+    code: String,
+    /// What went wrong, for a person.
+    message: String,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

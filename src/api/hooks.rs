@@ -10,6 +10,15 @@ use crate::ingest::{self, IngestError};
 use crate::stripe::SignatureError;
 
 /// `POST /hooks/stripe/{project}`: 200 only after the event is committed.
+#[utoipa::path(post, path = "/hooks/stripe/{project}", operation_id = "stripe_webhook", tag = "stripe",
+    params(("project" = String, Path, description = "the project whose endpoint Stripe calls"),
+        ("Stripe-Signature" = String, Header, description = "Stripe's signature of the body")),
+    request_body(content = serde_json::Value, description = "a Stripe event, as Stripe sends it", content_type = "application/json"),
+    responses((status = 200, description = "stored (or seen before); sent only after the commit", body = serde_json::Value),
+        (status = 400, description = "a bad signature, a stale timestamp or a malformed event; nothing stored", body = crate::api::error::ErrorBody),
+        (status = 404, description = "no such project", body = crate::api::error::ErrorBody),
+        (status = 413, description = "the body is over 512 KiB", body = crate::api::error::ErrorBody),
+        (status = 503, description = "the project has no webhook secret", body = crate::api::error::ErrorBody)))]
 pub async fn stripe(
     State(state): State<AppState>,
     Path(project): Path<String>,

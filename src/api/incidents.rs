@@ -10,9 +10,11 @@ use super::{ApiError, ApiProject, AppQuery, AppState, optional_json};
 use crate::incident::Incident;
 use crate::store::{IncidentDetail, IncidentFilter, Page};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `open`, `acknowledged` or `resolved`.
     status: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
@@ -25,6 +27,8 @@ fn incident_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| ApiError::not_found("incident"))
 }
 
+#[utoipa::path(get, path = "/v1/incidents", operation_id = "list_incidents", tag = "incidents", security(("api_key" = [])), params(ListQuery),
+    responses((status = 200, description = "incidents, newest first", body = Page<Incident>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
@@ -42,6 +46,8 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/incidents/{id}", operation_id = "get_incident", tag = "incidents", security(("api_key" = [])), params(("id" = String, Path, description = "the incident's UUID")),
+    responses((status = 200, description = "the incident with its alert deliveries", body = IncidentDetail), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
@@ -55,6 +61,9 @@ pub async fn get(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/incidents/{id}/acknowledge", operation_id = "acknowledge_incident", tag = "incidents", security(("api_key" = [])), params(("id" = String, Path, description = "the incident's UUID")),
+    responses((status = 200, description = "the incident, acknowledged", body = Incident), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody),
+        (status = 409, description = "the incident is resolved", body = crate::api::error::ErrorBody)))]
 pub async fn acknowledge(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
@@ -67,13 +76,16 @@ pub async fn acknowledge(
     Ok(Json(incident))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResolveBody {
+pub struct ResolveBody {
     resolution: Option<String>,
 }
 
 /// `POST /v1/incidents/{id}/resolve`, with an optional `{"resolution": "..."}`.
+#[utoipa::path(post, path = "/v1/incidents/{id}/resolve", operation_id = "resolve_incident", tag = "incidents", security(("api_key" = [])), params(("id" = String, Path, description = "the incident's UUID")),
+    request_body(content = ResolveBody, description = "optional"),
+    responses((status = 200, description = "the incident, resolved", body = Incident), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,

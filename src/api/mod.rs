@@ -15,9 +15,11 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -37,31 +39,89 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/v1/runs", post(runs::open).get(runs::list))
-        .route("/v1/runs/{run}", get(runs::get))
-        .route("/v1/runs/{run}/stages/{stage}", post(runs::report_stage))
-        .route("/v1/incidents", get(incidents::list))
-        .route("/v1/incidents/{id}", get(incidents::get))
-        .route(
-            "/v1/incidents/{id}/acknowledge",
-            post(incidents::acknowledge),
-        )
-        .route("/v1/incidents/{id}/resolve", post(incidents::resolve))
-        .route("/v1/drills", post(drills::start).get(drills::list))
-        .route("/v1/drills/{id}", get(drills::get))
+/// The OpenAPI document's frame: what the routes do not say themselves.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Assay",
+        description = "Proves that Stripe billing events turn into customer access. Errors are `{\"error\": {\"code\", \"message\"}}`; an API key of one project never sees another's data (404, not 403)."
+    ),
+    modifiers(&ApiKeyScheme),
+    tags(
+        (name = "stripe", description = "Stripe webhook ingest"),
+        (name = "runs", description = "Runs and the app's stage reports (the SDK)"),
+        (name = "incidents", description = "Incidents and their alert deliveries"),
+        (name = "drills", description = "Failure drills"),
+        (name = "health", description = "Liveness, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// The project API key, sent as `Authorization: Bearer <key>`.
+struct ApiKeyScheme;
+
+impl utoipa::Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The project's API key"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every documented route, registered together with its OpenAPI operation
+/// (`routes!` reads each handler's `#[utoipa::path]`), so the document and
+/// the router cannot drift apart.
+fn documented() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(runs::open, runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::report_stage))
+        .routes(routes!(incidents::list))
+        .routes(routes!(incidents::get))
+        .routes(routes!(incidents::acknowledge))
+        .routes(routes!(incidents::resolve))
+        .routes(routes!(drills::start, drills::list))
+        .routes(routes!(drills::get))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
-    let hooks = Router::new()
-        .route("/hooks/stripe/{project}", post(hooks::stripe))
+    let hooks = OpenApiRouter::new()
+        .routes(routes!(hooks::stripe))
         .layer(DefaultBodyLimit::max(STRIPE_BODY_LIMIT));
-    let dashboard = crate::dashboard::router(state.clone());
-    Router::new()
+    let health = OpenApiRouter::new()
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics));
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .merge(api)
         .merge(hooks)
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-        .route("/metrics", get(health::metrics))
+        .merge(health)
+}
+
+/// The OpenAPI document of the HTTP API, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (documented, openapi) = documented().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let dashboard = crate::dashboard::router(state.clone());
+    Router::new()
+        .merge(documented)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { axum::Json(openapi.as_ref().clone()) }
+            }),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -28,7 +28,7 @@ fn check_optional(name: &str, value: &Option<String>) -> Result<(), ApiError> {
     value.as_deref().map_or(Ok(()), |v| check_field(name, v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenRun {
     event_id: String,
@@ -39,6 +39,10 @@ pub struct OpenRun {
 }
 
 /// `POST /v1/runs`: 201 when this call opened the run, 200 when it existed.
+#[utoipa::path(post, path = "/v1/runs", operation_id = "open_run", tag = "runs", security(("api_key" = [])),
+    request_body = OpenRun,
+    responses((status = 201, description = "the run this call opened", body = Run), (status = 200, description = "the run that existed", body = Run), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+        (status = 422, description = "a field is not valid", body = crate::api::error::ErrorBody)))]
 pub async fn open(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
@@ -93,9 +97,9 @@ pub async fn open(
     Ok((status, Json(run)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReportBody {
+pub struct ReportBody {
     observed_plan: Option<String>,
     observed_features: Option<Vec<String>>,
     deploy_sha: Option<String>,
@@ -104,6 +108,12 @@ struct ReportBody {
 }
 
 /// `POST /v1/runs/{run}/stages/{stage}`; the body is optional.
+#[utoipa::path(post, path = "/v1/runs/{run}/stages/{stage}", operation_id = "report_stage", tag = "runs", security(("api_key" = [])),
+    params(("run" = String, Path, description = "the run's UUID or its Stripe event id"), ("stage" = crate::run::Stage, Path, description = "`reconciled` or `access_asserted`")),
+    request_body(content = ReportBody, description = "optional"),
+    responses((status = 200, description = "the run after the report", body = Run), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+        (status = 404, description = "no such run in this project", body = crate::api::error::ErrorBody),
+        (status = 422, description = "a field is not valid, or `access_asserted` without an observed plan", body = crate::api::error::ErrorBody)))]
 pub async fn report_stage(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
@@ -153,9 +163,11 @@ pub async fn report_stage(
     Ok(Json(run))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `open`, `succeeded`, `failed` or `superseded`.
     status: Option<String>,
     stage: Option<String>,
     customer_id: Option<String>,
@@ -194,6 +206,8 @@ pub(super) fn parse_filter<T: std::str::FromStr<Err = crate::run::UnknownName>>(
 }
 
 /// `GET /v1/runs`: newest first.
+#[utoipa::path(get, path = "/v1/runs", operation_id = "list_runs", tag = "runs", security(("api_key" = [])), params(ListQuery),
+    responses((status = 200, description = "runs, newest first", body = Page<Run>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
@@ -222,6 +236,10 @@ pub async fn list(
 }
 
 /// `GET /v1/runs/{run}`: the run with its timeline, probes and incidents.
+#[utoipa::path(get, path = "/v1/runs/{run}", operation_id = "get_run", tag = "runs", security(("api_key" = [])),
+    params(("run" = String, Path, description = "the run's UUID or its Stripe event id")),
+    responses((status = 200, description = "the run with its timeline, probes and incidents", body = RunDetail), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+        (status = 404, description = "no such run in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,

@@ -137,7 +137,7 @@ impl DrillStep {
 
 /// The settings a drill runs with, fixed when it starts, so that every
 /// replica that takes a step of it judges it alike.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct DrillTimings {
     /// How long after the event the drill run's access is due.
     pub deadline_ms: u64,
@@ -163,7 +163,7 @@ impl DrillTimings {
 }
 
 /// One step as done: when, whether it passed, and what was seen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct StepRecord {
     pub step: DrillStep,
     pub at: DateTime<Utc>,
@@ -172,7 +172,7 @@ pub struct StepRecord {
 }
 
 /// The first link that broke, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct Broken {
     pub link: BrokenLink,
     pub step: DrillStep,
@@ -181,7 +181,7 @@ pub struct Broken {
     pub fix: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Drill {
     pub id: Uuid,
     pub project: String,
@@ -210,7 +210,7 @@ pub struct Drill {
 }
 
 /// The part of a drill kept as one JSON document (the rest are columns).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct DrillReport {
     pub customer_id: String,
     pub subscription_id: String,

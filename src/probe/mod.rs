@@ -27,7 +27,7 @@ named_enum! {
 }
 
 /// One probe of the app's access endpoint, as recorded on the run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProbeAttempt {
     pub at: DateTime<Utc>,
     pub duration_ms: i64,

@@ -131,7 +131,7 @@ pub struct IncidentFilter {
     pub cursor: Option<Cursor>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,
@@ -156,7 +156,7 @@ impl<T> Page<T> {
 /// How many probe attempts a run's detail shows.
 pub const PROBES_SHOWN: i64 = 100;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: Run,
@@ -411,7 +411,7 @@ pub struct DashboardSession {
 }
 
 /// An incident with its alert deliveries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IncidentDetail {
     #[serde(flatten)]
     pub incident: Incident,

@@ -15,6 +15,7 @@ mod expectations;
 mod idempotency;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod probes;
 mod replicas;
 mod shutdown;

@@ -74,6 +74,9 @@ pub struct Standing {
 
 pub struct Metrics {
     registry: Registry,
+    /// One scrape at a time sets the gauges and gathers them: two at once
+    /// could gather between the other's reset and its sets.
+    scrape: std::sync::Mutex<()>,
     runs_opened: IntCounterVec,
     runs_closed: IntCounterVec,
     stage_latency: HistogramVec,
@@ -224,6 +227,7 @@ impl Metrics {
                 ),
             ),
             registry,
+            scrape: std::sync::Mutex::new(()),
         }
     }
 
@@ -271,6 +275,7 @@ impl Metrics {
 
     /// The exposition, with the gauges set from `standing`.
     pub fn render(&self, standing: &Standing) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.open_runs.reset();
         for (project, workflow, n) in &standing.open_runs {
             self.open_runs

@@ -271,6 +271,7 @@ impl Client {
 
     /// Reports a stage of the event's run (named by its event id).
     pub async fn report(&self, event_id: &str, stage: Stage) -> Result<Run, Error> {
+        check_event_id(event_id)?;
         let path = format!("/v1/runs/{}/stages/{}", encode(event_id), stage.path());
         let body = stage.body(self.inner.deploy_sha.as_deref());
         self.call(reqwest::Method::POST, path, Some(body)).await
@@ -278,6 +279,7 @@ impl Client {
 
     /// The event's run, as Assay sees it now.
     pub async fn get_run(&self, event_id: &str) -> Result<Run, Error> {
+        check_event_id(event_id)?;
         self.call(
             reqwest::Method::GET,
             format!("/v1/runs/{}", encode(event_id)),
@@ -364,7 +366,15 @@ impl Client {
 
 /// Event ids are Stripe's (`evt_...`), but nothing should be able to change
 /// the path.
-/// (Dots stay encoded: a URL parser would resolve a `..` segment.)
+/// An event id that would not name a run: empty, or a dot segment that a
+/// URL parser resolves (even percent-encoded) and so changes the path.
+fn check_event_id(event_id: &str) -> Result<(), Error> {
+    if event_id.trim().is_empty() || event_id == "." || event_id == ".." {
+        return Err(Error::Config(format!("`{event_id}` is not an event id")));
+    }
+    Ok(())
+}
+
 fn encode(segment: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
@@ -373,9 +383,16 @@ fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
-enum Job {
+enum Call {
     Open(OpenRun),
     Report(String, Stage),
+}
+
+/// A queued call and when it was queued: its age, not its wait at the head
+/// of the queue, decides when it is given up.
+struct Job {
+    call: Call,
+    queued_at: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -383,6 +400,9 @@ struct Stats {
     sent: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    /// Queued or being sent.
+    pending: AtomicU64,
+    settled: tokio::sync::Notify,
 }
 
 /// Queues reports for the background task; cheap to clone.
@@ -398,8 +418,14 @@ pub struct Reporter {
 pub struct QueueFull;
 
 impl Reporter {
-    fn queue(&self, job: Job) -> Result<(), QueueFull> {
+    fn queue(&self, call: Call) -> Result<(), QueueFull> {
+        self.stats.pending.fetch_add(1, Ordering::SeqCst);
+        let job = Job {
+            call,
+            queued_at: tokio::time::Instant::now(),
+        };
         self.tx.try_send(job).map_err(|_| {
+            self.stats.pending.fetch_sub(1, Ordering::SeqCst);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             QueueFull
         })
@@ -407,12 +433,29 @@ impl Reporter {
 
     /// Queues opening a run; returns at once.
     pub fn open_run(&self, run: OpenRun) -> Result<(), QueueFull> {
-        self.queue(Job::Open(run))
+        self.queue(Call::Open(run))
     }
 
     /// Queues a stage report; returns at once.
     pub fn report(&self, event_id: &str, stage: Stage) -> Result<(), QueueFull> {
-        self.queue(Job::Report(event_id.to_owned(), stage))
+        self.queue(Call::Report(event_id.to_owned(), stage))
+    }
+
+    /// Waits, at most `timeout`, until every queued report is sent or given
+    /// up; call it on the app's graceful shutdown. Returns how many were
+    /// still pending (0: all settled).
+    pub async fn flush(&self, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let settled = self.stats.settled.notified();
+            let pending = self.stats.pending.load(Ordering::SeqCst);
+            if pending == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return self.stats.pending.load(Ordering::SeqCst);
+            }
+        }
     }
 
     /// Reports sent, dropped (queue full) and given up (refused, or
@@ -438,19 +481,18 @@ async fn send_in_order(
     give_up_after: Duration,
 ) {
     while let Some(job) = rx.recv().await {
-        let started = tokio::time::Instant::now();
         let mut rounds = 0;
         loop {
-            let result = match &job {
-                Job::Open(run) => client.open_run(run).await,
-                Job::Report(event_id, stage) => client.report(event_id, stage.clone()).await,
+            let result = match &job.call {
+                Call::Open(run) => client.open_run(run).await,
+                Call::Report(event_id, stage) => client.report(event_id, stage.clone()).await,
             };
             match result {
                 Ok(_) => {
                     stats.sent.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
-                Err(Error::Unavailable { last, .. }) if started.elapsed() < give_up_after => {
+                Err(Error::Unavailable { last, .. }) if job.queued_at.elapsed() < give_up_after => {
                     // Assay is down: keep the report, in order, and look
                     // again later; new reports wait in the bounded queue.
                     rounds += 1;
@@ -468,6 +510,8 @@ async fn send_in_order(
                 }
             }
         }
+        stats.pending.fetch_sub(1, Ordering::SeqCst);
+        stats.settled.notify_waiters();
     }
 }
 
@@ -498,6 +542,8 @@ mod tests {
 
     #[test]
     fn event_ids_cannot_change_the_path() {
+        assert!(check_event_id("..").is_err() && check_event_id(".").is_err());
+        assert!(check_event_id("evt_1").is_ok());
         assert_eq!(encode("evt_1"), "evt_1");
         assert_eq!(encode("../x?y z"), "%2E%2E%2Fx%3Fy%20z");
     }

@@ -149,11 +149,11 @@ impl AlertSender {
                 .await
             {
                 // A drill's alert is not a customer's.
-                Ok(()) if !job.incidents.iter().any(|i| i.drill) => {
+                Ok(true) if !job.incidents.iter().any(|i| i.drill) => {
                     self.metrics
                         .delivery(&job.delivery.project, &job.delivery.channel, counted);
                 }
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(delivery_id = %job.delivery.id, error = %e, "recording an alert delivery failed; its lease will expire and it is retried")
                 }

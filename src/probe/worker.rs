@@ -148,7 +148,8 @@ impl Prober {
             .finish_probe(&job, Some((attempt, schedule)), crate::now())
             .await
         {
-            Ok(()) => self.metrics.probe(&job.run.project, outcome),
+            Ok(true) => self.metrics.probe(&job.run.project, outcome),
+            Ok(false) => {}
             Err(e) => {
                 tracing::error!(run_id = %job.run.id, error = %e, "recording a probe failed; it will be retried")
             }

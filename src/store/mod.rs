@@ -225,12 +225,14 @@ pub trait Store: Send + Sync {
     /// asserts access, as an SDK report would) and schedules the next probe
     /// with the project's schedule, or ends probing; all in one transaction.
     /// `attempt` is `None` when there was nothing to probe (the run ended).
+    /// Returns whether it was recorded: false when the lease had passed to
+    /// another replica, whose record counts instead.
     async fn finish_probe(
         &self,
         job: &ProbeJob,
         attempt: Option<(ProbeAttempt, ProbeSchedule)>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Gives a claimed probe back unmade, due as it was: the next claim,
     /// by any replica, makes it.
@@ -254,12 +256,13 @@ pub trait Store: Send + Sync {
 
     /// Records what the sender did with a claimed delivery; only the
     /// lease's holder records.
+    /// Returns whether it was recorded (see [`Store::finish_probe`]).
     async fn finish_delivery(
         &self,
         job: &DeliveryJob,
         outcome: DeliveryOutcome,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// The raw Stripe event as delivered, if Assay has it.
     async fn stripe_event(

@@ -864,7 +864,7 @@ macro_rules! sql_store {
                 job: &ProbeJob,
                 attempt: Option<(ProbeAttempt, $crate::probe::ProbeSchedule)>,
                 now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 let key = RunRef::Id(job.run.id);
                 let mut run = fetch_run(&mut tx, &job.run.project, &key, true)
@@ -884,7 +884,7 @@ macro_rules! sql_store {
                 .await?;
                 if still_ours.is_none() {
                     tracing::warn!(run_id = %run.id, "a probe finished after its lease passed to another replica; dropped");
-                    return Ok(());
+                    return Ok(false);
                 }
                 let mut next_due = None;
                 let mut seen = Vec::new();
@@ -929,11 +929,11 @@ macro_rules! sql_store {
                     // Cannot happen while the row is locked; if it does,
                     // recording nothing is the safe side.
                     tracing::warn!(run_id = %run.id, "a probe's queue row changed hands; dropped");
-                    return Ok(());
+                    return Ok(false);
                 }
                 tx.commit().await?;
                 self.metrics.record(&seen);
-                Ok(())
+                Ok(true)
             }
 
             async fn release_probe(&self, job: &ProbeJob) -> Result<(), StoreError> {
@@ -1085,7 +1085,7 @@ macro_rules! sql_store {
                 job: &DeliveryJob,
                 outcome: DeliveryOutcome,
                 now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 let id = job.delivery.id.to_string();
                 // Locked until commit: a replica that took an expired lease
@@ -1100,7 +1100,7 @@ macro_rules! sql_store {
                 .await?;
                 if still_ours.is_none() {
                     tracing::warn!(delivery_id = %id, "an alert delivery finished after its lease passed on; not recorded");
-                    return Ok(());
+                    return Ok(false);
                 }
                 let (attempt, status, next, error) = match outcome {
                     DeliveryOutcome::Sent(attempt) => (Some(attempt), DeliveryStatus::Sent, None, None),
@@ -1139,7 +1139,7 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(true)
             }
 
             async fn queue_reminders(
@@ -1283,10 +1283,12 @@ macro_rules! sql_store {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<$crate::metrics::Standing, StoreError> {
                 let mut conn = self.reader.acquire().await?;
-                // Through runs_by_status, runs_by_deadline and the partial
-                // indexes of the metrics migration.
+                // Through runs_by_deadline and the partial indexes of the
+                // metrics migration: what is open, not what is stored.
+                // An open run always waits for a deadline, and only open
+                // runs have one: the partial deadline index holds them all.
                 let open_runs: Vec<(String, String, i64)> = sqlx::query_as(
-                    "SELECT project, workflow, COUNT(*) FROM runs WHERE status = 'open' AND drill_id IS NULL \
+                    "SELECT project, workflow, COUNT(*) FROM runs WHERE deadline_at IS NOT NULL AND drill_id IS NULL \
                      GROUP BY project, workflow ORDER BY project, workflow",
                 )
                 .fetch_all(&mut *conn)
@@ -1306,8 +1308,9 @@ macro_rules! sql_store {
                 .fetch_all(&mut *conn)
                 .await?;
                 let dead_deliveries: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT project, COUNT(*) FROM alert_deliveries WHERE status = 'dead' \
-                     GROUP BY project ORDER BY project",
+                    "SELECT d.project, COUNT(*) FROM alert_deliveries d WHERE d.status = 'dead' \
+                     AND NOT EXISTS (SELECT 1 FROM alert_delivery_incidents l JOIN incidents i ON i.id = l.incident_id \
+                     WHERE l.delivery_id = d.id AND i.drill) GROUP BY d.project ORDER BY d.project",
                 )
                 .fetch_all(&mut *conn)
                 .await?;

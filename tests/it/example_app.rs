@@ -217,6 +217,11 @@ async fn the_sdk_retries_and_queues_while_assay_is_down() {
     else {
         return;
     };
+    assert_eq!(
+        reporter.flush(Duration::from_secs(20)).await,
+        0,
+        "every queued report settles"
+    );
     let run = wait_for("the queued reports to arrive", async || {
         let (status, run) = assay
             .api(reqwest::Method::GET, "/v1/runs/evt_sdk_1", None)

@@ -114,49 +114,47 @@ impl AlertSender {
 
     /// Sends one claimed delivery and records the outcome.
     async fn send_and_record(&self, job: DeliveryJob) {
+        let outcome = self.deliver(&job).await;
+        match &outcome {
+            DeliveryOutcome::Failed {
+                attempt,
+                retry_at: None,
+            } => tracing::error!(
+                delivery_id = %job.delivery.id,
+                channel = %job.delivery.channel,
+                error = ?attempt.error,
+                "alert delivery is dead: gave up after {}",
+                humantime::format_duration(self.settings.retry.give_up_after)
+            ),
+            DeliveryOutcome::Failed { attempt, .. } => tracing::warn!(
+                delivery_id = %job.delivery.id,
+                channel = %job.delivery.channel,
+                error = ?attempt.error,
+                "alert delivery failed; will retry"
+            ),
+            _ => {}
+        }
+        let counted = match &outcome {
+            DeliveryOutcome::Sent(_) => "sent",
+            DeliveryOutcome::Failed {
+                retry_at: Some(_), ..
+            } => "failed",
+            DeliveryOutcome::Failed { retry_at: None, .. } => "dead",
+            DeliveryOutcome::Skipped(_) => "skipped",
+        };
+        match self
+            .store
+            .finish_delivery(&job, outcome, crate::now())
+            .await
         {
-            let outcome = self.deliver(&job).await;
-            match &outcome {
-                DeliveryOutcome::Failed {
-                    attempt,
-                    retry_at: None,
-                } => tracing::error!(
-                    delivery_id = %job.delivery.id,
-                    channel = %job.delivery.channel,
-                    error = ?attempt.error,
-                    "alert delivery is dead: gave up after {}",
-                    humantime::format_duration(self.settings.retry.give_up_after)
-                ),
-                DeliveryOutcome::Failed { attempt, .. } => tracing::warn!(
-                    delivery_id = %job.delivery.id,
-                    channel = %job.delivery.channel,
-                    error = ?attempt.error,
-                    "alert delivery failed; will retry"
-                ),
-                _ => {}
+            // A drill's alert is not a customer's.
+            Ok(true) if !job.incidents.iter().any(|i| i.drill) => {
+                self.metrics
+                    .delivery(&job.delivery.project, &job.delivery.channel, counted);
             }
-            let counted = match &outcome {
-                DeliveryOutcome::Sent(_) => "sent",
-                DeliveryOutcome::Failed {
-                    retry_at: Some(_), ..
-                } => "failed",
-                DeliveryOutcome::Failed { retry_at: None, .. } => "dead",
-                DeliveryOutcome::Skipped(_) => "skipped",
-            };
-            match self
-                .store
-                .finish_delivery(&job, outcome, crate::now())
-                .await
-            {
-                // A drill's alert is not a customer's.
-                Ok(true) if !job.incidents.iter().any(|i| i.drill) => {
-                    self.metrics
-                        .delivery(&job.delivery.project, &job.delivery.channel, counted);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(delivery_id = %job.delivery.id, error = %e, "recording an alert delivery failed; its lease will expire and it is retried")
-                }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(delivery_id = %job.delivery.id, error = %e, "recording an alert delivery failed; its lease will expire and it is retried")
             }
         }
     }

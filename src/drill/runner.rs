@@ -27,7 +27,7 @@ use crate::config::{Config, ProjectConfig};
 use crate::incident::Incident;
 use crate::probe::client::ProbeClient;
 use crate::run::{RunStatus, Source, Stage, StageReport};
-use crate::store::{RunRef, Store, StoreError};
+use crate::store::{DrillJob, RunRef, Store, StoreError};
 
 /// How long a drill waits for its accepted webhook's run to show up.
 const RUN_WAIT: Duration = Duration::from_secs(10);
@@ -135,45 +135,51 @@ impl DrillRunner {
             }
         };
         let claimed = jobs.len();
-        let steps = jobs.into_iter().map(|mut job| {
+        let steps = jobs.into_iter().map(|job| {
             let span = tracing::info_span!(
                 "drill_step",
                 project = %job.drill.project,
                 drill_id = %job.drill.id,
                 step = %job.drill.step,
             );
-            async move {
-            let step = job.drill.step;
-            let outcome = match self.step(&mut job.drill).await {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    tracing::warn!(drill_id = %job.drill.id, %step, error = %e, "a drill step failed on the database; retrying");
-                    StepOutcome::WaitUntil(after(crate::now(), RETRY_AFTER))
-                }
-            };
-            if let StepOutcome::Failed { link, detail, .. } = &outcome {
-                tracing::warn!(drill_id = %job.drill.id, project = %job.drill.project, %step, %link, "drill step failed: {detail}");
-            }
-            job.drill.apply(outcome, crate::now());
-            if job.drill.finished_at.is_some() {
-                tracing::info!(
-                    drill_id = %job.drill.id,
-                    project = %job.drill.project,
-                    status = %job.drill.status,
-                    broken_link = ?job.drill.broken_link.as_ref().map(|b| b.link),
-                    "drill finished"
-                );
-            }
-            match self.store.save_drill(&job).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(drill_id = %job.drill.id, "a drill step finished after its lease passed on; not recorded"),
-                Err(e) => tracing::error!(drill_id = %job.drill.id, error = %e, "recording a drill step failed; its lease will expire and the step is retried"),
-            }
-            }
-            .instrument(span)
+            self.take_step(job).instrument(span)
         });
         futures::future::join_all(steps).await;
         claimed
+    }
+
+    /// Takes one step of a claimed drill and writes the drill back.
+    async fn take_step(&self, mut job: DrillJob) {
+        let step = job.drill.step;
+        let outcome = match self.step(&mut job.drill).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(drill_id = %job.drill.id, %step, error = %e, "a drill step failed on the database; retrying");
+                StepOutcome::WaitUntil(after(crate::now(), RETRY_AFTER))
+            }
+        };
+        if let StepOutcome::Failed { link, detail, .. } = &outcome {
+            tracing::warn!(drill_id = %job.drill.id, project = %job.drill.project, %step, %link, "drill step failed: {detail}");
+        }
+        job.drill.apply(outcome, crate::now());
+        if job.drill.finished_at.is_some() {
+            tracing::info!(
+                drill_id = %job.drill.id,
+                project = %job.drill.project,
+                status = %job.drill.status,
+                broken_link = ?job.drill.broken_link.as_ref().map(|b| b.link),
+                "drill finished"
+            );
+        }
+        match self.store.save_drill(&job).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(drill_id = %job.drill.id, "a drill step finished after its lease passed on; not recorded")
+            }
+            Err(e) => {
+                tracing::error!(drill_id = %job.drill.id, error = %e, "recording a drill step failed; its lease will expire and the step is retried")
+            }
+        }
     }
 
     /// Does the drill's current step once.

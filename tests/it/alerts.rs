@@ -638,13 +638,8 @@ on_both_backends!(
 
 /// `assay serve` as a process on a SQLite file, to be killed.
 fn serve(db: &TestDb, receiver: &Receiver, port: u16) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ASSAY_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.arg("serve")
+    crate::support::assay_command()
+        .arg("serve")
         .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
         .env("ASSAY_DATABASE_URL", &db.url)
         .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
@@ -676,24 +671,11 @@ async fn an_alert_cut_off_by_a_crash_is_sent_after_restart() {
     };
     let receiver = Receiver::start().await;
     receiver.state.hang.store(true, Ordering::SeqCst);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = http_client();
     let mut first = serve(&db, &receiver, port);
-    wait_for("assay to start", async || {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-            .map(|_| ())
-    })
-    .await;
+    crate::support::wait_until_ready(&base).await;
     let event =
         subscription_created("evt_crash", "cus_crash", "sub_crash", "price_pro").to_string();
     let response = client

@@ -1,17 +1,6 @@
 //! The `assay` binary's commands, run as a user would.
 
-use std::process::Command;
-
-fn assay() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
-    // Only what each test sets: nothing from the developer's shell.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ASSAY_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use crate::support::assay_command as assay;
 
 #[test]
 fn check_config_prints_effective_settings_without_secrets() {

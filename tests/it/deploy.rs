@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{peer_available, python_module_available};
+use crate::support::{assay_command, peer_available, python_module_available};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -113,12 +113,7 @@ assert replicas[0]["build"]["dockerfile"] == "Dockerfile"
 #[test]
 fn the_example_environment_is_a_valid_configuration() {
     let text = std::fs::read_to_string(root().join("deploy/assay.env.example")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ASSAY_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = assay_command();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         if let Some((key, value)) = line.split_once('=') {
             cmd.env(key, value);

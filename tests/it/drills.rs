@@ -702,14 +702,9 @@ on_both_backends!(
     the_dashboard_starts_drills_and_shows_their_reports,
 );
 
-/// The `assay` binary with only the given variables of ours.
+/// The `assay` binary with only the given variables.
 fn assay(args: &[&str], env: &[(String, String)]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_assay"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ASSAY_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = crate::support::assay_command();
     cmd.args(args);
     for (key, value) in env {
         cmd.env(key, value);

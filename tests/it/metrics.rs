@@ -3,15 +3,15 @@
 //! succeeded, failed, superseded, stage latencies, open incidents, alert
 //! deliveries; a drill's run counted nowhere.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use reqwest::Method;
 use serde_json::json;
 
 use crate::alerts::Receiver;
 use crate::support::{
-    Backend, TestServer, on_both_backends, peer_available, subscription_created, wait_for,
+    Backend, TestServer, on_both_backends, peer_available, run_with_input, subscription_created,
+    wait_for,
 };
 
 /// The value of sample `name` with exactly `labels` in the exposition, if
@@ -142,20 +142,7 @@ async fn metrics_follow_runs_and_pass_promtool(backend: Backend) {
     assert!(!text.contains("assaydrill"));
 
     if promtool_available() {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_with_input(Command::new("promtool").args(["check", "metrics"]), &text);
         assert!(
             out.status.success(),
             "promtool: {}{}\n{text}",

@@ -4,12 +4,13 @@
 //! names.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{API_KEY, Backend, NO_SETTINGS, TestServer, python_module_available};
+use crate::support::{
+    API_KEY, Backend, NO_SETTINGS, TestServer, python_module_available, run_with_input,
+};
 
 /// `METHOD /path` of every operation in the document.
 fn operations(doc: &Value) -> BTreeSet<String> {
@@ -58,23 +59,13 @@ async fn the_openapi_document_is_valid_and_covers_every_route() {
     assert_eq!(doc, serde_json::to_value(assay::api::openapi()).unwrap());
 
     if python_module_available("openapi_spec_validator") {
-        let mut child = Command::new("python3")
-            .args([
+        let out = run_with_input(
+            Command::new("python3").args([
                 "-c",
                 "import sys, json; from openapi_spec_validator import validate; validate(json.load(sys.stdin)); print('valid')",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(doc.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+            ]),
+            &doc.to_string(),
+        );
         assert!(
             out.status.success(),
             "{}{}",

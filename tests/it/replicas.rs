@@ -51,13 +51,7 @@ async fn scalar(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
 fn spawn_replica(db: &TestDb, index: usize) -> Replica {
     let port = free_port();
     let log = std::fs::File::create(db.dir().join(format!("replica-{index}.log"))).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ASSAY_") {
-            cmd.env_remove(key);
-        }
-    }
-    let child = cmd
+    let child = crate::support::assay_command()
         .arg("serve")
         .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
         .env("ASSAY_DATABASE_URL", &db.url)

@@ -8,17 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    API_KEY, SECRET, free_port, http_client, now, sign, subscription_created, wait_for,
+    API_KEY, SECRET, assay_command, free_port, http_client, now, sign, subscription_created,
+    wait_for, wait_until_ready,
 };
 
 fn serve(db: &str, port: u16) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ASSAY_") || key.starts_with("OTEL_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.arg("serve")
+    assay_command()
+        .arg("serve")
         .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
         .env("ASSAY_DATABASE_URL", db)
         .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
@@ -39,11 +35,7 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
     let base = format!("http://127.0.0.1:{port}");
     let mut child = serve(&db, port);
     let http = http_client();
-    wait_for("assay serve to be ready", async || {
-        let ready = http.get(format!("{base}/readyz")).send().await;
-        ready.is_ok_and(|r| r.status().is_success()).then_some(())
-    })
-    .await;
+    wait_until_ready(&base).await;
 
     // 8 senders, each posting events one after another, until Assay stops
     // answering (bounded: at most 2,000 events).
@@ -105,11 +97,7 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
 
     // After a restart, every acknowledged event is there, once.
     let mut again = serve(&db, port);
-    wait_for("assay serve to restart", async || {
-        let ready = http.get(format!("{base}/readyz")).send().await;
-        ready.is_ok_and(|r| r.status().is_success()).then_some(())
-    })
-    .await;
+    wait_until_ready(&base).await;
     let acknowledged = acknowledged.lock().unwrap().clone();
     for id in &acknowledged {
         let response = http

@@ -593,6 +593,49 @@ pub fn peer_available(ok: bool, what: &str, install: &str) -> bool {
     ok
 }
 
+/// The `assay` binary, with none of the developer's `ASSAY_*` or `OTEL_*`
+/// variables: only what each test sets.
+pub fn assay_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_assay"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ASSAY_") || key.starts_with("OTEL_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Runs `cmd` with `input` on its standard input; returns what it did.
+pub fn run_with_input(cmd: &mut std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Waits until the Assay at `base` (a process the test started) is ready.
+pub async fn wait_until_ready(base: &str) {
+    let client = http_client();
+    wait_for(&format!("Assay at {base} to be ready"), async || {
+        let ready = client.get(format!("{base}/readyz")).send().await;
+        ready
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+}
+
 /// A loopback port free right now, for a process or peer the test names
 /// before it starts.
 pub fn free_port() -> u16 {

@@ -3,7 +3,7 @@
 //! `OTEL_EXPORTER_OTLP_PROTOCOL`), and an SDK call's W3C `traceparent`
 //! makes Assay's spans part of the app's trace.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use assay_client::{Client, OpenRun, Stage};
 use serde_json::Value;
 
 use crate::support::{
-    API_KEY, Peer, SECRET, free_port, http_client, now, sign, subscription_created, wait_for,
+    API_KEY, Peer, SECRET, assay_command, free_port, http_client, now, sign, subscription_created,
+    wait_for, wait_until_ready,
 };
 
 struct Serve(Child);
@@ -61,14 +62,9 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_assay"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ASSAY_") || key.starts_with("OTEL_") {
-            cmd.env_remove(key);
-        }
-    }
     let _serve = Serve(
-        cmd.arg("serve")
+        assay_command()
+            .arg("serve")
             .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
             .env(
                 "ASSAY_DATABASE_URL",
@@ -88,11 +84,7 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
             .unwrap(),
     );
     let http = http_client();
-    wait_for("assay serve to be ready", async || {
-        let ready = http.get(format!("{base}/readyz")).send().await;
-        ready.is_ok_and(|r| r.status().is_success()).then_some(())
-    })
-    .await;
+    wait_until_ready(&base).await;
 
     let event = subscription_created("evt_otel", "cus_otel", "sub_otel", "price_pro").to_string();
     let delivered = http

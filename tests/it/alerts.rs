@@ -17,8 +17,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Backend, Peer, SECRET, TestDb, TestServer, http_client, incident_for, now, on_both_backends,
-    python_module_available, sign, subscription_created, wait_for,
+    Backend, Peer, SECRET, TestDb, TestServer, http_client, incident_for, on_both_backends,
+    python_module_available, subscription_created, wait_for,
 };
 
 const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -678,12 +678,7 @@ async fn an_alert_cut_off_by_a_crash_is_sent_after_restart() {
     crate::support::wait_until_ready(&base).await;
     let event =
         subscription_created("evt_crash", "cus_crash", "sub_crash", "price_pro").to_string();
-    let response = client
-        .post(format!("{base}/hooks/stripe/default"))
-        .header("stripe-signature", sign(&event, SECRET, now()))
-        .header("content-type", "application/json")
-        .body(event)
-        .send()
+    let response = crate::support::post_signed(&client, &base, &event)
         .await
         .unwrap();
     assert_eq!(response.status(), 200);

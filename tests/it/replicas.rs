@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::ConnectOptions;
 
 use crate::support::{
-    API_KEY, Backend, SECRET, TestDb, free_port, http_client, now, sign, subscription_created,
+    API_KEY, Backend, SECRET, TestDb, free_port, http_client, subscription_created,
 };
 
 const EVENTS: usize = 1000;
@@ -95,12 +95,7 @@ async fn deliver(
     base: &str,
     body: &str,
 ) -> (StatusCode, serde_json::Value) {
-    let response = client
-        .post(format!("{base}/hooks/stripe/default"))
-        .header("stripe-signature", sign(body, SECRET, now()))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
+    let response = crate::support::post_signed(client, base, body)
         .await
         .unwrap();
     (response.status(), response.json().await.unwrap())

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    API_KEY, SECRET, assay_command, free_port, http_client, now, sign, subscription_created,
+    API_KEY, SECRET, assay_command, free_port, http_client, post_signed, subscription_created,
     wait_for, wait_until_ready,
 };
 
@@ -53,13 +53,7 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
                     "price_pro",
                 )
                 .to_string();
-                let sent = http
-                    .post(format!("{base}/hooks/stripe/default"))
-                    .header("stripe-signature", sign(&body, SECRET, now()))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
+                let sent = post_signed(&http, &base, &body).await;
                 match sent {
                     Ok(r) if r.status().is_success() => {
                         acknowledged.lock().unwrap().insert(id);

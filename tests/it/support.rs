@@ -624,6 +624,22 @@ pub fn run_with_input(cmd: &mut std::process::Command, input: &str) -> std::proc
     child.wait_with_output().unwrap()
 }
 
+/// Posts `body`, signed as Stripe would, to project `default` of the Assay
+/// at `base` (a process the test started); the error is the transport's.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    base: &str,
+    body: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{base}/hooks/stripe/default"))
+        .header("stripe-signature", sign(body, SECRET, now()))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+}
+
 /// Waits until the Assay at `base` (a process the test started) is ready.
 pub async fn wait_until_ready(base: &str) {
     let client = http_client();

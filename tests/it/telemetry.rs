@@ -11,8 +11,8 @@ use assay_client::{Client, OpenRun, Stage};
 use serde_json::Value;
 
 use crate::support::{
-    API_KEY, Peer, SECRET, assay_command, free_port, http_client, now, sign, subscription_created,
-    wait_for, wait_until_ready,
+    API_KEY, Peer, SECRET, assay_command, free_port, http_client, post_signed,
+    subscription_created, wait_for, wait_until_ready,
 };
 
 struct Serve(Child);
@@ -87,14 +87,7 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
     wait_until_ready(&base).await;
 
     let event = subscription_created("evt_otel", "cus_otel", "sub_otel", "price_pro").to_string();
-    let delivered = http
-        .post(format!("{base}/hooks/stripe/default"))
-        .header("stripe-signature", sign(&event, SECRET, now()))
-        .header("content-type", "application/json")
-        .body(event)
-        .send()
-        .await
-        .unwrap();
+    let delivered = post_signed(&http, &base, &event).await.unwrap();
     assert!(delivered.status().is_success());
 
     // The app's handler runs in trace 0af7…; its SDK call carries it.

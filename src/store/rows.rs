@@ -227,6 +227,20 @@ impl TryFrom<ProbeAttemptRow> for crate::probe::ProbeAttempt {
     }
 }
 
+/// A run's latest probe attempt, for the sweeper.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LastProbeRow {
+    run_id: String,
+    #[sqlx(flatten)]
+    probe: ProbeAttemptRow,
+}
+
+impl LastProbeRow {
+    pub(crate) fn into_parts(self) -> Result<(Uuid, crate::probe::ProbeAttempt), StoreError> {
+        Ok((uuid(&self.run_id)?, self.probe.try_into()?))
+    }
+}
+
 /// A claimed probe: the run, and how often it was probed before.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ProbeJobRow {

@@ -364,6 +364,36 @@ macro_rules! sql_store {
             Ok(probes)
         }
 
+        /// The latest probe attempt of each of `runs` that has one, in one
+        /// statement: the sweeper needs it for every run it fails, and one
+        /// read per run was most of a sweep's time.
+        async fn last_probes(
+            conn: &mut $conn,
+            runs: &[Run],
+        ) -> Result<std::collections::HashMap<uuid::Uuid, ProbeAttempt>, StoreError> {
+            let mut last = std::collections::HashMap::new();
+            for chunk in runs.chunks(500) {
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT run_id, ",
+                    probe_columns!(),
+                    " FROM probe_attempts p WHERE p.seq = ",
+                    "(SELECT MAX(seq) FROM probe_attempts WHERE run_id = p.run_id) AND p.run_id IN ("
+                ));
+                let mut ids = query.separated(", ");
+                for run in chunk {
+                    ids.push_bind(run.id.to_string());
+                }
+                query.push(")");
+                let rows: Vec<$crate::store::rows::LastProbeRow> =
+                    query.build_query_as().fetch_all(&mut *conn).await?;
+                for row in rows {
+                    let (run_id, probe) = row.into_parts()?;
+                    last.insert(run_id, probe);
+                }
+            }
+            Ok(last)
+        }
+
         /// Writes deliveries to the outbox, and notes when their incidents
         /// were last alerted about (for reminders).
         async fn queue_deliveries(
@@ -808,9 +838,10 @@ macro_rules! sql_store {
                 .fetch_all(&mut *tx)
                 .await?;
                 let mut seen = Vec::new();
-                for mut run in convert::<_, Run>(rows)? {
-                    let last_probe = probes_of_run(&mut tx, run.id, 1).await?.pop();
-                    let Some((incident, entry)) = run.expire(now, last_probe.as_ref()) else {
+                let runs: Vec<Run> = convert(rows)?;
+                let last_probes = last_probes(&mut tx, &runs).await?;
+                for mut run in runs {
+                    let Some((incident, entry)) = run.expire(now, last_probes.get(&run.id)) else {
                         continue;
                     };
                     swept.runs_failed += 1;

@@ -316,7 +316,7 @@ fn comma_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn parse_duration(what: &str, text: &str, errors: &mut Vec<String>) -> Option<Duration> {
+pub(crate) fn parse_duration(what: &str, text: &str, errors: &mut Vec<String>) -> Option<Duration> {
     match humantime::parse_duration(text.trim()) {
         Ok(d) if d.is_zero() => {
             errors.push(format!("{what}: must be longer than zero"));

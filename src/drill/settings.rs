@@ -92,17 +92,12 @@ impl DrillSettings {
         errors: &mut Vec<String>,
     ) -> DrillSettings {
         let file = file.unwrap_or_default();
+        // The configuration's one duration check; a bad value is reported
+        // and the default stands in, so that loading goes on.
         let mut duration = |name: &str, key: &str, file: Option<String>, default: &str| {
             let text = var(name).or(file).unwrap_or_else(|| default.to_owned());
-            match humantime::parse_duration(text.trim()) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    errors.push(format!(
-                        "{what}: {name} / drill.{key}: `{text}` is not a duration above zero, e.g. `30s`"
-                    ));
-                    humantime::parse_duration(default).unwrap_or_default()
-                }
-            }
+            crate::config::parse_duration(&format!("{what}: {name} / drill.{key}"), &text, errors)
+                .unwrap_or_else(|| humantime::parse_duration(default).unwrap_or_default())
         };
         let deadline = duration(
             "ASSAY_DRILL_DEADLINE",

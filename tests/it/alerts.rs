@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Backend, Peer, SECRET, TestDb, TestServer, http_client, incident_for, on_both_backends,
+    Backend, Peer, TestDb, TestServer, http_client, incident_for, on_both_backends,
     python_module_available, subscription_created, wait_for,
 };
 
@@ -638,26 +638,14 @@ on_both_backends!(
 
 /// `assay serve` as a process on a SQLite file, to be killed.
 fn serve(db: &TestDb, receiver: &Receiver, port: u16) -> Child {
-    crate::support::assay_command()
-        .arg("serve")
-        .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
-        .env("ASSAY_DATABASE_URL", &db.url)
-        .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("ASSAY_API_KEY", crate::support::API_KEY)
-        .env("ASSAY_PLAN_MAP", "price_pro=pro")
+    crate::support::serve_command(port, &db.url)
         .env("ASSAY_DEADLINE_RECONCILED", "1s")
         .env("ASSAY_DEADLINE_ACCESS_ASSERTED", "2s")
         .env("ASSAY_SWEEP_SCHEDULE", "* * * * * *")
-        .env(
-            "ASSAY_SLACK_WEBHOOK_URL",
-            format!("{}/slack", receiver.base),
-        )
+        .env("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack"))
         .env("ASSAY_ALERT_POLL_INTERVAL", "50ms")
         .env("ASSAY_ALERT_TIMEOUT", "1s")
         .env("ASSAY_LEASE_DURATION", "2s")
-        .env("ASSAY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap()
 }

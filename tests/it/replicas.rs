@@ -3,7 +3,7 @@
 //! exactly one incident, and a replica killed with SIGKILL in the middle of a
 //! sweep loses and doubles nothing.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -12,9 +12,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::ConnectOptions;
 
-use crate::support::{
-    API_KEY, Backend, SECRET, TestDb, free_port, http_client, subscription_created,
-};
+use crate::support::{API_KEY, Backend, TestDb, free_port, http_client, subscription_created};
 
 const EVENTS: usize = 1000;
 const LATE_EVENTS: usize = 300;
@@ -51,14 +49,8 @@ async fn scalar(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
 fn spawn_replica(db: &TestDb, index: usize) -> Replica {
     let port = free_port();
     let log = std::fs::File::create(db.dir().join(format!("replica-{index}.log"))).unwrap();
-    let child = crate::support::assay_command()
-        .arg("serve")
-        .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
-        .env("ASSAY_DATABASE_URL", &db.url)
+    let child = crate::support::serve_command(port, &db.url)
         .env("ASSAY_DATABASE_MAX_CONNECTIONS", "8")
-        .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("ASSAY_API_KEY", API_KEY)
-        .env("ASSAY_PLAN_MAP", "price_pro=pro")
         .env("ASSAY_DEADLINE_RECONCILED", "12s")
         .env("ASSAY_DEADLINE_ACCESS_ASSERTED", "15s")
         .env("ASSAY_SWEEP_SCHEDULE", "* * * * * *")
@@ -66,8 +58,6 @@ fn spawn_replica(db: &TestDb, index: usize) -> Replica {
         // replica's claims come back quickly.
         .env("ASSAY_SWEEP_BATCH_SIZE", "10")
         .env("ASSAY_LEASE_DURATION", "2s")
-        .env("ASSAY_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();

@@ -3,28 +3,17 @@
 //! is stored exactly once, found after a restart on the same database.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    API_KEY, SECRET, assay_command, free_port, http_client, post_signed, subscription_created,
-    wait_for, wait_until_ready,
+    API_KEY, free_port, http_client, post_signed, serve_command, subscription_created, wait_for,
+    wait_until_ready,
 };
 
 fn serve(db: &str, port: u16) -> Child {
-    assay_command()
-        .arg("serve")
-        .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
-        .env("ASSAY_DATABASE_URL", db)
-        .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("ASSAY_API_KEY", API_KEY)
-        .env("ASSAY_PLAN_MAP", "price_pro=pro")
-        .env("ASSAY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    serve_command(port, db).spawn().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

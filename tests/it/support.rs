@@ -605,6 +605,23 @@ pub fn assay_command() -> std::process::Command {
     cmd
 }
 
+/// `assay serve` on loopback `port` and database `db`, with the test
+/// secret, API key and plan map, quiet logs and no output; callers add
+/// their own settings, then spawn it.
+pub fn serve_command(port: u16, db: &str) -> std::process::Command {
+    let mut cmd = assay_command();
+    cmd.arg("serve")
+        .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
+        .env("ASSAY_DATABASE_URL", db)
+        .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("ASSAY_API_KEY", API_KEY)
+        .env("ASSAY_PLAN_MAP", "price_pro=pro")
+        .env("ASSAY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
 /// Runs `cmd` with `input` on its standard input; returns what it did.
 pub fn run_with_input(cmd: &mut std::process::Command, input: &str) -> std::process::Output {
     use std::io::Write;

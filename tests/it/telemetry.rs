@@ -3,7 +3,7 @@
 //! `OTEL_EXPORTER_OTLP_PROTOCOL`), and an SDK call's W3C `traceparent`
 //! makes Assay's spans part of the app's trace.
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ use assay_client::{Client, OpenRun, Stage};
 use serde_json::Value;
 
 use crate::support::{
-    API_KEY, Peer, SECRET, assay_command, free_port, http_client, post_signed,
-    subscription_created, wait_for, wait_until_ready,
+    API_KEY, Peer, free_port, http_client, post_signed, serve_command, subscription_created,
+    wait_for, wait_until_ready,
 };
 
 struct Serve(Child);
@@ -63,25 +63,16 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _serve = Serve(
-        assay_command()
-            .arg("serve")
-            .env("ASSAY_BIND", format!("127.0.0.1:{port}"))
-            .env(
-                "ASSAY_DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("assay.db").display()),
-            )
-            .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
-            .env("ASSAY_API_KEY", API_KEY)
-            .env("ASSAY_PLAN_MAP", "price_pro=pro")
-            .env("ASSAY_LOG", "warn")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base())
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-            // Export every 100 ms instead of every 5 s.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        serve_command(
+            port,
+            &format!("sqlite://{}", dir.path().join("assay.db").display()),
+        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        // Export every 100 ms instead of every 5 s.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .spawn()
+        .unwrap(),
     );
     let http = http_client();
     wait_until_ready(&base).await;

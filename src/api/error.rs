@@ -103,6 +103,11 @@ impl From<StoreError> for ApiError {
                 "not_ready",
                 "the database is not migrated yet",
             ),
+            StoreError::WriterStopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the event was not stored; deliver it again",
+            ),
             other => ApiError::internal(&other),
         }
     }

@@ -6,6 +6,7 @@
 //! [`crate::run`] and [`crate::incident`]; a backend only loads, calls those
 //! pure transitions and writes the result back atomically.
 
+mod group_commit;
 pub mod postgres;
 mod rows;
 mod sql;
@@ -47,6 +48,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the ingest writer has stopped; the event was not acknowledged")]
+    WriterStopped,
 }
 
 /// A run named in a URL: its UUID, or the provider event id that keys it.

@@ -25,6 +25,8 @@ pub struct PostgresStore {
     outbox: std::sync::Arc<crate::alert::Outbox>,
     /// Committed transitions are counted here.
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Stripe deliveries, committed in groups by a few writers at once.
+    ingest: super::group_commit::GroupCommit,
 }
 
 impl PostgresStore {
@@ -45,12 +47,20 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        // Each writer holds a connection while its batch commits; half the
+        // pool leaves the rest to readers and the background workers.
+        let writers = (settings.max_connections as usize / 2).max(1);
+        let ingest = super::group_commit::GroupCommit::start(
+            writers,
+            commit_ingest_batch(pool.clone(), metrics.clone()),
+        );
         Ok(PostgresStore {
             writer: pool.clone(),
             reader: pool,
             lease: settings.lease,
             outbox,
             metrics,
+            ingest,
         })
     }
 }

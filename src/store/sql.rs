@@ -620,16 +620,16 @@ macro_rules! sql_store {
             seen: &mut Vec<$crate::metrics::Transition>,
         ) -> Result<(Run, bool), StoreError> {
             let key = RunRef::EventId(spec.event_id.clone());
-            if fetch_run(conn, &spec.project, &key, true).await?.is_none() {
-                let (mut run, entry) = Run::open(spec.clone(), now);
-                if write_run(conn, &run, true).await? {
-                    append_timeline(conn, &run, &[entry], seen).await?;
-                    settle_order(conn, &mut run, now, seen).await?;
-                    if run.probe_start == Some(ProbeStart::Open) && run.status == $crate::run::RunStatus::Open {
-                        enqueue_probe(conn, &run, now).await?;
-                    }
-                    return Ok((run, true));
+            // Insert first: most events open a new run, and the insert yields
+            // (one statement, not a read and then a write) where one exists.
+            let (mut run, entry) = Run::open(spec.clone(), now);
+            if write_run(conn, &run, true).await? {
+                append_timeline(conn, &run, &[entry], seen).await?;
+                settle_order(conn, &mut run, now, seen).await?;
+                if run.probe_start == Some(ProbeStart::Open) && run.status == $crate::run::RunStatus::Open {
+                    enqueue_probe(conn, &run, now).await?;
                 }
+                return Ok((run, true));
             }
             let mut run = fetch_run(conn, &spec.project, &key, true)
                 .await?
@@ -640,6 +640,98 @@ macro_rules! sql_store {
                 settle_order(conn, &mut run, now, seen).await?;
             }
             Ok((run, false))
+        }
+
+        /// Stores one delivery inside `conn`'s transaction: the event once
+        /// per (project, event id) and, on its first delivery, its run.
+        async fn ingest_one(
+            conn: &mut $conn,
+            event: &StoredEvent,
+            run: Option<RunSpec>,
+            now: chrono::DateTime<chrono::Utc>,
+            seen: &mut Vec<$crate::metrics::Transition>,
+        ) -> Result<Ingested, StoreError> {
+            // The primary key makes a redelivery a no-op, even when two
+            // replicas receive it at the same moment.
+            let inserted = sqlx::query(
+                "INSERT INTO stripe_events (project, event_id, event_type, livemode, created, \
+                 received_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (project, event_id) DO NOTHING",
+            )
+            .bind(&event.project)
+            .bind(&event.event_id)
+            .bind(&event.event_type)
+            .bind(event.livemode)
+            .bind(event.created)
+            .bind(to_ms(now))
+            .bind(&event.payload)
+            .execute(&mut *conn)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Ok(Ingested::Duplicate);
+            }
+            let run = match run {
+                Some(spec) => Some(Box::new(open_or_merge(conn, spec, now, seen).await?.0)),
+                None => None,
+            };
+            Ok(Ingested::Stored { run })
+        }
+
+        /// Stores `deliveries` in one transaction: all of them or none.
+        async fn ingest_together(
+            writer: &sqlx::Pool<$db>,
+            metrics: &$crate::metrics::Metrics,
+            deliveries: &[$crate::store::group_commit::Pending],
+        ) -> Result<Vec<Ingested>, StoreError> {
+            let mut tx = writer.begin().await?;
+            let mut seen = Vec::new();
+            let mut outcomes = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                outcomes.push(ingest_one(&mut tx, &d.event, d.run.clone(), d.now, &mut seen).await?);
+            }
+            tx.commit().await?;
+            metrics.record(&seen);
+            Ok(outcomes)
+        }
+
+        /// The group-commit writer (see `group_commit`): a batch in one
+        /// transaction; if that fails, each delivery in its own, so that
+        /// every delivery gets its own answer.
+        fn commit_ingest_batch(
+            writer: sqlx::Pool<$db>,
+            metrics: std::sync::Arc<$crate::metrics::Metrics>,
+        ) -> $crate::store::group_commit::CommitBatch {
+            std::sync::Arc::new(move |batch| {
+                let (writer, metrics) = (writer.clone(), metrics.clone());
+                let span = tracing::debug_span!("ingest_batch", deliveries = batch.len());
+                Box::pin(tracing::Instrument::instrument(async move {
+                    match ingest_together(&writer, &metrics, &batch).await {
+                        Ok(outcomes) => {
+                            for (d, outcome) in batch.into_iter().zip(outcomes) {
+                                let _ = d.reply.send(Ok(outcome));
+                            }
+                        }
+                        Err(e) if batch.len() == 1 => {
+                            if let Some(d) = batch.into_iter().next() {
+                                let _ = d.reply.send(Err(e));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                error = %e,
+                                deliveries = batch.len(),
+                                "an ingest batch failed; storing its deliveries one at a time"
+                            );
+                            for d in batch {
+                                let outcome = ingest_together(&writer, &metrics, std::slice::from_ref(&d))
+                                    .await
+                                    .map(|mut o| o.remove(0));
+                                let _ = d.reply.send(outcome);
+                            }
+                        }
+                    }
+                }, span))
+            })
         }
 
         /// Continues a newest-first list (by `at`, a time column, then id)
@@ -699,35 +791,7 @@ macro_rules! sql_store {
                 run: Option<RunSpec>,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<Ingested, StoreError> {
-                let mut tx = self.writer.begin().await?;
-                // The primary key makes a redelivery a no-op, even when two
-                // replicas receive it at the same moment.
-                let inserted = sqlx::query(
-                    "INSERT INTO stripe_events (project, event_id, event_type, livemode, created, \
-                     received_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (project, event_id) DO NOTHING",
-                )
-                .bind(&event.project)
-                .bind(&event.event_id)
-                .bind(&event.event_type)
-                .bind(event.livemode)
-                .bind(event.created)
-                .bind(to_ms(now))
-                .bind(&event.payload)
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0 {
-                    tx.rollback().await?;
-                    return Ok(Ingested::Duplicate);
-                }
-                let mut seen = Vec::new();
-                let run = match run {
-                    Some(spec) => Some(Box::new(open_or_merge(&mut tx, spec, now, &mut seen).await?.0)),
-                    None => None,
-                };
-                tx.commit().await?;
-                self.metrics.record(&seen);
-                Ok(Ingested::Stored { run })
+                self.ingest.submit(event, run, now).await
             }
 
             async fn open_run(

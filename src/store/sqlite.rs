@@ -28,6 +28,8 @@ pub struct SqliteStore {
     outbox: std::sync::Arc<crate::alert::Outbox>,
     /// Committed transitions are counted here.
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Stripe deliveries, committed in groups by the one writer.
+    ingest: super::group_commit::GroupCommit,
 }
 
 impl SqliteStore {
@@ -47,12 +49,17 @@ impl SqliteStore {
             .max_connections(settings.max_connections)
             .connect_with(options.read_only(true))
             .await?;
+        let ingest = super::group_commit::GroupCommit::start(
+            1,
+            commit_ingest_batch(writer.clone(), metrics.clone()),
+        );
         Ok(SqliteStore {
             writer,
             reader,
             lease: settings.lease,
             outbox,
             metrics,
+            ingest,
         })
     }
 

@@ -88,4 +88,56 @@ async fn five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident(
     server.stop().await;
 }
 
-on_both_backends!(five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident,);
+/// A burst, each event delivered twice at once: the deliveries share group
+/// commits (a batch may hold both copies of one event), and still every
+/// event is stored once, opens one run, and is acknowledged as new once.
+async fn a_burst_of_doubled_deliveries_is_stored_once_each(backend: Backend) {
+    const EVENTS: usize = 150;
+    let Some(server) = TestServer::start(backend, &[] as &[(&str, &str)]).await else {
+        return;
+    };
+    let events: Vec<_> = (0..EVENTS)
+        .map(|i| {
+            subscription_created(
+                &format!("evt_burst_{i}"),
+                &format!("cus_burst_{i}"),
+                &format!("sub_burst_{i}"),
+                "price_pro",
+            )
+        })
+        .collect();
+    let answers = join_all(
+        events
+            .iter()
+            .chain(events.iter())
+            .map(|e| server.deliver(e)),
+    )
+    .await;
+    let mut first_by_event = std::collections::HashMap::<String, usize>::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        if body["duplicate"] == false {
+            *first_by_event
+                .entry(body["event_id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(
+        first_by_event.len(),
+        EVENTS,
+        "every event acknowledged as new"
+    );
+    assert!(
+        first_by_event.values().all(|n| *n == 1),
+        "{first_by_event:?}"
+    );
+    assert_eq!(server.count("stripe_events").await, EVENTS as i64);
+    assert_eq!(server.count("runs").await, EVENTS as i64);
+    assert_eq!(server.count("run_timeline").await, EVENTS as i64);
+    server.stop().await;
+}
+
+on_both_backends!(
+    five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident,
+    a_burst_of_doubled_deliveries_is_stored_once_each,
+);

@@ -1,0 +1,133 @@
+//! What the bench binaries share: fresh databases and percentiles.
+
+// Each bench binary compiles this module and uses part of it.
+#![allow(dead_code)]
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+/// The PostgreSQL server the benches use (`ASSAY_BENCH_POSTGRES_URL`,
+/// default: the local one), if it answers; its rows are skipped otherwise.
+pub async fn postgres() -> Option<String> {
+    let url = std::env::var("ASSAY_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let up = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .connect()
+        .await
+        .is_ok();
+    if !up {
+        println!("PostgreSQL at {url} is not reachable: its rows are skipped");
+    }
+    up.then_some(url)
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// A fresh database for one measurement: a temp SQLite file, or a new
+/// PostgreSQL database (dropped at the end of the run).
+pub struct BenchDb {
+    pub url: String,
+    pg: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchDb {
+    pub async fn create(postgres: Option<&str>) -> BenchDb {
+        let dir = tempfile::tempdir().unwrap();
+        match postgres {
+            None => BenchDb {
+                url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+                pg: None,
+                _dir: dir,
+            },
+            Some(admin) => {
+                let name = format!("assay_bench_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = PgConnectOptions::from_str(admin)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                let mut url = url::Url::parse(admin).unwrap();
+                url.set_path(&name);
+                BenchDb {
+                    url: url.to_string(),
+                    pg: Some((admin.to_owned(), name)),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    pub async fn drop_pg(self) {
+        if let Some((admin, name)) = &self.pg {
+            let mut conn = PgConnectOptions::from_str(admin)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+
+    pub async fn execute(&self, sql: &'static str, bind: i64) {
+        if self.pg.is_some() {
+            let mut conn = PgConnectOptions::from_str(&self.url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query(sql)
+                .bind(bind)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        } else {
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query(sql)
+                .bind(bind)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// One integer a query returns, such as a count.
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        if self.pg.is_some() {
+            let mut conn = PgConnectOptions::from_str(&self.url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        }
+    }
+}

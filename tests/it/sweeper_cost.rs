@@ -1,6 +1,7 @@
-//! A sweep reads only overdue runs: over 50,000 stored runs, the plan of its
-//! claim searches the deadline index instead of scanning the table, and it
-//! fails exactly the overdue runs.
+//! What the hot statements read: a sweep reads only overdue runs (over
+//! 50,000 stored runs, the plan of its claim searches the deadline index
+//! instead of scanning the table, and it fails exactly the overdue runs),
+//! and opening a run reads only its own subscription's runs.
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use assay::store::{DatabaseSettings, Store};
 use chrono::Utc;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
+
+use crate::support::{Backend, NO_SETTINGS, TestServer, subscription_created, wait_for};
 
 #[tokio::test]
 async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
@@ -89,4 +92,52 @@ async fn sweep_uses_the_deadline_index_and_touches_only_overdue_runs() {
     assert_eq!(swept.incidents.len(), 10);
     let again = store.sweep(Utc::now(), 500).await.unwrap();
     assert_eq!(again.runs_failed, 0, "a second sweep finds nothing left");
+}
+
+/// Opening a run reads only the runs of its own subscription, on a new
+/// database whose planner has no statistics yet (renewal day on a fresh
+/// install): PostgreSQL's generic plan once picked the index on (project,
+/// status) and read every open run of the project for each event, which
+/// made ingest quadratic. Its index statistics show which index was read,
+/// and how much.
+#[tokio::test]
+async fn opening_runs_reads_one_subscription_not_the_project() {
+    const EVENTS: i64 = 200;
+    let Some(server) = TestServer::start(Backend::Postgres, NO_SETTINGS).await else {
+        return;
+    };
+    // One at a time, so that each connection plans the read often enough
+    // for PostgreSQL to switch it to a generic plan.
+    for i in 0..EVENTS {
+        let (status, body) = server
+            .deliver(&subscription_created(
+                &format!("evt_cost_{i}"),
+                &format!("cus_cost_{i}"),
+                &format!("sub_cost_{i}"),
+                "price_pro",
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Backends publish their statistics a moment after they go idle.
+    let unique_probes = "SELECT COALESCE(SUM(idx_scan), 0)::bigint FROM pg_stat_user_indexes \
+                         WHERE indexrelname = 'runs_project_workflow_event_id_key'";
+    wait_for("index statistics", async || {
+        (server.db.scalar(unique_probes).await >= EVENTS).then_some(())
+    })
+    .await;
+    let read = server
+        .db
+        .scalar(
+            "SELECT COALESCE(SUM(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes \
+             WHERE relname = 'runs' AND indexrelname <> 'runs_pkey'",
+        )
+        .await;
+    // One read of its own subscription per event (a few rows at most), not
+    // EVENTS * EVENTS / 2 rows of the whole project.
+    assert!(
+        read <= 4 * EVENTS,
+        "opening {EVENTS} runs read {read} index entries of runs"
+    );
+    server.stop().await;
 }

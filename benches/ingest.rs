@@ -23,16 +23,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use common::{BenchDb, percentile};
+use common::{BenchDb, Server, percentile};
 
 const SECRET: &str = "whsec_bench";
 const PATH: &str = "/hooks/stripe/default";
@@ -142,79 +142,11 @@ async fn drive(addr: SocketAddr, deliveries: Arc<Vec<Delivery>>, concurrency: us
     }
 }
 
-/// A server process on a loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn spawn(mut command: Command) -> Server {
-        let addr = free_addr();
-        command.env("ASSAY_BIND", addr.to_string());
-        let child = command
-            .stdout(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Server { child, addr }
-    }
-
-    /// Waits until `GET /readyz` answers 200 (bounded).
-    async fn ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
-        loop {
-            let answer = client
-                .get(format!("http://{}/readyz", self.addr))
-                .send()
-                .await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the server exited before it was ready: {status}");
-            }
-            assert!(Instant::now() < deadline, "the server never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The process's peak resident set so far, in MiB.
-    fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kib / 1024.0
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn assay(db: &BenchDb, price: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_assay"));
+    let mut command = common::assay_serve(db);
     command
-        .arg("serve")
-        .env_clear()
-        .env("ASSAY_DATABASE_URL", &db.url)
         .env("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("ASSAY_PLAN_MAP", format!("{price}=pro"))
-        .env("ASSAY_LOG", "warn");
+        .env("ASSAY_PLAN_MAP", format!("{price}=pro"));
     command
 }
 
@@ -272,7 +204,6 @@ fn main() {
     if !args.iter().any(|a| a == "--bench") {
         return;
     }
-    assay::install_crypto_provider();
     let events = knob("ASSAY_BENCH_EVENTS", 40_000);
     let concurrency = knob("ASSAY_BENCH_CONCURRENCY", 64);
     let price = "price_bench_pro";

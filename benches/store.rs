@@ -7,7 +7,10 @@
 //! sweep (batches of 500) over stored runs of which 1,000 are overdue, at
 //! several table sizes; its time should not grow with the table. Dashboard:
 //! the signed-in open-runs page over 10,000 and 100,000 open runs; its first
-//! page should not grow with them either.
+//! page should not grow with them either. Probe: 10,000 runs due for a
+//! probe, `assay serve` (the release binary) probing a loopback app at the
+//! configured concurrency: probes/s, from the first attempt to the last, and
+//! the server's peak RSS.
 //! PostgreSQL is `ASSAY_BENCH_POSTGRES_URL` (default: the local server);
 //! without it the PostgreSQL rows are skipped. Bounded: a few seconds each.
 
@@ -22,7 +25,7 @@ use assay::store::{DatabaseSettings, Store, connect};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use common::{BenchDb, percentile};
+use common::{BenchDb, Server, percentile};
 
 const OVERDUE: i64 = 1000;
 
@@ -210,25 +213,126 @@ async fn bench_dashboard(label: &str, postgres: Option<&str>, stored: i64) {
     db.drop_pg().await;
 }
 
+/// Runs due for a probe, each about its own customer.
+const PROBED: i64 = 10_000;
+/// The prober's concurrency towards one host (`ASSAY_PROBE_HOST_CONCURRENCY`).
+const PROBE_CONCURRENCY: &str = "16";
+const FILL_PROBES: &str = "INSERT INTO probe_queue (run_id, due_at) SELECT id, 0 FROM runs";
+
+async fn bench_probe(label: &str, postgres: Option<&str>) {
+    let db = BenchDb::create(postgres).await;
+    drop(
+        connect(&DatabaseSettings {
+            url: db.url.clone(),
+            max_connections: 2,
+            statement_timeout: Duration::from_secs(60),
+            lease: Duration::from_secs(30),
+        })
+        .await
+        .unwrap(),
+    );
+    // Open runs, far from their deadlines, probed from the start.
+    db.execute(
+        if postgres.is_some() {
+            FILL_POSTGRES
+        } else {
+            FILL_SQLITE
+        },
+        PROBED,
+    )
+    .await;
+    db.execute(
+        "UPDATE runs SET probe_start = 'open', customer_id = 'cus_' || event_id, \
+         expected_plan = 'pro', reconciled_due_at = $1, access_due_at = $1, deadline_at = $1",
+        9_000_000_000_000,
+    )
+    .await;
+    db.execute(FILL_PROBES, 0).await;
+    // The app: every customer has the plan the run expects.
+    let app = axum::Router::new().route(
+        "/access/{customer}",
+        axum::routing::get(|| async { axum::Json(serde_json::json!({"plan": "pro"})) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut command = common::assay_serve(&db);
+    command
+        .env(
+            "ASSAY_PROBE_URL",
+            format!("http://{app_addr}/access/{{{{customer_id}}}}"),
+        )
+        .env("ASSAY_PROBE_START", "open")
+        .env("ASSAY_PROBE_HOST_CONCURRENCY", PROBE_CONCURRENCY)
+        .env("ASSAY_PROBE_HOST_RATE", "10000")
+        .env("ASSAY_PROBE_INTERVAL", "1h")
+        .env("ASSAY_PROBE_MAX_INTERVAL", "1h");
+    let mut server = Server::spawn(command);
+    server.ready().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db
+        .scalar("SELECT COUNT(DISTINCT run_id) FROM probe_attempts")
+        .await
+        < PROBED
+    {
+        if Instant::now() > deadline {
+            let attempts = db.scalar("SELECT COUNT(*) FROM probe_attempts").await;
+            let queued = db.scalar("SELECT COUNT(*) FROM probe_queue").await;
+            panic!("{label}: the probes did not finish: {attempts} attempts, {queued} queued");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let span_ms = db
+        .scalar("SELECT MAX(at) - MIN(at) FROM probe_attempts")
+        .await;
+    let matched = db
+        .scalar("SELECT COUNT(*) FROM probe_attempts WHERE matched")
+        .await;
+    assert_eq!(
+        matched, PROBED,
+        "{label}: every probe saw the expected plan"
+    );
+    println!(
+        "| probe | {label} | {PROBED} runs due, concurrency {PROBE_CONCURRENCY} | {:.0} probes/s | peak RSS {:.0} MiB |",
+        PROBED as f64 / (span_ms.max(1) as f64 / 1000.0),
+        server.peak_rss_mib()
+    );
+    drop(server);
+    db.drop_pg().await;
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs nothing.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    // `cargo bench --bench store -- probe` runs only the probe rows.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |what: &str| only.as_deref().is_none_or(|o| what.contains(o));
     let postgres = common::postgres().await;
     println!("| what | backend | load | result | detail |");
     println!("| --- | --- | --- | --- | --- |");
-    for stored in [10_000, 100_000] {
-        bench_sweep("SQLite", None, stored).await;
-        if let Some(postgres) = &postgres {
-            bench_sweep("PostgreSQL", Some(postgres), stored).await;
+    if wanted("sweep") {
+        for stored in [10_000, 100_000, 1_000_000] {
+            bench_sweep("SQLite", None, stored).await;
+            if let Some(postgres) = &postgres {
+                bench_sweep("PostgreSQL", Some(postgres), stored).await;
+            }
         }
     }
-    for stored in [10_000, 100_000] {
-        bench_dashboard("SQLite", None, stored).await;
+    if wanted("probe") {
+        bench_probe("SQLite", None).await;
         if let Some(postgres) = &postgres {
-            bench_dashboard("PostgreSQL", Some(postgres), stored).await;
+            bench_probe("PostgreSQL", Some(postgres)).await;
+        }
+    }
+    if wanted("dashboard") {
+        for stored in [10_000, 100_000] {
+            bench_dashboard("SQLite", None, stored).await;
+            if let Some(postgres) = &postgres {
+                bench_dashboard("PostgreSQL", Some(postgres), stored).await;
+            }
         }
     }
 }

@@ -3,8 +3,10 @@
 // Each bench binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -23,6 +25,82 @@ pub async fn postgres() -> Option<String> {
         println!("PostgreSQL at {url} is not reachable: its rows are skipped");
     }
     up.then_some(url)
+}
+
+/// A server process on a loopback port, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn spawn(mut command: Command) -> Server {
+        let addr = free_addr();
+        command.env("ASSAY_BIND", addr.to_string());
+        let child = command
+            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Server { child, addr }
+    }
+
+    /// Waits until `GET /readyz` answers 200 (bounded).
+    pub async fn ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assay::install_crypto_provider();
+        let client = reqwest::Client::new();
+        loop {
+            let answer = client
+                .get(format!("http://{}/readyz", self.addr))
+                .send()
+                .await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the server exited before it was ready: {status}");
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The process's peak resident set so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `assay serve`, the release binary, on `db`, with nothing else set.
+pub fn assay_serve(db: &BenchDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_assay"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("ASSAY_DATABASE_URL", &db.url)
+        .env("ASSAY_LOG", "warn");
+    command
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {

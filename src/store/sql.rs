@@ -91,6 +91,24 @@ macro_rules! claim_drills_sql {
 }
 pub(crate) use claim_drills_sql;
 
+/// Rows per multi-row statement: under SQLite's 32,766 bound variables
+/// at the widest row (a run's 26 columns), and few enough statements that a
+/// sweep of 500 runs writes each table in one.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// What a run upsert writes back when the run exists: every field a
+/// transition may change.
+pub(crate) const RUN_UPSERT: &str = " ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+     subscription_id = excluded.subscription_id, expected_plan = excluded.expected_plan, \
+     expected_plan_reason = excluded.expected_plan_reason, \
+     observed_plan = excluded.observed_plan, deploy_sha = excluded.deploy_sha, \
+     livemode = excluded.livemode, stage = excluded.stage, status = excluded.status, \
+     deadline_at = excluded.deadline_at, closed_at = excluded.closed_at, \
+     expected_features = excluded.expected_features, \
+     keep_access_until = excluded.keep_access_until, \
+     observed_features = excluded.observed_features, \
+     event_created_at = excluded.event_created_at, superseded_by = excluded.superseded_by";
+
 macro_rules! sql_store {
     (
         $store:ident,
@@ -102,7 +120,10 @@ macro_rules! sql_store {
     ) => {
         use $crate::incident::{Incident, NewIncident};
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
-        use $crate::store::sql::{claim_deliveries_sql, claim_drills_sql, claim_overdue_sql, claim_probes_sql};
+        use $crate::store::sql::{
+            RUN_UPSERT, ROWS_PER_STATEMENT, claim_deliveries_sql, claim_drills_sql, claim_overdue_sql,
+            claim_probes_sql,
+        };
         use $crate::store::rows::{
             DeliveryAttemptRow, DeliveryRow, IncidentRow, ProbeAttemptRow, ProbeJobRow, RunRow,
             DrillRow, TimelineRow, convert, delivery_columns, drill_columns, incident_columns, probe_columns,
@@ -150,60 +171,52 @@ macro_rules! sql_store {
         /// change. Returns false when `insert_only` and the event already had
         /// a run (another request opened it first).
         async fn write_run(conn: &mut $conn, run: &Run, insert_only: bool) -> Result<bool, StoreError> {
-            let query = if insert_only {
-                sqlx::query(concat!(
-                    "INSERT INTO runs (",
-                    run_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (project, workflow, event_id) DO NOTHING"
-                ))
-            } else {
-                sqlx::query(concat!(
-                    "INSERT INTO runs (",
-                    run_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
-                     subscription_id = excluded.subscription_id, expected_plan = excluded.expected_plan, \
-                     expected_plan_reason = excluded.expected_plan_reason, \
-                     observed_plan = excluded.observed_plan, deploy_sha = excluded.deploy_sha, \
-                     livemode = excluded.livemode, stage = excluded.stage, status = excluded.status, \
-                     deadline_at = excluded.deadline_at, closed_at = excluded.closed_at, \
-                     expected_features = excluded.expected_features, \
-                     keep_access_until = excluded.keep_access_until, \
-                     observed_features = excluded.observed_features, \
-                     event_created_at = excluded.event_created_at, superseded_by = excluded.superseded_by"
-                ))
-            };
-            let done = query
-                .bind(run.id.to_string())
-                .bind(&run.project)
-                .bind(&run.workflow)
-                .bind(&run.event_id)
-                .bind(&run.event_type)
-                .bind(&run.customer_id)
-                .bind(&run.subscription_id)
-                .bind(&run.expected_plan)
-                .bind(&run.expected_plan_reason)
-                .bind(&run.observed_plan)
-                .bind(&run.deploy_sha)
-                .bind(run.livemode)
-                .bind(run.stage.as_str())
-                .bind(run.status.as_str())
-                .bind(to_ms(run.opened_at))
-                .bind(to_ms(run.reconciled_due_at))
-                .bind(to_ms(run.access_due_at))
-                .bind(run.deadline_at.map(to_ms))
-                .bind(run.closed_at.map(to_ms))
-                .bind(run.expected_features.as_ref().map(|f| serde_json::json!(f).to_string()))
-                .bind(run.keep_access_until.map(to_ms))
-                .bind(run.observed_features.as_ref().map(|f| serde_json::json!(f).to_string()))
-                .bind(to_ms(run.event_created_at))
-                .bind(run.superseded_by.map(|id| id.to_string()))
-                .bind(run.probe_start.map(|p| p.as_str()))
-                .bind(run.drill_id.map(|id| id.to_string()))
-                .execute(&mut *conn)
-                .await?;
+            let mut query = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO runs (", run_columns!(), ") "));
+            query.push_values([run], push_run);
+            query.push(if insert_only { " ON CONFLICT (project, workflow, event_id) DO NOTHING" } else { RUN_UPSERT });
+            let done = query.build().execute(&mut *conn).await?;
             Ok(done.rows_affected() == 1)
+        }
+
+        /// Writes back many runs, a few statements for all of them.
+        async fn write_runs(conn: &mut $conn, runs: &[&Run]) -> Result<(), StoreError> {
+            for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO runs (", run_columns!(), ") "));
+                query.push_values(chunk.iter().copied(), push_run);
+                query.push(RUN_UPSERT);
+                query.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
+        /// One run's row, in `run_columns!` order.
+        fn push_run(mut row: sqlx::query_builder::Separated<'_, $db, &'static str>, run: &Run) {
+            row.push_bind(run.id.to_string())
+                .push_bind(&run.project)
+                .push_bind(&run.workflow)
+                .push_bind(&run.event_id)
+                .push_bind(&run.event_type)
+                .push_bind(&run.customer_id)
+                .push_bind(&run.subscription_id)
+                .push_bind(&run.expected_plan)
+                .push_bind(&run.expected_plan_reason)
+                .push_bind(&run.observed_plan)
+                .push_bind(&run.deploy_sha)
+                .push_bind(run.livemode)
+                .push_bind(run.stage.as_str())
+                .push_bind(run.status.as_str())
+                .push_bind(to_ms(run.opened_at))
+                .push_bind(to_ms(run.reconciled_due_at))
+                .push_bind(to_ms(run.access_due_at))
+                .push_bind(run.deadline_at.map(to_ms))
+                .push_bind(run.closed_at.map(to_ms))
+                .push_bind(run.expected_features.as_ref().map(|f| serde_json::json!(f).to_string()))
+                .push_bind(run.keep_access_until.map(to_ms))
+                .push_bind(run.observed_features.as_ref().map(|f| serde_json::json!(f).to_string()))
+                .push_bind(to_ms(run.event_created_at))
+                .push_bind(run.superseded_by.map(|id| id.to_string()))
+                .push_bind(run.probe_start.map(|p| p.as_str()))
+                .push_bind(run.drill_id.map(|id| id.to_string()));
         }
 
         /// Appends the run's new timeline entries, and notes the transitions
@@ -214,46 +227,65 @@ macro_rules! sql_store {
             entries: &[TimelineEntry],
             seen: &mut Vec<$crate::metrics::Transition>,
         ) -> Result<(), StoreError> {
-            let run_id = run.id;
-            seen.extend($crate::metrics::Transition::of(run, entries));
-            for entry in entries {
-                sqlx::query(
-                    "INSERT INTO run_timeline (run_id, at, source, stage, outcome, evidence) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(run_id.to_string())
-                .bind(to_ms(entry.at))
-                .bind(entry.source.as_str())
-                .bind(entry.stage.as_str())
-                .bind(&entry.outcome)
-                .bind(entry.evidence.to_string())
-                .execute(&mut *conn)
-                .await?;
+            let entries: Vec<_> = entries.iter().map(|e| (run, e)).collect();
+            append_timelines(conn, &entries, seen).await
+        }
+
+        /// Appends entries of many runs, a few statements for all of them.
+        async fn append_timelines(
+            conn: &mut $conn,
+            entries: &[(&Run, &TimelineEntry)],
+            seen: &mut Vec<$crate::metrics::Transition>,
+        ) -> Result<(), StoreError> {
+            for (run, entry) in entries {
+                seen.extend($crate::metrics::Transition::of(run, std::slice::from_ref(*entry)));
+            }
+            for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO run_timeline (run_id, at, source, stage, outcome, evidence) ",
+                );
+                query.push_values(chunk, |mut row, (run, entry)| {
+                    row.push_bind(run.id.to_string())
+                        .push_bind(to_ms(entry.at))
+                        .push_bind(entry.source.as_str())
+                        .push_bind(entry.stage.as_str())
+                        .push_bind(&entry.outcome)
+                        .push_bind(entry.evidence.to_string());
+                });
+                query.build().execute(&mut *conn).await?;
             }
             Ok(())
         }
 
-        /// Inserts the incident unless the run already has one of its kind;
-        /// returns whether it was inserted.
-        async fn insert_incident(conn: &mut $conn, new: &NewIncident) -> Result<bool, StoreError> {
-            let done = sqlx::query(concat!(
-                "INSERT INTO incidents (",
-                incident_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, NULL, NULL, NULL, $9) \
-                 ON CONFLICT (run_id, kind) DO NOTHING"
-            ))
-            .bind(new.id.to_string())
-            .bind(new.run_id.to_string())
-            .bind(&new.project)
-            .bind(&new.workflow)
-            .bind(new.kind.as_str())
-            .bind(&new.title)
-            .bind(new.evidence.to_string())
-            .bind(to_ms(new.opened_at))
-            .bind(new.drill)
-            .execute(&mut *conn)
-            .await?;
-            Ok(done.rows_affected() == 1)
+        /// Inserts each incident unless its run already has one of its kind;
+        /// returns the ids of those inserted.
+        async fn insert_incidents(
+            conn: &mut $conn,
+            new: &[NewIncident],
+        ) -> Result<std::collections::HashSet<String>, StoreError> {
+            let mut inserted = std::collections::HashSet::new();
+            for chunk in new.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO incidents (", incident_columns!(), ") "));
+                query.push_values(chunk, |mut row, new| {
+                    row.push_bind(new.id.to_string())
+                        .push_bind(new.run_id.to_string())
+                        .push_bind(&new.project)
+                        .push_bind(&new.workflow)
+                        .push_bind(new.kind.as_str())
+                        .push_bind(&new.title)
+                        .push("'open'")
+                        .push_bind(new.evidence.to_string())
+                        .push_bind(to_ms(new.opened_at))
+                        .push("NULL")
+                        .push("NULL")
+                        .push("NULL")
+                        .push_bind(new.drill);
+                });
+                query.push(" ON CONFLICT (run_id, kind) DO NOTHING RETURNING id");
+                let ids: Vec<String> = query.build_query_scalar().fetch_all(&mut *conn).await?;
+                inserted.extend(ids);
+            }
+            Ok(inserted)
         }
 
         async fn save_incident(conn: &mut $conn, incident: &Incident) -> Result<(), StoreError> {
@@ -308,13 +340,23 @@ macro_rules! sql_store {
             run: &Run,
             now: chrono::DateTime<chrono::Utc>,
         ) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO probe_queue (run_id, due_at) VALUES ($1, $2) ON CONFLICT (run_id) DO NOTHING",
-            )
-            .bind(run.id.to_string())
-            .bind(to_ms(now))
-            .execute(&mut *conn)
-            .await?;
+            enqueue_probes(conn, &[run], now).await
+        }
+
+        /// Queues a probe of each run, unless one is queued already.
+        async fn enqueue_probes(
+            conn: &mut $conn,
+            runs: &[&Run],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), StoreError> {
+            for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::<$db>::new("INSERT INTO probe_queue (run_id, due_at) ");
+                query.push_values(chunk, |mut row, run| {
+                    row.push_bind(run.id.to_string()).push_bind(to_ms(now));
+                });
+                query.push(" ON CONFLICT (run_id) DO NOTHING");
+                query.build().execute(&mut *conn).await?;
+            }
             Ok(())
         }
 
@@ -904,22 +946,30 @@ macro_rules! sql_store {
                 let mut seen = Vec::new();
                 let runs: Vec<Run> = convert(rows)?;
                 let last_probes = last_probes(&mut tx, &runs).await?;
+                let (mut failed, mut entries, mut incidents) = (Vec::new(), Vec::new(), Vec::new());
                 for mut run in runs {
-                    let Some((incident, entry)) = run.expire(now, last_probes.get(&run.id)) else {
-                        continue;
-                    };
-                    swept.runs_failed += 1;
-                    write_run(&mut tx, &run, false).await?;
-                    append_timeline(&mut tx, &run, &[entry], &mut seen).await?;
-                    // Keep probing a failed run, so that its incident resolves
-                    // itself once the app grants the access.
-                    if run.probe_start.is_some() {
-                        enqueue_probe(&mut tx, &run, now).await?;
-                    }
-                    if insert_incident(&mut tx, &incident).await? {
-                        swept.incidents.push(Incident::from_new(incident));
+                    if let Some((incident, entry)) = run.expire(now, last_probes.get(&run.id)) {
+                        failed.push(run);
+                        entries.push(entry);
+                        incidents.push(incident);
                     }
                 }
+                // Each table in one statement for the whole batch: a
+                // statement per run made the sweep's time follow its size.
+                swept.runs_failed = failed.len();
+                write_runs(&mut tx, &failed.iter().collect::<Vec<_>>()).await?;
+                let entries: Vec<_> = failed.iter().zip(&entries).collect();
+                append_timelines(&mut tx, &entries, &mut seen).await?;
+                // Keep probing a failed run, so that its incident resolves
+                // itself once the app grants the access.
+                let probed: Vec<&Run> = failed.iter().filter(|r| r.probe_start.is_some()).collect();
+                enqueue_probes(&mut tx, &probed, now).await?;
+                let inserted = insert_incidents(&mut tx, &incidents).await?;
+                swept.incidents = incidents
+                    .into_iter()
+                    .filter(|i| inserted.contains(&i.id.to_string()))
+                    .map(Incident::from_new)
+                    .collect();
                 // The outbox: the alerts go in with the incidents, or not at all.
                 queue_deliveries(&mut tx, &self.outbox.opened(&swept.incidents), now).await?;
                 sqlx::query("UPDATE runs SET lease_token = NULL, lease_expires_at = NULL WHERE lease_token = $1")

@@ -161,8 +161,15 @@ impl Prober {
     /// none is cut off between its request and its record.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
+            // Claim as soon as a probe finishes, not at the next poll: with
+            // every slot busy, a poll's wait capped probes at `concurrency`
+            // per poll interval however fast the app answered.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                slot = self.in_flight.acquire() => drop(slot),
+            }
             let claimed = self.tick().await;
-            // A full claim means more may be due: look again at once.
+            // A claim means more may be due: look again once a slot is free.
             if claimed == 0 {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -59,9 +59,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use assay::config::{Config, Sources};
+use assay::config::{Config, ProjectConfig, Sources};
 use assay::incident::Incident;
-use assay::run::{Run, RunStatus, Source, Stage, StageReport, TimelineEntry};
+use assay::run::{
+    BILLING_WORKFLOW, Expectation, Run, RunSpec, RunStatus, Source, Stage, StageReport,
+    TimelineEntry,
+};
 use assay::store::{RunDetail, RunFilter, RunRef, Store, StoreError, connect};
 use chrono::{DateTime, Duration, Utc};
 use proptest::collection::vec;
@@ -140,6 +143,14 @@ enum Action {
         plan: &'static str,
         deploy_sha: Option<&'static str>,
     },
+    /// The app opens the run of event `event` itself (`POST /v1/runs`), as
+    /// its webhook handler does when Stripe reaches it before Assay.
+    Open {
+        event: usize,
+        /// Whether the app names the subscription.
+        with_subscription: bool,
+        expected_plan: Option<&'static str>,
+    },
     Sweep,
 }
 
@@ -203,6 +214,16 @@ fn action_spec(events: usize) -> impl Strategy<Value = ActionSpec> {
                 plan,
                 deploy_sha
             }),
+        (
+            0..events,
+            any::<bool>(),
+            prop_oneof![Just(None), Just(Some("pro")), Just(Some("starter"))]
+        )
+            .prop_map(|(event, with_subscription, expected_plan)| Action::Open {
+                event,
+                with_subscription,
+                expected_plan
+            }),
         Just(Action::Sweep),
     ];
     (action, 0u16..1000, 0u8..=2).prop_map(|(action, position, later)| ActionSpec {
@@ -220,6 +241,17 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             (Just(events), vec(action_spec(n), 0..=8))
         })
         .prop_map(|(events, actions)| Scenario { events, actions })
+}
+
+impl Kind {
+    fn event_type(self) -> &'static str {
+        match self {
+            Kind::Created => "customer.subscription.created",
+            Kind::Updated(_) => "customer.subscription.updated",
+            Kind::Deleted => "customer.subscription.deleted",
+            Kind::InvoicePaid => "invoice.paid",
+        }
+    }
 }
 
 impl Scenario {
@@ -245,16 +277,11 @@ impl Scenario {
         let (customer, subscription) = (format!("cus_{}", spec.sub), format!("sub_{}", spec.sub));
         let id = Scenario::event_id(i);
         let mut event = subscription_created(&id, &customer, &subscription, spec.price);
+        event["type"] = json!(spec.kind.event_type());
         match spec.kind {
             Kind::Created => {}
-            Kind::Updated(status) => {
-                event["type"] = json!("customer.subscription.updated");
-                event["data"]["object"]["status"] = json!(status);
-            }
-            Kind::Deleted => {
-                event["type"] = json!("customer.subscription.deleted");
-                event["data"]["object"]["status"] = json!("canceled");
-            }
+            Kind::Updated(status) => event["data"]["object"]["status"] = json!(status),
+            Kind::Deleted => event["data"]["object"]["status"] = json!("canceled"),
             Kind::InvoicePaid => {
                 event = crate::support::fixture("invoice.paid", &id);
                 let invoice = &mut event["data"]["object"];
@@ -328,6 +355,8 @@ impl Scenario {
 enum Outcome {
     /// The run the report moved, or what was not found.
     Report(Result<Box<Run>, &'static str>),
+    /// The run the app opened or found, and whether it opened it.
+    Open(Box<Run>, bool),
     Sweep {
         claimed: usize,
         failed: usize,
@@ -528,7 +557,9 @@ async fn play(
                 );
                 prop_assert_eq!(accepted.run_id.is_some(), first);
             }
-            Op::Act(action, now) => outcomes.push(act(&*store, action, *now).await),
+            Op::Act(action, now) => {
+                outcomes.push(act(&*store, project, scenario, action, *now).await)
+            }
         }
     }
 
@@ -536,8 +567,44 @@ async fn play(
     Ok((outcomes, state))
 }
 
-async fn act(store: &dyn Store, action: &Action, now: DateTime<Utc>) -> Outcome {
+async fn act(
+    store: &dyn Store,
+    project: &ProjectConfig,
+    scenario: &Scenario,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Outcome {
     let (event, stage, report) = match action {
+        Action::Open {
+            event,
+            with_subscription,
+            expected_plan,
+        } => {
+            // What `POST /v1/runs` makes of the app's request.
+            let spec = &scenario.events[*event];
+            let open = RunSpec {
+                project: project.name.clone(),
+                workflow: BILLING_WORKFLOW.to_owned(),
+                event_id: Scenario::event_id(*event),
+                event_type: spec.kind.event_type().to_owned(),
+                customer_id: Some(format!("cus_{}", spec.sub)),
+                subscription_id: with_subscription.then(|| format!("sub_{}", spec.sub)),
+                expectation: match expected_plan {
+                    Some(plan) => Expectation::Plan((*plan).to_owned()),
+                    None => Expectation::Unknown {
+                        reason: "the app opened the run without an expected_plan".into(),
+                    },
+                },
+                livemode: None,
+                event_created_at: None,
+                deadlines: project.deadlines,
+                probe_start: project.probe_start(),
+                source: Source::Sdk,
+                drill_id: None,
+            };
+            let (run, created) = store.open_run(open, now).await.unwrap();
+            return Outcome::Open(Box::new(erase_run(&run)), created);
+        }
         Action::Sweep => {
             let swept = store.sweep(now, 500).await.unwrap();
             return Outcome::Sweep {

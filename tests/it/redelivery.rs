@@ -8,11 +8,13 @@
 //! A scenario is a few events about 2 to 4 subscriptions, each with its own
 //! `created` second (event ids do not sort the same way, so that ordering by
 //! id instead of time shows), and a schedule: every event delivered 1 to 5
-//! times in a random order, with SDK stage reports and sweeps at random
-//! points among the deliveries.
+//! times in a random order, with actions at random points among the
+//! deliveries: the app opening a run itself (`POST /v1/runs`, with or
+//! without the subscription and an expected plan), its stage reports
+//! (`reconciled`, `access_asserted` with the plan it shows) and sweeps.
 //!
 //! Time is driven explicitly, in 10-minute slots. The deliveries between two
-//! actions (a report or a sweep) come a second apart at the start of a slot,
+//! actions come a second apart at the start of a slot,
 //! the action at minute 5, and the next deliveries one to three slots later.
 //! The deadlines (20 and 40 minutes) so always fall 5 minutes away from any
 //! action: whether a sweep finds a run overdue depends only on the slot the
@@ -21,8 +23,8 @@
 //! The reference schedule is the same scenario delivered in order, once
 //! each: every event at the same logical point as its first delivery (after
 //! the same actions, before the same actions), in `created` order among the
-//! events first delivered at that point, and the same reports and sweeps at
-//! the same times. It cannot be in order across actions, and should not be:
+//! events first delivered at that point, and the same actions at the same
+//! times. It cannot be in order across actions, and should not be:
 //! whether an older event's run ends superseded, succeeded or failed
 //! legitimately depends on whether a report or a sweep reached it before the
 //! newer event arrived. So the equivalent point of an action is "once the
@@ -31,9 +33,9 @@
 //! checked by invariants on each final state instead; see [`check_state`].
 //!
 //! The two executions, each on a fresh database, must agree on:
-//! - what every report returned (the run it moved, or "not found" when its
-//!   event had not arrived yet), and what every sweep claimed, failed and
-//!   opened;
+//! - what every action returned: the run the app opened or found, the run a
+//!   report moved (or "not found" when its event had not arrived yet), what
+//!   a sweep claimed, failed and opened;
 //! - every stored event's payload (byte for byte as sent), and the row
 //!   counts of events, runs, timeline entries and incidents;
 //! - every run, keyed by its event id, with its timeline and incidents: its
@@ -699,26 +701,27 @@ async fn final_state(
     })
 }
 
-/// What must hold of any final state, whatever the order of delivery: one
-/// run per event; of each subscription's runs only the newest event's may
-/// still be open; a superseded run names a newer run of its subscription;
-/// each run opened once; a run has an incident exactly when it failed, and
-/// one.
+/// What must hold of any final state, whatever the order of delivery,
+/// judged against the scenario itself (not the stored order, which a bug
+/// could get wrong consistently): one run per event, about its event's
+/// subscription, customer and type, at Stripe's `created`; of each
+/// subscription's runs only the newest event's may still be open; a
+/// superseded run names a newer event's run of its subscription; each run
+/// opened once; a run has an incident exactly when it failed, and one.
 fn check_state(scenario: &Scenario, details: &[RunDetail]) -> TestCaseResult {
     let events: BTreeSet<String> = (0..scenario.events.len()).map(Scenario::event_id).collect();
     let runs: BTreeSet<String> = details.iter().map(|d| d.run.event_id.clone()).collect();
     prop_assert_eq!(details.len(), runs.len(), "one run per event");
     prop_assert_eq!(&runs, &events, "every event has its run");
     let by_id: HashMap<Uuid, &Run> = details.iter().map(|d| (d.run.id, &d.run)).collect();
-
-    let mut newest: BTreeMap<&str, &Run> = BTreeMap::new();
-    for d in details {
-        let sub = d.run.subscription_id.as_deref().unwrap_or_default();
-        let entry = newest.entry(sub).or_insert(&d.run);
-        if d.run.order_key() > entry.order_key() {
-            *entry = &d.run;
-        }
-    }
+    let created = scenario.created();
+    let index = |run: &Run| -> usize { run.event_id["evt_".len()..].parse().unwrap() };
+    let newest = |sub: usize| {
+        (0..scenario.events.len())
+            .filter(|&i| scenario.events[i].sub == sub)
+            .max_by_key(|&i| created[i])
+            .unwrap()
+    };
     for RunDetail {
         run,
         timeline,
@@ -726,15 +729,28 @@ fn check_state(scenario: &Scenario, details: &[RunDetail]) -> TestCaseResult {
         ..
     } in details
     {
+        let i = index(run);
+        let spec = &scenario.events[i];
+        prop_assert_eq!(run.event_type.as_str(), spec.kind.event_type());
+        prop_assert_eq!(run.customer_id.clone(), Some(format!("cus_{}", spec.sub)));
+        prop_assert_eq!(
+            run.subscription_id.clone(),
+            Some(format!("sub_{}", spec.sub))
+        );
+        prop_assert_eq!(
+            run.event_created_at.timestamp(),
+            created[i],
+            "{} orders at Stripe's created",
+            &run.event_id
+        );
         let opened = timeline.iter().filter(|e| e.outcome == "opened").count();
         prop_assert_eq!(opened, 1, "{} opened once", &run.event_id);
         if run.status == RunStatus::Open {
-            let sub = run.subscription_id.as_deref().unwrap_or_default();
             prop_assert_eq!(
-                &run.event_id,
-                &newest[sub].event_id,
-                "only the newest event of {} may be open",
-                sub
+                i,
+                newest(spec.sub),
+                "only the newest event of sub_{} may be open",
+                spec.sub
             );
         }
         match (run.status, run.superseded_by) {
@@ -746,9 +762,10 @@ fn check_state(scenario: &Scenario, details: &[RunDetail]) -> TestCaseResult {
                     &run.event_id
                 );
                 let newer = newer.unwrap();
-                prop_assert_eq!(&newer.subscription_id, &run.subscription_id);
+                let j = index(newer);
+                prop_assert_eq!(scenario.events[j].sub, spec.sub);
                 prop_assert!(
-                    newer.order_key() > run.order_key(),
+                    created[j] > created[i],
                     "{} superseded by an older {}",
                     &run.event_id,
                     &newer.event_id

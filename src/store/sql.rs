@@ -67,6 +67,15 @@ macro_rules! claim_overdue_sql {
 }
 pub(crate) use claim_overdue_sql;
 
+/// A run whose Stripe event is stored, so that its `event_created_at` is
+/// Stripe's `created` (see `settle_order`).
+macro_rules! delivered_sql {
+    () => {
+        "EXISTS (SELECT 1 FROM stripe_events e WHERE e.project = runs.project AND e.event_id = runs.event_id)"
+    };
+}
+pub(crate) use delivered_sql;
+
 /// The alert sender's claim: deliveries due to be (re)tried.
 macro_rules! claim_deliveries_sql {
     ($skip:literal) => {
@@ -122,7 +131,7 @@ macro_rules! sql_store {
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
         use $crate::store::sql::{
             RUN_UPSERT, ROWS_PER_STATEMENT, claim_deliveries_sql, claim_drills_sql, claim_overdue_sql,
-            claim_probes_sql,
+            claim_probes_sql, delivered_sql,
         };
         use $crate::store::rows::{
             DeliveryAttemptRow, DeliveryRow, IncidentRow, ProbeAttemptRow, ProbeJobRow, RunRow,
@@ -598,6 +607,12 @@ macro_rules! sql_store {
         /// once `run` has opened or learnt more (see `run::settle_order`), and
         /// writes back every run that changed. Only the open runs and the
         /// runs of newer events are read.
+        ///
+        /// Events are ordered by Stripe's `created`. A run the app opened
+        /// before Stripe's delivery has only its opening time, later than the
+        /// event's: ordering on it let an older event supersede newer ones for
+        /// good. So only runs whose Stripe event is stored take part; an
+        /// app-opened run settles when the delivery tells its time (`merge`).
         async fn settle_order(
             conn: &mut $conn,
             run: &mut Run,
@@ -609,7 +624,7 @@ macro_rules! sql_store {
                     concat!(
                         "SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND workflow = $2 ",
                         "AND subscription_id = $3 AND id <> $4 AND (status = 'open' OR event_created_at > $5 ",
-                        "OR (event_created_at = $5 AND event_id > $6))", $lock
+                        "OR (event_created_at = $5 AND event_id > $6)) AND ", delivered_sql!(), $lock
                     ),
                     id,
                 ),
@@ -617,12 +632,22 @@ macro_rules! sql_store {
                     concat!(
                         "SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND workflow = $2 ",
                         "AND customer_id = $3 AND subscription_id IS NULL AND id <> $4 AND (status = 'open' ",
-                        "OR event_created_at > $5 OR (event_created_at = $5 AND event_id > $6))", $lock
+                        "OR event_created_at > $5 OR (event_created_at = $5 AND event_id > $6)) AND ",
+                        delivered_sql!(), $lock
                     ),
                     id,
                 ),
                 None => return Ok(()),
             };
+            let delivered: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM stripe_events WHERE project = $1 AND event_id = $2")
+                    .bind(&run.project)
+                    .bind(&run.event_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            if delivered == 0 {
+                return Ok(());
+            }
             // Two events of one subject opening at once must not both miss
             // each other: the later of them waits here for the first to commit.
             if !$subject_lock.is_empty() {

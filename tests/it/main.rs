@@ -17,6 +17,7 @@ mod lifecycle;
 mod metrics;
 mod openapi;
 mod probes;
+mod redelivery;
 mod replicas;
 mod shutdown;
 mod store_contract;

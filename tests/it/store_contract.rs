@@ -580,6 +580,50 @@ async fn newer_events_supersede_older_runs_in_any_order(backend: Backend) {
     );
 }
 
+/// The app's webhook handler opens a run (`POST /v1/runs`) before Assay has
+/// Stripe's copy, so the run's time is only when it opened: it must not
+/// order the subscription's events. Here the app opens the older event, a
+/// newer one arrives from Stripe, then the older one does.
+async fn an_app_opened_run_takes_its_place_only_once_stripe_tells_its_time(backend: Backend) {
+    let Some((_db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    let (older_event, older) = ordered_event("sub_app", 0);
+    let app_open = RunSpec {
+        source: Source::Sdk,
+        event_created_at: None,
+        ..older.clone()
+    };
+    store.open_run(app_open, now).await.unwrap();
+    let (newer_event, newer) = ordered_event("sub_app", 1);
+    store
+        .ingest_stripe_event(newer_event, Some(newer), now + minutes(1))
+        .await
+        .unwrap();
+    store
+        .ingest_stripe_event(older_event, Some(older), now + minutes(2))
+        .await
+        .unwrap();
+
+    let run = async |id: &str| {
+        store
+            .run_detail("default", &RunRef::EventId(id.into()))
+            .await
+            .unwrap()
+            .run
+    };
+    let (older, newer) = (run("evt_sub_app_0").await, run("evt_sub_app_1").await);
+    assert_eq!(
+        newer.status,
+        RunStatus::Open,
+        "the newest event stays current"
+    );
+    assert_eq!(newer.superseded_by, None);
+    assert_eq!(older.status, RunStatus::Superseded);
+    assert_eq!(older.superseded_by, Some(newer.id));
+}
+
 async fn racing_events_of_one_subscription_still_leave_one_current(backend: Backend) {
     let Some((db, store)) = open_store(backend).await else {
         return;
@@ -858,6 +902,7 @@ async fn a_failed_run_is_probed_until_its_incident_resolves(backend: Backend) {
 on_both_backends!(
     newer_events_supersede_older_runs_in_any_order,
     racing_events_of_one_subscription_still_leave_one_current,
+    an_app_opened_run_takes_its_place_only_once_stripe_tells_its_time,
     ready_after_migrations,
     migrations_are_safe_when_replicas_start_together,
     ingest_stores_once_and_round_trips_the_run,

@@ -5,20 +5,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Backend, NO_SETTINGS, OTHER_API_KEY, SECRET, TestServer, now, on_both_backends, sign,
-    subscription_created,
+    Backend, NO_SETTINGS, OTHER_API_KEY, SECRET, TestServer, assert_error, now, on_both_backends,
+    sign, subscription_created,
 };
-
-fn assert_error(case: &str, got: &(StatusCode, Value), status: StatusCode, code: &str) {
-    assert_eq!(got.0, status, "{case}: {}", got.1);
-    assert_eq!(got.1["error"]["code"], code, "{case}: {}", got.1);
-    let message = got.1["error"]["message"].as_str().unwrap_or_default();
-    assert!(!message.is_empty(), "{case}: the error says nothing");
-    assert!(
-        !message.contains(SECRET),
-        "{case}: the error leaks the secret"
-    );
-}
 
 async fn bad_stripe_deliveries_are_refused_and_store_nothing(backend: Backend) {
     let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {

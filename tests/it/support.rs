@@ -492,6 +492,19 @@ async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// Checks one refused request: `status`, the contract's error body with
+/// `code`, a message that says something, and no secret in it.
+pub fn assert_error(case: &str, got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "{case}: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{case}: {}", got.1);
+    let message = got.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "{case}: the error says nothing");
+    assert!(
+        !message.contains(SECRET),
+        "{case}: the error leaks the secret"
+    );
+}
+
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }

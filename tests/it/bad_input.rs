@@ -419,6 +419,26 @@ async fn unknown_endpoints_and_methods_answer_in_the_contract_shape(backend: Bac
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     );
+    // A path segment that is not UTF-8 names nothing: 404 in the contract's
+    // shape (it was a plain-text 400).
+    for (method, path) in [
+        (Method::POST, "/hooks/stripe/%FF"),
+        (Method::GET, "/v1/runs/%FF"),
+        (Method::POST, "/v1/runs/%FF/stages/reconciled"),
+        (Method::POST, "/v1/runs/evt_1/stages/%C0%AF"),
+        (Method::GET, "/v1/incidents/%FF"),
+        (Method::POST, "/v1/incidents/%FF/acknowledge"),
+        (Method::POST, "/v1/incidents/%FF/resolve"),
+        (Method::GET, "/v1/drills/%FF"),
+    ] {
+        let got = server.api(method.clone(), path, None).await;
+        assert_error(
+            &format!("{method} {path}"),
+            &got,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+    }
     server.stop().await;
 }
 

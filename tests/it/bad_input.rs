@@ -136,6 +136,26 @@ async fn bad_stripe_deliveries_are_refused_and_store_nothing(backend: Backend) {
         "malformed_event",
     );
 
+    // Ids no Stripe id comes near, random so that they do not compress:
+    // PostgreSQL could not index them (this was a 500 there).
+    let long: String = (0..320)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    for field in ["customer", "subscription"] {
+        let mut event = event.clone();
+        event["data"]["object"][field] = json!(long);
+        let body = event.to_string();
+        let got = server
+            .deliver_raw("default", body.clone(), Some(sign(&body, SECRET, t)))
+            .await;
+        assert_error(
+            &format!("a {field} id of 10,000 characters"),
+            &got,
+            StatusCode::BAD_REQUEST,
+            "malformed_event",
+        );
+    }
+
     // Over the limit, correctly signed: refused before it is read whole.
     let mut big = event.clone();
     big["data"]["object"]["metadata"] = json!({ "padding": "x".repeat(600 * 1024) });

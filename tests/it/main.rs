@@ -12,6 +12,7 @@ mod deploy;
 mod drills;
 mod example_app;
 mod expectations;
+mod hostile;
 mod idempotency;
 mod lifecycle;
 mod metrics;

@@ -131,6 +131,44 @@ impl TestDb {
         }
     }
 
+    /// Runs one query straight on the database and returns its first
+    /// column as text, one entry a row; `args` bind `$1`, `$2`, ... in order.
+    pub async fn texts(&self, sql: &str, args: &[&str]) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true)
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut query = sqlx::query_scalar(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                let rows = query.fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut query = sqlx::query_scalar(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                let rows = query.fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows
+            }
+        }
+    }
+
     /// Whether `needle` appears anywhere in the stored data: in the SQLite
     /// files' bytes (database and write-ahead log), or in any row of any
     /// PostgreSQL table.
@@ -511,10 +549,12 @@ pub fn now() -> i64 {
 
 /// Signs a payload the way Stripe does, written here independently of the
 /// server's code (the Stripe SDK test checks both against Stripe's own).
-pub fn sign(payload: &str, secret: &str, timestamp: i64) -> String {
+/// The payload may be any bytes, valid UTF-8 or not.
+pub fn sign(payload: impl AsRef<[u8]>, secret: &str, timestamp: i64) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.{payload}").as_bytes());
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(payload.as_ref());
     format!(
         "t={timestamp},v1={}",
         hex::encode(mac.finalize().into_bytes())

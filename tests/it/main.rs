@@ -7,6 +7,7 @@ mod alerts;
 mod bad_input;
 mod browser;
 mod cli;
+mod crash;
 mod dashboard;
 mod deploy;
 mod drills;

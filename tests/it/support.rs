@@ -722,6 +722,45 @@ pub async fn wait_until_ready(base: &str) {
     .await;
 }
 
+/// A process the test spawned (an `assay serve`, say), killed with SIGKILL
+/// when dropped, so that a failing test leaves nothing running.
+pub struct Spawned(pub std::process::Child);
+
+impl Spawned {
+    pub fn spawn(cmd: &mut std::process::Command) -> Spawned {
+        Spawned(cmd.spawn().unwrap())
+    }
+
+    /// SIGKILL, then reap: the process gets no chance to finish anything.
+    pub fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// Waits until the Assay it runs answers `/readyz` at `base`; fails at
+    /// once, with the exit status, if the process ends first.
+    pub async fn wait_ready(&mut self, base: &str) {
+        let client = http_client();
+        wait_for(&format!("Assay at {base} to be ready"), async || {
+            if let Some(exit) = self.0.try_wait().unwrap() {
+                panic!("assay serve exited before it was ready: {exit}");
+            }
+            let ready = client.get(format!("{base}/readyz")).send().await;
+            ready
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A loopback port free right now, for a process or peer the test names
 /// before it starts.
 pub fn free_port() -> u16 {

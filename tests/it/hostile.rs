@@ -234,14 +234,17 @@ async fn hostile_requests_change_nothing_and_honest_load_is_served(backend: Back
         .collect::<Vec<_>>();
     let chunked_signature = sign(&honest_body, SECRET, now());
     let chunked = chunked_over_the_limit(&server.base, &chunked_signature);
-    let (hostile, injected, chunked) = tokio::join!(hostile, injected, chunked);
+    let long_path = path_over_the_limit(&server.base);
+    let (hostile, injected, chunked, long_path) =
+        tokio::join!(hostile, injected, chunked, long_path);
     let acked_at_end = honest.acked();
     honest.stop.store(true, Ordering::SeqCst);
     for sender in senders {
         sender.await.unwrap();
     }
 
-    let count = hostile.len();
+    // And the two sent over a raw connection.
+    let count = hostile.len() + 2;
     for (name, expect, got) in hostile {
         check(&name, expect, got).await;
     }
@@ -251,6 +254,7 @@ async fn hostile_requests_change_nothing_and_honest_load_is_served(backend: Back
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
     );
+    assert_eq!(long_path.0, StatusCode::URI_TOO_LONG, "{}", long_path.1);
     for (status, body) in &injected {
         assert_eq!(*status, StatusCode::OK, "an injected event: {body}");
         assert_eq!(body["duplicate"], false, "{body}");
@@ -953,24 +957,20 @@ fn corpus(server: &TestServer, honest_id: &str, honest_body: &str) -> Vec<Case> 
     cases
 }
 
-/// A 2 MB body sent in chunks with no length, over a raw connection (the
-/// HTTP client here cannot stream a body): 413 once the limit is passed.
-async fn chunked_over_the_limit(base: &str, signature: &str) -> (StatusCode, Value) {
+/// Sends `head` and then `chunks` over a raw connection, for what the HTTP
+/// client here will not send (a body streamed with no length, a path over
+/// its own limit); returns the answer.
+async fn raw(name: &str, base: &str, head: String, chunks: Vec<Vec<u8>>) -> (StatusCode, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://").to_owned();
-    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let addr = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut read, mut write) = stream.into_split();
-    let head = format!(
-        "POST /hooks/stripe/default HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
-         stripe-signature: {signature}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-    );
     let writer = tokio::spawn(async move {
         write.write_all(head.as_bytes()).await?;
-        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024));
-        for _ in 0..32 {
-            write.write_all(chunk.as_bytes()).await?;
+        for chunk in chunks {
+            write.write_all(&chunk).await?;
         }
-        write.write_all(b"0\r\n\r\n").await
+        write.flush().await
     });
     // Assay may answer and close before it has read everything: what it
     // wrote before the close is the answer.
@@ -980,16 +980,37 @@ async fn chunked_over_the_limit(base: &str, signature: &str) -> (StatusCode, Val
     let response = String::from_utf8_lossy(&response);
     let (head, body) = response
         .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("a 2 MB body in chunks: no answer ({response:?})"));
+        .unwrap_or_else(|| panic!("{name}: no answer ({response:?})"));
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse::<u16>().ok())
-        .unwrap_or_else(|| panic!("a 2 MB body in chunks: no status in {head:?}"));
+        .unwrap_or_else(|| panic!("{name}: no status in {head:?}"));
     (
         StatusCode::from_u16(status).unwrap(),
         serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
     )
+}
+
+/// A 2 MB body sent in chunks with no length: 413 once the limit is passed.
+async fn chunked_over_the_limit(base: &str, signature: &str) -> (StatusCode, Value) {
+    let head = format!(
+        "POST /hooks/stripe/default HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         stripe-signature: {signature}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024)).into_bytes();
+    let mut chunks = vec![chunk; 32];
+    chunks.push(b"0\r\n\r\n".to_vec());
+    raw("a 2 MB body in chunks", base, head, chunks).await
+}
+
+/// A path of 100 KB: over the parser's limit (and the client's).
+async fn path_over_the_limit(base: &str) -> (StatusCode, Value) {
+    let head = format!(
+        "POST /hooks/stripe/{} HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}",
+        "p".repeat(100_000)
+    );
+    raw("a 100 KB path", base, head, Vec::new()).await
 }
 
 /// `body` (an event) with `metadata` as the first metadata object in it.

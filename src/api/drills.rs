@@ -3,15 +3,15 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::runs::page_params;
-use super::{ApiError, ApiProject, AppQuery, AppState, optional_json};
+use super::{ApiError, ApiProject, AppPath, AppQuery, AppState, optional_json};
 use crate::drill::{Drill, DrillTrigger};
 use crate::store::Page;
 
@@ -55,7 +55,7 @@ pub async fn start(
 pub async fn get(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<Json<Drill>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("drill"))?;
     Ok(Json(state.store.drill(&project.name, id).await?))

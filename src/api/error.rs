@@ -3,7 +3,7 @@
 //! Internal errors are logged here, once, and answered without detail.
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -161,5 +161,20 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
         ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        match rejection {
+            // A segment that does not decode (%FF is not UTF-8) names
+            // nothing that exists, like an unknown run or project.
+            PathRejection::FailedToDeserializePathParams(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "not found: the path does not decode as UTF-8",
+            ),
+            other => ApiError::internal(&other.body_text()),
+        }
     }
 }

@@ -1,11 +1,11 @@
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppPath, AppState};
 use crate::ingest::{self, IngestError};
 use crate::stripe::SignatureError;
 
@@ -21,7 +21,7 @@ use crate::stripe::SignatureError;
         (status = 503, description = "the project has no webhook secret", body = crate::api::error::ErrorBody)))]
 pub async fn stripe(
     State(state): State<AppState>,
-    Path(project): Path<String>,
+    AppPath(project): AppPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {

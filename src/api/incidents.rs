@@ -1,12 +1,12 @@
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::runs::{page_params, parse_filter};
-use super::{ApiError, ApiProject, AppQuery, AppState, optional_json};
+use super::{ApiError, ApiProject, AppPath, AppQuery, AppState, optional_json};
 use crate::incident::Incident;
 use crate::store::{IncidentDetail, IncidentFilter, Page};
 
@@ -51,7 +51,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     Ok(Json(
         state
@@ -67,7 +67,7 @@ pub async fn get(
 pub async fn acknowledge(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<Json<Incident>, ApiError> {
     let incident = state
         .store
@@ -89,7 +89,7 @@ pub struct ResolveBody {
 pub async fn resolve(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Incident>, ApiError> {
     let id = incident_id(&id)?;

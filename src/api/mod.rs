@@ -151,6 +151,11 @@ pub struct AppJson<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct AppQuery<T>(pub T);
 
+/// Path parameters whose rejections speak the contract's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
+
 /// The project an SDK call acts for, named by its bearer API key.
 pub struct ApiProject(pub ProjectConfig);
 

@@ -1,14 +1,14 @@
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
 use super::{
-    ApiError, ApiProject, AppJson, AppQuery, AppState, MAX_FIELD_LEN, is_clean_field,
+    ApiError, ApiProject, AppJson, AppPath, AppQuery, AppState, MAX_FIELD_LEN, is_clean_field,
     optional_json, run_ref,
 };
 use crate::run::{BILLING_WORKFLOW, Expectation, Run, RunSpec, Source, Stage, StageReport};
@@ -117,7 +117,7 @@ pub struct ReportBody {
 pub async fn report_stage(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
-    Path((run, stage)): Path<(String, String)>,
+    AppPath((run, stage)): AppPath<(String, String)>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Run>, ApiError> {
@@ -243,7 +243,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     ApiProject(project): ApiProject,
-    Path(run): Path<String>,
+    AppPath(run): AppPath<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
     Ok(Json(
         state

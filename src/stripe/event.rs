@@ -141,6 +141,21 @@ impl StripeEvent {
         if !object.is_object() {
             return Err(EventError::Invalid("data.object", "it must be an object"));
         }
+        // The ids a run is keyed and indexed by: PostgreSQL cannot index a
+        // value of a few KiB, and no Stripe id comes near the limit.
+        for (field, pointer) in [
+            ("data.object.id", "/id"),
+            ("data.object.customer", "/customer"),
+            ("data.object.subscription", "/subscription"),
+            (
+                "data.object.parent.subscription_details.subscription",
+                "/parent/subscription_details/subscription",
+            ),
+        ] {
+            if id_of(object.pointer(pointer)).is_some_and(|id| id.len() > MAX_EVENT_ID_LEN) {
+                return Err(EventError::Invalid(field, "ids are at most 255 characters"));
+            }
+        }
         Ok(StripeEvent {
             id,
             event_type,
@@ -539,5 +554,37 @@ mod tests {
             ),
             Err(EventError::Invalid("body", "it contains a NUL character"))
         );
+    }
+
+    #[test]
+    fn ids_over_255_characters_are_refused() {
+        let long = "c".repeat(256);
+        for (object, field) in [
+            (
+                serde_json::json!({"customer": long}),
+                "data.object.customer",
+            ),
+            (
+                serde_json::json!({"customer": {"id": long}}),
+                "data.object.customer",
+            ),
+            (
+                serde_json::json!({"subscription": long}),
+                "data.object.subscription",
+            ),
+            (serde_json::json!({"id": long}), "data.object.id"),
+            (
+                serde_json::json!({"parent": {"subscription_details": {"subscription": long}}}),
+                "data.object.parent.subscription_details.subscription",
+            ),
+        ] {
+            let body = serde_json::json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": object}});
+            assert_eq!(
+                StripeEvent::parse(body.to_string().as_bytes()),
+                Err(EventError::Invalid(field, "ids are at most 255 characters"))
+            );
+        }
+        let fits = serde_json::json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": {"customer": "c".repeat(255)}}});
+        assert!(StripeEvent::parse(fits.to_string().as_bytes()).is_ok());
     }
 }

@@ -5,20 +5,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Backend, NO_SETTINGS, OTHER_API_KEY, SECRET, TestServer, now, on_both_backends, sign,
-    subscription_created,
+    Backend, NO_SETTINGS, OTHER_API_KEY, SECRET, TestServer, assert_error, now, on_both_backends,
+    sign, subscription_created,
 };
-
-fn assert_error(case: &str, got: &(StatusCode, Value), status: StatusCode, code: &str) {
-    assert_eq!(got.0, status, "{case}: {}", got.1);
-    assert_eq!(got.1["error"]["code"], code, "{case}: {}", got.1);
-    let message = got.1["error"]["message"].as_str().unwrap_or_default();
-    assert!(!message.is_empty(), "{case}: the error says nothing");
-    assert!(
-        !message.contains(SECRET),
-        "{case}: the error leaks the secret"
-    );
-}
 
 async fn bad_stripe_deliveries_are_refused_and_store_nothing(backend: Backend) {
     let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
@@ -146,6 +135,26 @@ async fn bad_stripe_deliveries_are_refused_and_store_nothing(backend: Backend) {
         StatusCode::BAD_REQUEST,
         "malformed_event",
     );
+
+    // Ids no Stripe id comes near, random so that they do not compress:
+    // PostgreSQL could not index them (this was a 500 there).
+    let long: String = (0..320)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    for field in ["customer", "subscription"] {
+        let mut event = event.clone();
+        event["data"]["object"][field] = json!(long);
+        let body = event.to_string();
+        let got = server
+            .deliver_raw("default", body.clone(), Some(sign(&body, SECRET, t)))
+            .await;
+        assert_error(
+            &format!("a {field} id of 10,000 characters"),
+            &got,
+            StatusCode::BAD_REQUEST,
+            "malformed_event",
+        );
+    }
 
     // Over the limit, correctly signed: refused before it is read whole.
     let mut big = event.clone();
@@ -430,6 +439,26 @@ async fn unknown_endpoints_and_methods_answer_in_the_contract_shape(backend: Bac
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     );
+    // A path segment that is not UTF-8 names nothing: 404 in the contract's
+    // shape (it was a plain-text 400).
+    for (method, path) in [
+        (Method::POST, "/hooks/stripe/%FF"),
+        (Method::GET, "/v1/runs/%FF"),
+        (Method::POST, "/v1/runs/%FF/stages/reconciled"),
+        (Method::POST, "/v1/runs/evt_1/stages/%C0%AF"),
+        (Method::GET, "/v1/incidents/%FF"),
+        (Method::POST, "/v1/incidents/%FF/acknowledge"),
+        (Method::POST, "/v1/incidents/%FF/resolve"),
+        (Method::GET, "/v1/drills/%FF"),
+    ] {
+        let got = server.api(method.clone(), path, None).await;
+        assert_error(
+            &format!("{method} {path}"),
+            &got,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+    }
     server.stop().await;
 }
 

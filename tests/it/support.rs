@@ -131,6 +131,44 @@ impl TestDb {
         }
     }
 
+    /// Runs one query straight on the database and returns its first
+    /// column as text, one entry a row; `args` bind `$1`, `$2`, ... in order.
+    pub async fn texts(&self, sql: &str, args: &[&str]) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true)
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut query = sqlx::query_scalar(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                let rows = query.fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut query = sqlx::query_scalar(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                let rows = query.fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows
+            }
+        }
+    }
+
     /// Whether `needle` appears anywhere in the stored data: in the SQLite
     /// files' bytes (database and write-ahead log), or in any row of any
     /// PostgreSQL table.
@@ -492,16 +530,31 @@ async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// Checks one refused request: `status`, the contract's error body with
+/// `code`, a message that says something, and no secret in it.
+pub fn assert_error(case: &str, got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "{case}: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{case}: {}", got.1);
+    let message = got.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "{case}: the error says nothing");
+    assert!(
+        !message.contains(SECRET),
+        "{case}: the error leaks the secret"
+    );
+}
+
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 /// Signs a payload the way Stripe does, written here independently of the
 /// server's code (the Stripe SDK test checks both against Stripe's own).
-pub fn sign(payload: &str, secret: &str, timestamp: i64) -> String {
+/// The payload may be any bytes, valid UTF-8 or not.
+pub fn sign(payload: impl AsRef<[u8]>, secret: &str, timestamp: i64) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.{payload}").as_bytes());
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(payload.as_ref());
     format!(
         "t={timestamp},v1={}",
         hex::encode(mac.finalize().into_bytes())
@@ -667,6 +720,45 @@ pub async fn wait_until_ready(base: &str) {
             .then_some(())
     })
     .await;
+}
+
+/// A process the test spawned (an `assay serve`, say), killed with SIGKILL
+/// when dropped, so that a failing test leaves nothing running.
+pub struct Spawned(pub std::process::Child);
+
+impl Spawned {
+    pub fn spawn(cmd: &mut std::process::Command) -> Spawned {
+        Spawned(cmd.spawn().unwrap())
+    }
+
+    /// SIGKILL, then reap: the process gets no chance to finish anything.
+    pub fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// Waits until the Assay it runs answers `/readyz` at `base`; fails at
+    /// once, with the exit status, if the process ends first.
+    pub async fn wait_ready(&mut self, base: &str) {
+        let client = http_client();
+        wait_for(&format!("Assay at {base} to be ready"), async || {
+            if let Some(exit) = self.0.try_wait().unwrap() {
+                panic!("assay serve exited before it was ready: {exit}");
+            }
+            let ready = client.get(format!("{base}/readyz")).send().await;
+            ready
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A loopback port free right now, for a process or peer the test names

@@ -179,8 +179,13 @@ impl StripeEvent {
         // the event, is over; after that, access should be gone.
         let grace = |plan: Result<String, String>| {
             let happened = self.created_at().unwrap_or(now);
-            let until = happened
-                + chrono::Duration::from_std(policy.grace_period).unwrap_or(chrono::Duration::MAX);
+            // A grace period that runs past the last representable instant
+            // (a huge setting, or a `created` near year 262143) keeps access
+            // to that instant instead of overflowing, which panics.
+            let until = chrono::Duration::from_std(policy.grace_period)
+                .ok()
+                .and_then(|grace| happened.checked_add_signed(grace))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
             if until <= now {
                 Expectation::Plan(NO_PLAN.into())
             } else {
@@ -472,6 +477,31 @@ mod tests {
         assert!(matches!(
             facts_with(&past_due, &plans()).unwrap().expectation,
             Expectation::KeepAccess { plan: Some(_), .. }
+        ));
+    }
+
+    #[test]
+    fn a_grace_period_past_the_end_of_time_keeps_access_to_it() {
+        // Found by the stripe_event fuzz target: `created + grace` overflowed.
+        let event = fixture("invoice.payment_failed");
+        let huge = AccessPolicy {
+            plans: &PlanMap::default(),
+            grace_period: Duration::from_secs(u64::MAX),
+            paused_keeps_access: false,
+        };
+        let now = event.created_at().unwrap();
+        let facts = event.run_facts(&huge, now).unwrap();
+        assert!(matches!(
+            facts.expectation,
+            Expectation::KeepAccess { until, .. } if until == DateTime::<Utc>::MAX_UTC
+        ));
+
+        let mut late = event.clone();
+        late.created = Some(DateTime::<Utc>::MAX_UTC.timestamp() - 60);
+        let facts = facts_at(&late, &plans(), chrono::Duration::zero(), false).unwrap();
+        assert!(matches!(
+            facts.expectation,
+            Expectation::KeepAccess { until, .. } if until == DateTime::<Utc>::MAX_UTC
         ));
     }
 

@@ -271,8 +271,13 @@ fn fmt_deadline(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn add(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    at + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// `at` plus `d`, saturating at the last instant chrono knows: a huge
+/// setting (`300000y` passes the loader) must not overflow, which panics.
+pub fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn sorted_set(features: &[String]) -> BTreeSet<&str> {
@@ -286,8 +291,8 @@ fn sorted_set(features: &[String]) -> BTreeSet<&str> {
 impl Run {
     /// Opens a run at `now`, at stage `received`.
     pub fn open(spec: RunSpec, now: DateTime<Utc>) -> (Run, TimelineEntry) {
-        let reconciled_due_at = add(now, spec.deadlines.reconciled);
-        let access_due_at = add(now, spec.deadlines.access_asserted);
+        let reconciled_due_at = after(now, spec.deadlines.reconciled);
+        let access_due_at = after(now, spec.deadlines.access_asserted);
         let mut run = Run {
             id: Uuid::now_v7(),
             project: spec.project,
@@ -703,6 +708,17 @@ pub fn settle_order(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_deadline_saturates_instead_of_overflowing() {
+        let now = Utc::now();
+        let huge = Duration::from_secs(300_000 * 365 * 24 * 3600);
+        assert_eq!(after(now, huge), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            after(now, Duration::from_secs(60)),
+            now + chrono::Duration::seconds(60)
+        );
+    }
 
     pub(crate) fn t0() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")

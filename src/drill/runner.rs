@@ -26,7 +26,7 @@ use crate::alert::templates::Message;
 use crate::config::{Config, ProjectConfig};
 use crate::incident::Incident;
 use crate::probe::client::ProbeClient;
-use crate::run::{RunStatus, Source, Stage, StageReport};
+use crate::run::{RunStatus, Source, Stage, StageReport, after};
 use crate::store::{DrillJob, RunRef, Store, StoreError};
 
 /// How long a drill waits for its accepted webhook's run to show up.
@@ -37,10 +37,6 @@ const WAIT_POLL: Duration = Duration::from_millis(250);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The longest a drill's webhook request may take.
 const INGEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
-}
 
 fn seconds(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()

@@ -182,10 +182,7 @@ impl StripeEvent {
             // A grace period that runs past the last representable instant
             // (a huge setting, or a `created` near year 262143) keeps access
             // to that instant instead of overflowing, which panics.
-            let until = chrono::Duration::from_std(policy.grace_period)
-                .ok()
-                .and_then(|grace| happened.checked_add_signed(grace))
-                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let until = crate::run::after(happened, policy.grace_period);
             if until <= now {
                 Expectation::Plan(NO_PLAN.into())
             } else {

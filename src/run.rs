@@ -261,7 +261,7 @@ pub enum Verdict {
 
 /// What a run is about, for ordering its events: its subscription, or its
 /// customer when the event names no subscription.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     Subscription(String),
     Customer(String),
@@ -705,6 +705,64 @@ pub fn settle_order(
     changed
 }
 
+/// A run a batch settle changed (see [`settle_opened`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// `opened[i]`.
+    Opened(usize),
+    /// `stored[i]`.
+    Stored(usize),
+}
+
+/// Settles runs opened together (one group commit) exactly as if each had
+/// opened alone, in turn: `opened[i]` meets the stored runs of its subject
+/// and the batch's runs before it, never those after (which meet it in their
+/// turn). `stored` holds what `settle_order`'s read finds for the batch's
+/// subjects: runs whose event is delivered, open or of a newer event. Each
+/// settles at its own opening time, as a lone opening does. Returns every
+/// change in the order it was made.
+pub fn settle_opened(opened: &mut [Run], stored: &mut [Run]) -> Vec<(Settled, TimelineEntry)> {
+    let mut members: std::collections::HashMap<Subject, Vec<Settled>> =
+        std::collections::HashMap::new();
+    for (i, run) in stored.iter().enumerate() {
+        if let Some(subject) = run.subject() {
+            members.entry(subject).or_default().push(Settled::Stored(i));
+        }
+    }
+    let mut changes = Vec::new();
+    for i in 0..opened.len() {
+        let Some(subject) = opened[i].subject() else {
+            continue;
+        };
+        let group = members.entry(subject).or_default();
+        let (before, rest) = opened.split_at_mut(i);
+        let new = &mut rest[0];
+        let mut others: Vec<Run> = group
+            .iter()
+            .map(|m| match *m {
+                Settled::Stored(j) => stored[j].clone(),
+                Settled::Opened(j) => before[j].clone(),
+            })
+            .collect();
+        let now = new.opened_at;
+        for (which, entry) in settle_order(new, &mut others, now) {
+            let changed = match which {
+                None => Settled::Opened(i),
+                Some(k) => {
+                    match group[k] {
+                        Settled::Stored(j) => stored[j] = others[k].clone(),
+                        Settled::Opened(j) => before[j] = others[k].clone(),
+                    }
+                    group[k]
+                }
+            };
+            changes.push((changed, entry));
+        }
+        group.push(Settled::Opened(i));
+    }
+    changes
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1055,6 +1113,73 @@ pub(crate) mod tests {
                     prop_assert_eq!(run.superseded_by.is_some(), !newest);
                 }
             }
+
+            /// Runs opened together in one group commit end as they would
+            /// had each opened alone in turn, whatever was stored before the
+            /// batch: events of three subscriptions, the first `split`
+            /// stored one by one, the rest settled as one batch.
+            #[test]
+            fn a_batch_settles_as_its_runs_would_one_by_one(
+                order in Just((0..9).collect::<Vec<usize>>()).prop_shuffle(),
+                split in 0..9usize,
+            ) {
+                let runs: Vec<Run> = order
+                    .iter()
+                    .enumerate()
+                    .map(|(step, &i)| {
+                        let spec = RunSpec {
+                            event_id: format!("evt_{i}"),
+                            subscription_id: Some(format!("sub_{}", i % 3)),
+                            event_created_at: Some(t0() + chrono::Duration::seconds(i as i64)),
+                            ..spec(Expectation::Plan("pro".into()))
+                        };
+                        Run::open(spec, t0() + chrono::Duration::minutes(step as i64)).0
+                    })
+                    .collect();
+                let alone = one_by_one(runs.clone());
+                let mut stored = one_by_one(runs[..split].to_vec());
+                let mut opened = runs[split..].to_vec();
+                settle_opened(&mut opened, &mut stored);
+                stored.extend(opened);
+                prop_assert_eq!(outcome(&stored), outcome(&alone));
+            }
+        }
+
+        /// Opens each run in turn, settling it against the stored runs of
+        /// its subject, as a store that commits one event at a time does.
+        fn one_by_one(runs: Vec<Run>) -> Vec<Run> {
+            let mut stored: Vec<Run> = Vec::new();
+            for mut new in runs {
+                let mine: Vec<usize> = (0..stored.len())
+                    .filter(|&j| stored[j].subject() == new.subject())
+                    .collect();
+                let mut others: Vec<Run> = mine.iter().map(|&j| stored[j].clone()).collect();
+                let now = new.opened_at;
+                for (which, _) in settle_order(&mut new, &mut others, now) {
+                    if let Some(k) = which {
+                        stored[mine[k]] = others[k].clone();
+                    }
+                }
+                stored.push(new);
+            }
+            stored
+        }
+
+        /// Each event's status and the event that superseded it, sorted.
+        fn outcome(runs: &[Run]) -> Vec<(String, RunStatus, Option<String>)> {
+            let event_of = |id: Uuid| runs.iter().find(|r| r.id == id).map(|r| r.event_id.clone());
+            let mut outcome: Vec<_> = runs
+                .iter()
+                .map(|r| {
+                    (
+                        r.event_id.clone(),
+                        r.status,
+                        r.superseded_by.and_then(event_of),
+                    )
+                })
+                .collect();
+            outcome.sort_by(|a, b| a.0.cmp(&b.0));
+            outcome
         }
     }
 }

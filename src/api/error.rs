@@ -108,6 +108,11 @@ impl From<StoreError> for ApiError {
                 "shutting_down",
                 "the event was not stored; deliver it again",
             ),
+            e @ StoreError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("{e}; the event was not stored, deliver it again"),
+            ),
             other => ApiError::internal(&other),
         }
     }

@@ -12,9 +12,13 @@
 //! deliveries are retried one transaction each, so one bad delivery (or a
 //! deadlock between replicas' batches) costs its neighbours only time.
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -56,7 +60,12 @@ impl GroupCommit {
             let (receiver, commit) = (receiver.clone(), commit.clone());
             tokio::spawn(async move {
                 while let Some(batch) = next_batch(&receiver).await {
-                    commit(batch).await;
+                    // `commit` catches its own panics; this is the last
+                    // line, so that no panic ever stops ingest for good.
+                    // The batch's replies are dropped: nothing acknowledged.
+                    if let Err(panic) = AssertUnwindSafe(commit(batch)).catch_unwind().await {
+                        tracing::error!(panic = %panic_message(&*panic), "an ingest batch panicked");
+                    }
                 }
             });
         }
@@ -100,6 +109,46 @@ async fn next_batch(receiver: &Mutex<mpsc::Receiver<Pending>>) -> Option<Vec<Pen
         }
     }
     Some(batch)
+}
+
+/// Whether the database refused this transaction (a constraint, a
+/// deadlock, a bad row) rather than failed to run it: a refused batch is
+/// worth retrying one delivery at a time; a lost connection or an exhausted
+/// pool fails every delivery alike, and retrying each would only pile up.
+pub(crate) fn refused(e: &StoreError) -> bool {
+    match e {
+        StoreError::Backend(sqlx::Error::Database(_)) => true,
+        StoreError::Backend(_) | StoreError::Unavailable(_) | StoreError::WriterStopped => false,
+        _ => true,
+    }
+}
+
+/// Runs `attempt` again, once, when PostgreSQL chose it as the victim of a
+/// deadlock or a serialization failure: the other transaction has gone, so
+/// the second try normally goes through.
+pub(crate) async fn retry_refused<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    match attempt().await {
+        Err(StoreError::Backend(sqlx::Error::Database(e)))
+            if matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
+        {
+            tracing::debug!(error = %e, "a delivery lost a deadlock; trying it once more");
+            attempt().await
+        }
+        other => other,
+    }
+}
+
+/// What a caught panic said.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 #[cfg(test)]
@@ -188,5 +237,37 @@ mod tests {
         let group = GroupCommit::start(1, commit);
         let outcome = group.submit(event(1), None, Utc::now()).await;
         assert!(matches!(outcome, Err(StoreError::WriterStopped)));
+    }
+
+    /// A batch that panics fails its own deliveries, and the writer goes
+    /// on to store the next ones: a bug in one delivery must not turn every
+    /// later one away until a restart.
+    #[tokio::test]
+    async fn a_panicking_batch_does_not_stop_the_writer() {
+        let commit: CommitBatch = Arc::new(|batch: Vec<Pending>| {
+            Box::pin(async move {
+                if batch.iter().any(|p| p.event.event_id == "evt_bad") {
+                    panic!("a bug in one delivery");
+                }
+                for p in batch {
+                    let _ = p.reply.send(Ok(Ingested::Stored { run: None }));
+                }
+            })
+        });
+        let group = GroupCommit::start(1, commit);
+        let mut bad = event(0);
+        bad.event_id = "evt_bad".into();
+        let outcome = group.submit(bad, None, Utc::now()).await;
+        assert!(matches!(outcome, Err(StoreError::WriterStopped)));
+        let outcome = group.submit(event(1), None, Utc::now()).await;
+        assert_eq!(outcome.unwrap(), Ingested::Stored { run: None });
+    }
+
+    #[test]
+    fn a_panic_says_what_it_said() {
+        let panic = std::panic::catch_unwind(|| panic!("at {}", 3)).unwrap_err();
+        assert_eq!(panic_message(&*panic), "at 3");
+        let panic = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(&*panic), "plain");
     }
 }

@@ -50,6 +50,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the ingest writer has stopped; the event was not acknowledged")]
     WriterStopped,
+    /// The database could not be reached for a whole batch of deliveries.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Storing panicked: a bug, caught so that the writer lives on.
+    #[error("storing failed unexpectedly: {0}")]
+    Crashed(String),
 }
 
 /// A run named in a URL: its UUID, or the provider event id that keys it.

@@ -130,7 +130,8 @@ macro_rules! sql_store {
         $conn:ty,
         lock = $lock:literal,
         skip_locked = $skip:literal,
-        subject_lock = $subject_lock:literal
+        subject_lock = $subject_lock:literal,
+        subject_locks = $subject_locks:literal
     ) => {
         use $crate::incident::{Incident, NewIncident};
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
@@ -728,93 +729,274 @@ macro_rules! sql_store {
             Ok((run, false))
         }
 
-        /// Stores one delivery inside `conn`'s transaction: the event once
-        /// per (project, event id) and, on its first delivery, its run.
-        async fn ingest_one(
+        /// Stores deliveries inside `conn`'s transaction in a few statements
+        /// for all of them, not a few each: every event once per (project,
+        /// event id) and, on its first delivery, its run, settled against
+        /// its subject's runs as if the deliveries had come one at a time
+        /// (`run::settle_opened`).
+        ///
+        /// Events and runs are written in event-id order and subjects locked
+        /// in key order, so replicas' batches that share events or subjects
+        /// queue behind each other instead of deadlocking. A run is inserted
+        /// before its subject is locked, as the app's own opening does.
+        async fn ingest_batch(
             conn: &mut $conn,
-            event: &StoredEvent,
-            run: Option<RunSpec>,
-            now: chrono::DateTime<chrono::Utc>,
+            deliveries: &[&$crate::store::group_commit::Pending],
             seen: &mut Vec<$crate::metrics::Transition>,
-        ) -> Result<Ingested, StoreError> {
+        ) -> Result<Vec<Ingested>, StoreError> {
+            use std::collections::{HashMap, HashSet};
+            let key = |i: &usize| (deliveries[*i].event.project.as_str(), deliveries[*i].event.event_id.as_str());
+            let mut order: Vec<usize> = (0..deliveries.len()).collect();
+            order.sort_by(|a, b| key(a).cmp(&key(b)));
+            // The same event twice in one batch is stored once, for the first.
+            order.dedup_by(|later, earlier| key(later) == key(earlier));
             // The primary key makes a redelivery a no-op, even when two
             // replicas receive it at the same moment.
-            let inserted = sqlx::query(
-                "INSERT INTO stripe_events (project, event_id, event_type, livemode, created, \
-                 received_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (project, event_id) DO NOTHING",
-            )
-            .bind(&event.project)
-            .bind(&event.event_id)
-            .bind(&event.event_type)
-            .bind(event.livemode)
-            .bind(event.created)
-            .bind(to_ms(now))
-            .bind(&event.payload)
-            .execute(&mut *conn)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                return Ok(Ingested::Duplicate);
+            let mut inserted: HashSet<(String, String)> = HashSet::new();
+            for chunk in order.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO stripe_events (project, event_id, event_type, livemode, created, \
+                     received_at, payload) ",
+                );
+                query.push_values(chunk, |mut row, &i| {
+                    let d = deliveries[i];
+                    row.push_bind(&d.event.project)
+                        .push_bind(&d.event.event_id)
+                        .push_bind(&d.event.event_type)
+                        .push_bind(d.event.livemode)
+                        .push_bind(d.event.created)
+                        .push_bind(to_ms(d.now))
+                        .push_bind(&d.event.payload);
+                });
+                query.push(" ON CONFLICT (project, event_id) DO NOTHING RETURNING project, event_id");
+                let rows: Vec<(String, String)> = query.build_query_as().fetch_all(&mut *conn).await?;
+                inserted.extend(rows);
             }
-            let run = match run {
-                Some(spec) => Some(Box::new(open_or_merge(conn, spec, now, seen).await?.0)),
-                None => None,
-            };
-            Ok(Ingested::Stored { run })
+            let mut outcomes = vec![Ingested::Duplicate; deliveries.len()];
+            let mut opening: Vec<(usize, Run, TimelineEntry)> = Vec::new();
+            for i in order {
+                let (project, event_id) = key(&i);
+                if !inserted.contains(&(project.to_owned(), event_id.to_owned())) {
+                    continue;
+                }
+                outcomes[i] = Ingested::Stored { run: None };
+                if let Some(spec) = &deliveries[i].run {
+                    let (run, entry) = Run::open(spec.clone(), deliveries[i].now);
+                    opening.push((i, run, entry));
+                }
+            }
+            // Open the runs; where the app opened one first, merge below.
+            let mut new_ids: HashSet<String> = HashSet::new();
+            for chunk in opening.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO runs (", run_columns!(), ") "));
+                query.push_values(chunk, |row, (_, run, _)| push_run(row, run));
+                query.push(" ON CONFLICT (project, workflow, event_id) DO NOTHING RETURNING id");
+                let ids: Vec<String> = query.build_query_scalar().fetch_all(&mut *conn).await?;
+                new_ids.extend(ids);
+            }
+            let (opening, merging): (Vec<_>, Vec<_>) =
+                opening.into_iter().partition(|(_, run, _)| new_ids.contains(&run.id.to_string()));
+            let mut opened: Vec<Run> = Vec::with_capacity(opening.len());
+            let mut opened_for: Vec<usize> = Vec::with_capacity(opening.len());
+            let mut entries: Vec<TimelineEntry> = Vec::with_capacity(opening.len());
+            for (i, run, entry) in opening {
+                opened_for.push(i);
+                opened.push(run);
+                entries.push(entry);
+            }
+            let firsts: Vec<(&Run, &TimelineEntry)> = opened.iter().zip(&entries).collect();
+            append_timelines(conn, &firsts, seen).await?;
+
+            // Settle each subject's order: lock the subjects (PostgreSQL),
+            // read their stored runs, settle in memory, write what changed.
+            let mut subjects: HashMap<(&str, &str), (Vec<&str>, Vec<&str>, chrono::DateTime<chrono::Utc>)> =
+                HashMap::new();
+            let mut locks: Vec<String> = Vec::new();
+            for run in &opened {
+                let Some(subject) = run.subject() else { continue };
+                let group = subjects
+                    .entry((run.project.as_str(), run.workflow.as_str()))
+                    .or_insert((Vec::new(), Vec::new(), run.event_created_at));
+                group.2 = group.2.min(run.event_created_at);
+                let id = match subject {
+                    Subject::Subscription(_) => {
+                        group.0.extend(run.subscription_id.as_deref());
+                        run.subscription_id.as_deref()
+                    }
+                    Subject::Customer(_) => {
+                        group.1.extend(run.customer_id.as_deref());
+                        run.customer_id.as_deref()
+                    }
+                };
+                locks.push(format!("{}/{}/{}", run.project, run.workflow, id.unwrap_or_default()));
+            }
+            if !$subject_locks.is_empty() && !locks.is_empty() {
+                locks.sort();
+                locks.dedup();
+                for chunk in locks.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(concat!($subject_locks, " FROM ("));
+                    query.push_values(chunk, |mut row, key| {
+                        row.push_bind(key);
+                    });
+                    query.push(") AS subjects (subject)");
+                    query.build().execute(&mut *conn).await?;
+                }
+            }
+            // Runs the app opened first are not settled until merged: until
+            // then their order is their opening time, not Stripe's.
+            let merging_events: HashSet<(&str, &str)> =
+                merging.iter().map(|(_, run, _)| (run.project.as_str(), run.event_id.as_str())).collect();
+            let mut stored: Vec<Run> = Vec::new();
+            for ((project, workflow), (subscriptions, customers, oldest)) in &subjects {
+                for (column, ids) in [(" AND subscription_id IN (", subscriptions), (" AND subscription_id IS NULL AND customer_id IN (", customers)] {
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let mut query = sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE project = "));
+                    query.push_bind(*project).push(" AND workflow = ").push_bind(*workflow).push(column);
+                    let mut list = query.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    query
+                        .push(") AND (status = 'open' OR event_created_at >= ")
+                        .push_bind(to_ms(*oldest))
+                        .push(concat!(") AND ", delivered_sql!(), $lock));
+                    let rows: Vec<RunRow> = query.build_query_as().fetch_all(&mut *conn).await?;
+                    for run in convert::<RunRow, Run>(rows)? {
+                        if !new_ids.contains(&run.id.to_string())
+                            && !merging_events.contains(&(run.project.as_str(), run.event_id.as_str()))
+                        {
+                            stored.push(run);
+                        }
+                    }
+                }
+            }
+            let changes = $crate::run::settle_opened(&mut opened, &mut stored);
+            if !changes.is_empty() {
+                let pick = |which: &$crate::run::Settled| match *which {
+                    $crate::run::Settled::Opened(i) => &opened[i],
+                    $crate::run::Settled::Stored(i) => &stored[i],
+                };
+                let mut changed: Vec<&Run> = Vec::new();
+                for (which, _) in &changes {
+                    let run = pick(which);
+                    if !changed.iter().any(|c| c.id == run.id) {
+                        changed.push(run);
+                    }
+                }
+                write_runs(conn, &changed).await?;
+                let settled: Vec<(&Run, &TimelineEntry)> =
+                    changes.iter().map(|(which, entry)| (pick(which), entry)).collect();
+                append_timelines(conn, &settled, seen).await?;
+            }
+            let probe_now: Vec<&Run> = opened
+                .iter()
+                .filter(|run| run.probe_start == Some(ProbeStart::Open) && run.status == $crate::run::RunStatus::Open)
+                .collect();
+            if let Some(now) = deliveries.iter().map(|d| d.now).min() && !probe_now.is_empty() {
+                enqueue_probes(conn, &probe_now, now).await?;
+            }
+            for (i, run) in opened_for.into_iter().zip(opened) {
+                outcomes[i] = Ingested::Stored { run: Some(Box::new(run)) };
+            }
+            for (i, _, _) in merging {
+                if let Some(spec) = &deliveries[i].run {
+                    let (run, _) = open_or_merge(conn, spec.clone(), deliveries[i].now, seen).await?;
+                    outcomes[i] = Ingested::Stored { run: Some(Box::new(run)) };
+                }
+            }
+            Ok(outcomes)
         }
 
         /// Stores `deliveries` in one transaction: all of them or none.
         async fn ingest_together(
             writer: &sqlx::Pool<$db>,
             metrics: &$crate::metrics::Metrics,
-            deliveries: &[$crate::store::group_commit::Pending],
+            deliveries: &[&$crate::store::group_commit::Pending],
         ) -> Result<Vec<Ingested>, StoreError> {
             let mut tx = writer.begin().await?;
             let mut seen = Vec::new();
-            let mut outcomes = Vec::with_capacity(deliveries.len());
-            for d in deliveries {
-                outcomes.push(ingest_one(&mut tx, &d.event, d.run.clone(), d.now, &mut seen).await?);
-            }
+            let outcomes = ingest_batch(&mut tx, deliveries, &mut seen).await?;
             tx.commit().await?;
             metrics.record(&seen);
             Ok(outcomes)
         }
 
         /// The group-commit writer (see `group_commit`): a batch in one
-        /// transaction; if that fails, each delivery in its own, so that
-        /// every delivery gets its own answer.
+        /// transaction. If the database refuses it (a constraint, a deadlock
+        /// with another replica's batch), each delivery is retried in its
+        /// own transaction, so that one bad delivery costs its neighbours
+        /// only time; if the database cannot be reached, every delivery in
+        /// the batch gets the error at once. A panic is caught like a
+        /// refusal, so the writer lives on for the deliveries after it.
         fn commit_ingest_batch(
             writer: sqlx::Pool<$db>,
             metrics: std::sync::Arc<$crate::metrics::Metrics>,
         ) -> $crate::store::group_commit::CommitBatch {
+            use futures::FutureExt;
             std::sync::Arc::new(move |batch| {
                 let (writer, metrics) = (writer.clone(), metrics.clone());
                 let span = tracing::debug_span!("ingest_batch", deliveries = batch.len());
                 Box::pin(tracing::Instrument::instrument(async move {
-                    match ingest_together(&writer, &metrics, &batch).await {
-                        Ok(outcomes) => {
+                    // A delivery whose request is gone was never going to be
+                    // acknowledged: Stripe delivers it again.
+                    let batch: Vec<_> = batch.into_iter().filter(|d| !d.reply.is_closed()).collect();
+                    if batch.is_empty() {
+                        return;
+                    }
+                    let together = {
+                        let all: Vec<_> = batch.iter().collect();
+                        std::panic::AssertUnwindSafe(ingest_together(&writer, &metrics, &all))
+                            .catch_unwind()
+                            .await
+                    };
+                    let failure = match together {
+                        Ok(Ok(outcomes)) => {
                             for (d, outcome) in batch.into_iter().zip(outcomes) {
                                 let _ = d.reply.send(Ok(outcome));
                             }
+                            return;
                         }
-                        Err(e) if batch.len() == 1 => {
-                            if let Some(d) = batch.into_iter().next() {
-                                let _ = d.reply.send(Err(e));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(
-                                error = %e,
-                                deliveries = batch.len(),
-                                "an ingest batch failed; storing its deliveries one at a time"
-                            );
+                        Ok(Err(e)) if batch.len() > 1 && !$crate::store::group_commit::refused(&e) => {
+                            tracing::error!(error = %e, deliveries = batch.len(), "an ingest batch could not be stored");
+                            let message = e.to_string();
                             for d in batch {
-                                let outcome = ingest_together(&writer, &metrics, std::slice::from_ref(&d))
-                                    .await
-                                    .map(|mut o| o.remove(0));
-                                let _ = d.reply.send(outcome);
+                                let _ = d.reply.send(Err(StoreError::Unavailable(message.clone())));
                             }
+                            return;
                         }
+                        Ok(Err(e)) => e,
+                        Err(panic) => StoreError::Crashed($crate::store::group_commit::panic_message(&*panic)),
+                    };
+                    if batch.len() == 1 {
+                        if let StoreError::Crashed(why) = &failure {
+                            tracing::error!(panic = %why, "storing a delivery panicked");
+                        }
+                        if let Some(d) = batch.into_iter().next() {
+                            let _ = d.reply.send(Err(failure));
+                        }
+                        return;
+                    }
+                    tracing::warn!(
+                        error = %failure,
+                        deliveries = batch.len(),
+                        "an ingest batch failed; storing its deliveries one at a time"
+                    );
+                    for d in batch {
+                        let one = [&d];
+                        let outcome = std::panic::AssertUnwindSafe($crate::store::group_commit::retry_refused(|| {
+                            ingest_together(&writer, &metrics, &one)
+                        }))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            let why = $crate::store::group_commit::panic_message(&*panic);
+                            tracing::error!(panic = %why, event_id = %d.event.event_id, "storing a delivery panicked");
+                            Err(StoreError::Crashed(why))
+                        })
+                        .map(|mut o| o.remove(0));
+                        let _ = d.reply.send(outcome);
                     }
                 }, span))
             })

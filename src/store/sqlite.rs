@@ -127,5 +127,6 @@ sql_store!(
     SqliteConnection,
     lock = "",
     skip_locked = "",
-    subject_lock = ""
+    subject_lock = "",
+    subject_locks = ""
 );

@@ -657,6 +657,99 @@ async fn racing_events_of_one_subscription_still_leave_one_current(backend: Back
     );
 }
 
+/// A burst takes the group-commit path, many deliveries to one
+/// transaction: five events of each of four subscriptions, each delivered
+/// twice, with events that open no run, all at once in a scrambled order;
+/// the app opened one run of each subscription first. Each event is stored
+/// once and answered `Stored` once; each subscription ends as it would had
+/// the events come one at a time: the newest event's run current, every
+/// other superseded by a newer one, each with its timeline.
+async fn a_burst_settles_as_deliveries_one_at_a_time_would(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    let subs: Vec<String> = (0..4).map(|k| format!("sub_burst_{k}")).collect();
+    for sub in &subs {
+        let (_, spec) = ordered_event(sub, 1);
+        let app_open = RunSpec {
+            source: Source::Sdk,
+            event_created_at: None,
+            ..spec
+        };
+        store.open_run(app_open, now).await.unwrap();
+    }
+    let mut deliveries: Vec<(u64, StoredEvent, Option<RunSpec>)> = Vec::new();
+    for copy in 0..2 {
+        for sub in &subs {
+            for i in 0..5 {
+                let (event, spec) = ordered_event(sub, i);
+                deliveries.push((scramble(&(copy, sub, i)), event, Some(spec)));
+            }
+        }
+        for j in 0..5 {
+            let event = event(&format!("evt_norun_{j}"));
+            deliveries.push((scramble(&(copy, j)), event, None));
+        }
+    }
+    deliveries.sort_by_key(|d| d.0);
+    let answers = join_all(deliveries.into_iter().map(|(_, event, spec)| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let id = event.event_id.clone();
+            (
+                id,
+                store.ingest_stripe_event(event, spec, now).await.unwrap(),
+            )
+        })
+    }))
+    .await;
+    let mut stored = std::collections::HashMap::<String, usize>::new();
+    for answer in answers {
+        let (id, outcome) = answer.unwrap();
+        if let Ingested::Stored { run } = outcome {
+            assert_eq!(run.is_some(), !id.starts_with("evt_norun"), "{id}");
+            *stored.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(stored.len(), 25, "every event is stored");
+    assert!(stored.values().all(|&n| n == 1), "once: {stored:?}");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM stripe_events").await, 25);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM runs").await, 20);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM runs WHERE NOT EXISTS (SELECT 1 FROM run_timeline t WHERE t.run_id = runs.id)")
+            .await,
+        0,
+        "every run has its opening on its timeline"
+    );
+    for sub in &subs {
+        let run = async |i: usize| {
+            let key = RunRef::EventId(format!("evt_{sub}_{i}"));
+            store.run_detail("default", &key).await.unwrap().run
+        };
+        let runs = [
+            run(0).await,
+            run(1).await,
+            run(2).await,
+            run(3).await,
+            run(4).await,
+        ];
+        assert_eq!(runs[4].status, RunStatus::Open, "{sub}");
+        for (i, older) in runs[..4].iter().enumerate() {
+            assert_eq!(older.status, RunStatus::Superseded, "{sub} event {i}");
+            // By whichever newer event found it open, as one at a time.
+            let by = runs.iter().position(|r| Some(r.id) == older.superseded_by);
+            assert!(by.is_some_and(|by| by > i), "{sub} event {i}: {by:?}");
+        }
+    }
+}
+
+/// A fixed pseudo-random sort key (std's hasher has fixed keys).
+fn scramble(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
+}
+
 /// A run probed from the moment it opens.
 fn probed(event_id: &str) -> RunSpec {
     RunSpec {
@@ -902,6 +995,7 @@ async fn a_failed_run_is_probed_until_its_incident_resolves(backend: Backend) {
 on_both_backends!(
     newer_events_supersede_older_runs_in_any_order,
     racing_events_of_one_subscription_still_leave_one_current,
+    a_burst_settles_as_deliveries_one_at_a_time_would,
     an_app_opened_run_takes_its_place_only_once_stripe_tells_its_time,
     ready_after_migrations,
     migrations_are_safe_when_replicas_start_together,

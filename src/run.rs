@@ -412,6 +412,13 @@ impl Run {
         }
     }
 
+    /// The runs this one is ordered among: its subject's, within its
+    /// project and workflow (two projects may watch one Stripe account and
+    /// receive the same events; each orders its own runs).
+    pub fn order_scope(&self) -> Option<(String, String, Subject)> {
+        Some((self.project.clone(), self.workflow.clone(), self.subject()?))
+    }
+
     /// Events of one subject are ordered by when they happened, then by id
     /// (Stripe's `created` has one-second resolution).
     pub fn order_key(&self) -> (DateTime<Utc>, &str) {
@@ -715,26 +722,27 @@ pub enum Settled {
 }
 
 /// Settles runs opened together (one group commit) exactly as if each had
-/// opened alone, in turn: `opened[i]` meets the stored runs of its subject
-/// and the batch's runs before it, never those after (which meet it in their
-/// turn). `stored` holds what `settle_order`'s read finds for the batch's
-/// subjects: runs whose event is delivered, open or of a newer event. Each
-/// settles at its own opening time, as a lone opening does. Returns every
-/// change in the order it was made.
+/// opened alone, in turn, in `opened`'s order: `opened[i]` meets the stored
+/// runs of its scope (`Run::order_scope`) and the batch's runs before it,
+/// never those after (which meet it in their turn). `stored` holds what
+/// `settle_order`'s read finds for the batch's scopes: runs whose event is
+/// delivered, open or of a newer event. Each settles at its own opening
+/// time, as a lone opening does. Returns every change in the order made.
 pub fn settle_opened(opened: &mut [Run], stored: &mut [Run]) -> Vec<(Settled, TimelineEntry)> {
-    let mut members: std::collections::HashMap<Subject, Vec<Settled>> =
+    type Scope = (String, String, Subject);
+    let mut members: std::collections::HashMap<Scope, Vec<Settled>> =
         std::collections::HashMap::new();
     for (i, run) in stored.iter().enumerate() {
-        if let Some(subject) = run.subject() {
-            members.entry(subject).or_default().push(Settled::Stored(i));
+        if let Some(scope) = run.order_scope() {
+            members.entry(scope).or_default().push(Settled::Stored(i));
         }
     }
     let mut changes = Vec::new();
     for i in 0..opened.len() {
-        let Some(subject) = opened[i].subject() else {
+        let Some(scope) = opened[i].order_scope() else {
             continue;
         };
-        let group = members.entry(subject).or_default();
+        let group = members.entry(scope).or_default();
         let (before, rest) = opened.split_at_mut(i);
         let new = &mut rest[0];
         let mut others: Vec<Run> = group
@@ -1116,21 +1124,25 @@ pub(crate) mod tests {
 
             /// Runs opened together in one group commit end as they would
             /// had each opened alone in turn, whatever was stored before the
-            /// batch: events of three subscriptions, the first `split`
-            /// stored one by one, the rest settled as one batch.
+            /// batch: events of three subscriptions, watched by two
+            /// projects (as two endpoints of one Stripe account are), the
+            /// first `split` stored one by one, the rest settled as one batch.
             #[test]
             fn a_batch_settles_as_its_runs_would_one_by_one(
-                order in Just((0..9).collect::<Vec<usize>>()).prop_shuffle(),
-                split in 0..9usize,
+                order in Just((0..18).collect::<Vec<usize>>()).prop_shuffle(),
+                split in 0..18usize,
             ) {
                 let runs: Vec<Run> = order
                     .iter()
                     .enumerate()
                     .map(|(step, &i)| {
+                        // Both projects get event `i % 9`, as Stripe sends
+                        // one event to every endpoint.
                         let spec = RunSpec {
-                            event_id: format!("evt_{i}"),
+                            project: format!("project_{}", i / 9),
+                            event_id: format!("evt_{}", i % 9),
                             subscription_id: Some(format!("sub_{}", i % 3)),
-                            event_created_at: Some(t0() + chrono::Duration::seconds(i as i64)),
+                            event_created_at: Some(t0() + chrono::Duration::seconds((i % 9) as i64)),
                             ..spec(Expectation::Plan("pro".into()))
                         };
                         Run::open(spec, t0() + chrono::Duration::minutes(step as i64)).0
@@ -1151,7 +1163,11 @@ pub(crate) mod tests {
             let mut stored: Vec<Run> = Vec::new();
             for mut new in runs {
                 let mine: Vec<usize> = (0..stored.len())
-                    .filter(|&j| stored[j].subject() == new.subject())
+                    .filter(|&j| {
+                        let other = &stored[j];
+                        (&other.project, &other.workflow, other.subject())
+                            == (&new.project, &new.workflow, new.subject())
+                    })
                     .collect();
                 let mut others: Vec<Run> = mine.iter().map(|&j| stored[j].clone()).collect();
                 let now = new.opened_at;
@@ -1165,18 +1181,14 @@ pub(crate) mod tests {
             stored
         }
 
-        /// Each event's status and the event that superseded it, sorted.
+        /// Each run's project and event, its status and the run that
+        /// superseded it, sorted.
         fn outcome(runs: &[Run]) -> Vec<(String, RunStatus, Option<String>)> {
-            let event_of = |id: Uuid| runs.iter().find(|r| r.id == id).map(|r| r.event_id.clone());
+            let name = |r: &Run| format!("{}/{}", r.project, r.event_id);
+            let name_of = |id: Uuid| runs.iter().find(|r| r.id == id).map(name);
             let mut outcome: Vec<_> = runs
                 .iter()
-                .map(|r| {
-                    (
-                        r.event_id.clone(),
-                        r.status,
-                        r.superseded_by.and_then(event_of),
-                    )
-                })
+                .map(|r| (name(r), r.status, r.superseded_by.and_then(name_of)))
                 .collect();
             outcome.sort_by(|a, b| a.0.cmp(&b.0));
             outcome

@@ -13,7 +13,6 @@
 //! deadlock between replicas' batches) costs its neighbours only time.
 
 use std::any::Any;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -109,37 +108,6 @@ async fn next_batch(receiver: &Mutex<mpsc::Receiver<Pending>>) -> Option<Vec<Pen
         }
     }
     Some(batch)
-}
-
-/// Whether the database refused this transaction (a constraint, a
-/// deadlock, a bad row) rather than failed to run it: a refused batch is
-/// worth retrying one delivery at a time; a lost connection or an exhausted
-/// pool fails every delivery alike, and retrying each would only pile up.
-pub(crate) fn refused(e: &StoreError) -> bool {
-    match e {
-        StoreError::Backend(sqlx::Error::Database(_)) => true,
-        StoreError::Backend(_) | StoreError::Unavailable(_) | StoreError::WriterStopped => false,
-        _ => true,
-    }
-}
-
-/// Runs `attempt` again, once, when PostgreSQL chose it as the victim of a
-/// deadlock or a serialization failure: the other transaction has gone, so
-/// the second try normally goes through.
-pub(crate) async fn retry_refused<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    match attempt().await {
-        Err(StoreError::Backend(sqlx::Error::Database(e)))
-            if matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
-        {
-            tracing::debug!(error = %e, "a delivery lost a deadlock; trying it once more");
-            attempt().await
-        }
-        other => other,
-    }
 }
 
 /// What a caught panic said.

@@ -58,6 +58,48 @@ pub enum StoreError {
     Crashed(String),
 }
 
+impl StoreError {
+    /// The database could not be reached at all (as opposed to refusing
+    /// one transaction): every write at this moment fails alike.
+    pub(crate) fn unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::WriterStopped
+                | StoreError::Backend(
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                )
+        )
+    }
+
+    /// PostgreSQL chose this transaction as a deadlock's victim, or failed
+    /// it for serialization: the same work tried again normally succeeds.
+    pub(crate) fn deadlocked(&self) -> bool {
+        matches!(self, StoreError::Backend(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    }
+}
+
+/// Runs `attempt` again, once, if it lost a deadlock: the transaction that
+/// won has gone on, so the second try normally goes through.
+pub(crate) async fn retry_deadlocked<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    match attempt().await {
+        Err(e) if e.deadlocked() => {
+            tracing::debug!(error = %e, "lost a deadlock; trying once more");
+            attempt().await
+        }
+        other => other,
+    }
+}
+
 /// A run named in a URL: its UUID, or the provider event id that keys it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunRef {

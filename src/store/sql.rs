@@ -653,7 +653,7 @@ macro_rules! sql_store {
             // each other: the later of them waits here for the first to commit.
             if !$subject_lock.is_empty() {
                 sqlx::query($subject_lock)
-                    .bind(format!("{}/{}/{}", run.project, run.workflow, key))
+                    .bind(subject_lock_key(run))
                     .execute(&mut *conn)
                     .await?;
             }
@@ -676,6 +676,12 @@ macro_rules! sql_store {
                 append_timeline(conn, changed, &[entry], seen).await?;
             }
             Ok(())
+        }
+
+        /// The key of the lock on a run's ordering scope (PostgreSQL).
+        fn subject_lock_key(run: &Run) -> Option<String> {
+            let (project, workflow, Subject::Subscription(id) | Subject::Customer(id)) = run.order_scope()?;
+            Some(format!("{project}/{workflow}/{id}"))
         }
 
         /// Whether the run's Stripe event is stored (see `settle_order`). A
@@ -735,10 +741,16 @@ macro_rules! sql_store {
         /// its subject's runs as if the deliveries had come one at a time
         /// (`run::settle_opened`).
         ///
-        /// Events and runs are written in event-id order and subjects locked
-        /// in key order, so replicas' batches that share events or subjects
-        /// queue behind each other instead of deadlocking. A run is inserted
-        /// before its subject is locked, as the app's own opening does.
+        /// The batch is stored as if its deliveries came one at a time in
+        /// event-id order, which is as good a serial order as arrival: the
+        /// final state does not depend on it. Events and runs are written in
+        /// that order and subjects locked in key order (those of runs the
+        /// app opened first too, which merge last), so writers' batches that
+        /// share events or subjects queue behind each other. A run is
+        /// inserted before its subject is locked, as the app's own opening
+        /// does. Runs probed from their opening are queued once the batch
+        /// has settled, due at its first delivery's time; one already
+        /// superseded by a newer event in the batch is not queued.
         async fn ingest_batch(
             conn: &mut $conn,
             deliveries: &[&$crate::store::group_commit::Pending],
@@ -811,25 +823,24 @@ macro_rules! sql_store {
             // read their stored runs, settle in memory, write what changed.
             let mut subjects: HashMap<(&str, &str), (Vec<&str>, Vec<&str>, chrono::DateTime<chrono::Utc>)> =
                 HashMap::new();
-            let mut locks: Vec<String> = Vec::new();
             for run in &opened {
                 let Some(subject) = run.subject() else { continue };
                 let group = subjects
                     .entry((run.project.as_str(), run.workflow.as_str()))
                     .or_insert((Vec::new(), Vec::new(), run.event_created_at));
                 group.2 = group.2.min(run.event_created_at);
-                let id = match subject {
-                    Subject::Subscription(_) => {
-                        group.0.extend(run.subscription_id.as_deref());
-                        run.subscription_id.as_deref()
-                    }
-                    Subject::Customer(_) => {
-                        group.1.extend(run.customer_id.as_deref());
-                        run.customer_id.as_deref()
-                    }
-                };
-                locks.push(format!("{}/{}/{}", run.project, run.workflow, id.unwrap_or_default()));
+                match subject {
+                    Subject::Subscription(_) => group.0.extend(run.subscription_id.as_deref()),
+                    Subject::Customer(_) => group.1.extend(run.customer_id.as_deref()),
+                }
             }
+            // The runs to merge below settle their subjects too: their locks
+            // are taken now, in the same order, not one by one later.
+            let mut locks: Vec<String> = opened
+                .iter()
+                .chain(merging.iter().map(|(_, run, _)| run))
+                .filter_map(subject_lock_key)
+                .collect();
             if !$subject_locks.is_empty() && !locks.is_empty() {
                 locks.sort();
                 locks.dedup();
@@ -910,31 +921,33 @@ macro_rules! sql_store {
         }
 
         /// Stores `deliveries` in one transaction: all of them or none.
+        /// Returns the transitions made, for the metrics: the caller counts
+        /// them, outside its panic guard, so that nothing after the commit
+        /// can make a committed batch look failed.
         async fn ingest_together(
             writer: &sqlx::Pool<$db>,
-            metrics: &$crate::metrics::Metrics,
             deliveries: &[&$crate::store::group_commit::Pending],
-        ) -> Result<Vec<Ingested>, StoreError> {
+        ) -> Result<(Vec<Ingested>, Vec<$crate::metrics::Transition>), StoreError> {
             let mut tx = writer.begin().await?;
             let mut seen = Vec::new();
             let outcomes = ingest_batch(&mut tx, deliveries, &mut seen).await?;
             tx.commit().await?;
-            metrics.record(&seen);
-            Ok(outcomes)
+            Ok((outcomes, seen))
         }
 
         /// The group-commit writer (see `group_commit`): a batch in one
-        /// transaction. If the database refuses it (a constraint, a deadlock
-        /// with another replica's batch), each delivery is retried in its
-        /// own transaction, so that one bad delivery costs its neighbours
-        /// only time; if the database cannot be reached, every delivery in
-        /// the batch gets the error at once. A panic is caught like a
-        /// refusal, so the writer lives on for the deliveries after it.
+        /// transaction. If the database cannot be reached, every delivery in
+        /// the batch gets that answer at once. If it refused the batch (a
+        /// constraint, a deadlock with another writer, a row it cannot
+        /// read), each delivery is retried in its own transaction, so one
+        /// bad delivery costs its neighbours only time. A panic is caught
+        /// like a refusal, so the writer lives on for the deliveries after.
         fn commit_ingest_batch(
             writer: sqlx::Pool<$db>,
             metrics: std::sync::Arc<$crate::metrics::Metrics>,
         ) -> $crate::store::group_commit::CommitBatch {
             use futures::FutureExt;
+            use $crate::store::group_commit::panic_message;
             std::sync::Arc::new(move |batch| {
                 let (writer, metrics) = (writer.clone(), metrics.clone());
                 let span = tracing::debug_span!("ingest_batch", deliveries = batch.len());
@@ -947,18 +960,17 @@ macro_rules! sql_store {
                     }
                     let together = {
                         let all: Vec<_> = batch.iter().collect();
-                        std::panic::AssertUnwindSafe(ingest_together(&writer, &metrics, &all))
-                            .catch_unwind()
-                            .await
+                        std::panic::AssertUnwindSafe(ingest_together(&writer, &all)).catch_unwind().await
                     };
                     let failure = match together {
-                        Ok(Ok(outcomes)) => {
+                        Ok(Ok((outcomes, seen))) => {
+                            metrics.record(&seen);
                             for (d, outcome) in batch.into_iter().zip(outcomes) {
                                 let _ = d.reply.send(Ok(outcome));
                             }
                             return;
                         }
-                        Ok(Err(e)) if batch.len() > 1 && !$crate::store::group_commit::refused(&e) => {
+                        Ok(Err(e)) if e.unavailable() => {
                             tracing::error!(error = %e, deliveries = batch.len(), "an ingest batch could not be stored");
                             let message = e.to_string();
                             for d in batch {
@@ -967,9 +979,10 @@ macro_rules! sql_store {
                             return;
                         }
                         Ok(Err(e)) => e,
-                        Err(panic) => StoreError::Crashed($crate::store::group_commit::panic_message(&*panic)),
+                        Err(panic) => StoreError::Crashed(panic_message(&*panic)),
                     };
-                    if batch.len() == 1 {
+                    // A lone delivery has had its try, unless it lost a deadlock.
+                    if batch.len() == 1 && !failure.deadlocked() {
                         if let StoreError::Crashed(why) = &failure {
                             tracing::error!(panic = %why, "storing a delivery panicked");
                         }
@@ -985,17 +998,19 @@ macro_rules! sql_store {
                     );
                     for d in batch {
                         let one = [&d];
-                        let outcome = std::panic::AssertUnwindSafe($crate::store::group_commit::retry_refused(|| {
-                            ingest_together(&writer, &metrics, &one)
+                        let outcome = std::panic::AssertUnwindSafe($crate::store::retry_deadlocked(|| {
+                            ingest_together(&writer, &one)
                         }))
                         .catch_unwind()
                         .await
-                        .unwrap_or_else(|panic| {
-                            let why = $crate::store::group_commit::panic_message(&*panic);
+                        .unwrap_or_else(|panic| Err(StoreError::Crashed(panic_message(&*panic))))
+                        .map(|(mut outcomes, seen)| {
+                            metrics.record(&seen);
+                            outcomes.remove(0)
+                        });
+                        if let Err(StoreError::Crashed(why)) = &outcome {
                             tracing::error!(panic = %why, event_id = %d.event.event_id, "storing a delivery panicked");
-                            Err(StoreError::Crashed(why))
-                        })
-                        .map(|mut o| o.remove(0));
+                        }
                         let _ = d.reply.send(outcome);
                     }
                 }, span))
@@ -1067,10 +1082,17 @@ macro_rules! sql_store {
                 spec: RunSpec,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(Run, bool), StoreError> {
-                let mut tx = self.writer.begin().await?;
-                let mut seen = Vec::new();
-                let opened = open_or_merge(&mut tx, spec, now, &mut seen).await?;
-                tx.commit().await?;
+                // Its merge locks the run, then the subject; a Stripe batch
+                // locks subjects, then their runs: PostgreSQL may pick this
+                // one as a deadlock's victim, and the second try goes through.
+                let (opened, seen) = $crate::store::retry_deadlocked(|| async {
+                    let mut tx = self.writer.begin().await?;
+                    let mut seen = Vec::new();
+                    let opened = open_or_merge(&mut tx, spec.clone(), now, &mut seen).await?;
+                    tx.commit().await?;
+                    Ok((opened, seen))
+                })
+                .await?;
                 self.metrics.record(&seen);
                 Ok(opened)
             }

@@ -659,11 +659,13 @@ async fn racing_events_of_one_subscription_still_leave_one_current(backend: Back
 
 /// A burst takes the group-commit path, many deliveries to one
 /// transaction: five events of each of four subscriptions, each delivered
-/// twice, with events that open no run, all at once in a scrambled order;
-/// the app opened one run of each subscription first. Each event is stored
-/// once and answered `Stored` once; each subscription ends as it would had
-/// the events come one at a time: the newest event's run current, every
-/// other superseded by a newer one, each with its timeline.
+/// twice to each of two projects (two endpoints of one Stripe account get
+/// the same events), with events that open no run, all at once in a
+/// scrambled order; the app opened one run of each subscription first. Each
+/// event is stored once per project and answered `Stored` once; each
+/// project's subscription ends as it would had the events come one at a
+/// time: the newest event's run current, every other superseded by a newer
+/// run of its own project, each with its timeline.
 async fn a_burst_settles_as_deliveries_one_at_a_time_would(backend: Backend) {
     let Some((db, store)) = open_store(backend).await else {
         return;
@@ -680,23 +682,34 @@ async fn a_burst_settles_as_deliveries_one_at_a_time_would(backend: Backend) {
         store.open_run(app_open, now).await.unwrap();
     }
     let mut deliveries: Vec<(u64, StoredEvent, Option<RunSpec>)> = Vec::new();
-    for copy in 0..2 {
+    for (copy, project) in (0..2).flat_map(|copy| PROJECTS.map(|p| (copy, p))) {
         for sub in &subs {
             for i in 0..5 {
                 let (event, spec) = ordered_event(sub, i);
-                deliveries.push((scramble(&(copy, sub, i)), event, Some(spec)));
+                let event = StoredEvent {
+                    project: project.into(),
+                    ..event
+                };
+                let spec = RunSpec {
+                    project: project.into(),
+                    ..spec
+                };
+                deliveries.push((scramble(&(copy, project, sub, i)), event, Some(spec)));
             }
         }
         for j in 0..5 {
-            let event = event(&format!("evt_norun_{j}"));
-            deliveries.push((scramble(&(copy, j)), event, None));
+            let event = StoredEvent {
+                project: project.into(),
+                ..event(&format!("evt_norun_{j}"))
+            };
+            deliveries.push((scramble(&(copy, project, j)), event, None));
         }
     }
     deliveries.sort_by_key(|d| d.0);
     let answers = join_all(deliveries.into_iter().map(|(_, event, spec)| {
         let store = store.clone();
         tokio::spawn(async move {
-            let id = event.event_id.clone();
+            let id = format!("{}/{}", event.project, event.event_id);
             (
                 id,
                 store.ingest_stripe_event(event, spec, now).await.unwrap(),
@@ -708,24 +721,27 @@ async fn a_burst_settles_as_deliveries_one_at_a_time_would(backend: Backend) {
     for answer in answers {
         let (id, outcome) = answer.unwrap();
         if let Ingested::Stored { run } = outcome {
-            assert_eq!(run.is_some(), !id.starts_with("evt_norun"), "{id}");
+            assert_eq!(run.is_some(), !id.contains("/evt_norun"), "{id}");
             *stored.entry(id).or_default() += 1;
         }
     }
-    assert_eq!(stored.len(), 25, "every event is stored");
+    assert_eq!(stored.len(), 50, "every event is stored");
     assert!(stored.values().all(|&n| n == 1), "once: {stored:?}");
-    assert_eq!(db.scalar("SELECT COUNT(*) FROM stripe_events").await, 25);
-    assert_eq!(db.scalar("SELECT COUNT(*) FROM runs").await, 20);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM stripe_events").await, 50);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM runs").await, 40);
     assert_eq!(
         db.scalar("SELECT COUNT(*) FROM runs WHERE NOT EXISTS (SELECT 1 FROM run_timeline t WHERE t.run_id = runs.id)")
             .await,
         0,
         "every run has its opening on its timeline"
     );
-    for sub in &subs {
+    for (project, sub) in PROJECTS
+        .iter()
+        .flat_map(|p| subs.iter().map(move |s| (p, s)))
+    {
         let run = async |i: usize| {
             let key = RunRef::EventId(format!("evt_{sub}_{i}"));
-            store.run_detail("default", &key).await.unwrap().run
+            store.run_detail(project, &key).await.unwrap().run
         };
         let runs = [
             run(0).await,
@@ -734,15 +750,24 @@ async fn a_burst_settles_as_deliveries_one_at_a_time_would(backend: Backend) {
             run(3).await,
             run(4).await,
         ];
-        assert_eq!(runs[4].status, RunStatus::Open, "{sub}");
+        assert_eq!(runs[4].status, RunStatus::Open, "{project} {sub}");
         for (i, older) in runs[..4].iter().enumerate() {
-            assert_eq!(older.status, RunStatus::Superseded, "{sub} event {i}");
-            // By whichever newer event found it open, as one at a time.
+            assert_eq!(
+                older.status,
+                RunStatus::Superseded,
+                "{project} {sub} event {i}"
+            );
+            // By whichever newer event of its own project found it open.
             let by = runs.iter().position(|r| Some(r.id) == older.superseded_by);
-            assert!(by.is_some_and(|by| by > i), "{sub} event {i}: {by:?}");
+            assert!(
+                by.is_some_and(|by| by > i),
+                "{project} {sub} event {i}: {by:?}"
+            );
         }
     }
 }
+
+const PROJECTS: [&str; 2] = ["default", "second"];
 
 /// A fixed pseudo-random sort key (std's hasher has fixed keys).
 fn scramble(value: &impl std::hash::Hash) -> u64 {

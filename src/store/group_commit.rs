@@ -8,9 +8,11 @@
 //! and answers each after that one commit. An idle writer takes the next
 //! delivery at once, so a lone delivery waits for nobody.
 //!
-//! A batch that fails is not failed as a whole: it is rolled back and its
-//! deliveries are retried one transaction each, so one bad delivery (or a
-//! deadlock between replicas' batches) costs its neighbours only time.
+//! A batch the database refuses is not failed as a whole: it is rolled back
+//! and its deliveries are retried one transaction each, so one bad delivery
+//! (or a deadlock between writers' batches) costs its neighbours only time.
+//! A database that cannot be reached fails the batch at once (503, and
+//! Stripe delivers again), and a panic fails only its own deliveries.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;

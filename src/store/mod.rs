@@ -545,6 +545,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_an_unreachable_database_fails_a_whole_batch() {
+        for gone in [
+            StoreError::Backend(sqlx::Error::PoolTimedOut),
+            StoreError::Backend(sqlx::Error::PoolClosed),
+            StoreError::Backend(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())),
+        ] {
+            assert!(gone.unavailable(), "{gone}");
+        }
+        for refused in [
+            StoreError::Backend(sqlx::Error::RowNotFound),
+            StoreError::Backend(sqlx::Error::ColumnNotFound("stage".into())),
+            StoreError::Corrupt("a bad stage".into()),
+            StoreError::Crashed("a bug".into()),
+        ] {
+            assert!(!refused.unavailable(), "{refused}");
+            assert!(!refused.deadlocked(), "{refused}");
+        }
+    }
+
+    #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
         let cursor = Cursor {
             at_ms: 1_767_225_600_123,

@@ -71,6 +71,5 @@ sql_store!(
     PgConnection,
     lock = " FOR UPDATE",
     skip_locked = " FOR UPDATE SKIP LOCKED",
-    subject_lock = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
     subject_locks = "SELECT pg_advisory_xact_lock(hashtextextended(subject, 0))"
 );

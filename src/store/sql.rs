@@ -6,7 +6,7 @@
 //! `lock` is appended to reads that a transaction will write back
 //! (`FOR UPDATE` on PostgreSQL; nothing on SQLite, where one writer
 //! connection serialises every transaction), `skip_locked` lets concurrent
-//! replicas claim disjoint rows, and `subject_lock` serialises the opening of
+//! replicas claim disjoint rows, and `subject_locks` serialises the opening of
 //! runs about one subscription (empty on SQLite).
 //!
 //! A macro rather than a function generic over `sqlx::Database`: the generic
@@ -130,7 +130,6 @@ macro_rules! sql_store {
         $conn:ty,
         lock = $lock:literal,
         skip_locked = $skip:literal,
-        subject_lock = $subject_lock:literal,
         subject_locks = $subject_locks:literal
     ) => {
         use $crate::incident::{Incident, NewIncident};
@@ -626,47 +625,15 @@ macro_rules! sql_store {
             now: chrono::DateTime<chrono::Utc>,
             seen: &mut Vec<$crate::metrics::Transition>,
         ) -> Result<(), StoreError> {
-            let (sql, key) = match run.subject() {
-                Some(Subject::Subscription(id)) => (
-                    concat!(
-                        "SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND workflow = $2 ",
-                        "AND subscription_id = $3 AND id <> $4 AND (status = 'open' OR event_created_at > $5 ",
-                        "OR (event_created_at = $5 AND event_id > $6)) AND ", delivered_sql!(), $lock
-                    ),
-                    id,
-                ),
-                Some(Subject::Customer(id)) => (
-                    concat!(
-                        "SELECT ", run_columns!(), " FROM runs WHERE project = $1 AND workflow = $2 ",
-                        "AND customer_id = $3 AND subscription_id IS NULL AND id <> $4 AND (status = 'open' ",
-                        "OR event_created_at > $5 OR (event_created_at = $5 AND event_id > $6)) AND ",
-                        delivered_sql!(), $lock
-                    ),
-                    id,
-                ),
-                None => return Ok(()),
-            };
-            if !delivered {
+            if !delivered || run.subject().is_none() {
                 return Ok(());
             }
-            // Two events of one subject opening at once must not both miss
-            // each other: the later of them waits here for the first to commit.
-            if !$subject_lock.is_empty() {
-                sqlx::query($subject_lock)
-                    .bind(subject_lock_key(run))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let rows: Vec<RunRow> = sqlx::query_as(sql)
-                .bind(&run.project)
-                .bind(&run.workflow)
-                .bind(&key)
-                .bind(run.id.to_string())
-                .bind(to_ms(run.event_created_at))
-                .bind(&run.event_id)
-                .fetch_all(&mut *conn)
-                .await?;
-            let mut others: Vec<Run> = convert(rows)?;
+            lock_scopes(conn, &[&*run]).await?;
+            let mut others: Vec<Run> = scope_runs(conn, &[&*run])
+                .await?
+                .into_iter()
+                .filter(|other| other.id != run.id)
+                .collect();
             for (which, entry) in $crate::run::settle_order(run, &mut others, now) {
                 let changed = match which {
                     None => &*run,
@@ -676,6 +643,75 @@ macro_rules! sql_store {
                 append_timeline(conn, changed, &[entry], seen).await?;
             }
             Ok(())
+        }
+
+        /// Locks the ordering scopes of `runs` (PostgreSQL's advisory locks;
+        /// SQLite's one writer needs none), in key order. Two events of one
+        /// subject opening at once must not both miss each other: the later
+        /// waits here for the first to commit. Key order keeps writers whose
+        /// batches share subjects from deadlocking.
+        async fn lock_scopes(conn: &mut $conn, runs: &[&Run]) -> Result<(), StoreError> {
+            if $subject_locks.is_empty() {
+                return Ok(());
+            }
+            let mut keys: Vec<String> = runs.iter().copied().filter_map(subject_lock_key).collect();
+            keys.sort();
+            keys.dedup();
+            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!($subject_locks, " FROM ("));
+                query.push_values(chunk, |mut row, key| {
+                    row.push_bind(key);
+                });
+                query.push(") AS subjects (subject)");
+                query.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
+        /// Reads, locked, what `runs` settle against (`run::settle_order`):
+        /// the runs of their scopes that are open or of an event no older
+        /// than theirs, and whose Stripe event is stored, in one statement
+        /// per project, workflow and kind of subject. `runs` themselves come
+        /// back too, when stored.
+        async fn scope_runs(conn: &mut $conn, runs: &[&Run]) -> Result<Vec<Run>, StoreError> {
+            type Subjects<'r> = (Vec<&'r str>, Vec<&'r str>, chrono::DateTime<chrono::Utc>);
+            let mut scopes: std::collections::HashMap<(&str, &str), Subjects<'_>> =
+                std::collections::HashMap::new();
+            for run in runs {
+                let Some(subject) = run.subject() else { continue };
+                let scope = scopes
+                    .entry((run.project.as_str(), run.workflow.as_str()))
+                    .or_insert((Vec::new(), Vec::new(), run.event_created_at));
+                scope.2 = scope.2.min(run.event_created_at);
+                match subject {
+                    Subject::Subscription(_) => scope.0.extend(run.subscription_id.as_deref()),
+                    Subject::Customer(_) => scope.1.extend(run.customer_id.as_deref()),
+                }
+            }
+            let mut found = Vec::new();
+            for ((project, workflow), (subscriptions, customers, oldest)) in &scopes {
+                for (column, ids) in [
+                    (" AND subscription_id IN (", subscriptions),
+                    (" AND subscription_id IS NULL AND customer_id IN (", customers),
+                ] {
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let mut query = sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE project = "));
+                    query.push_bind(*project).push(" AND workflow = ").push_bind(*workflow).push(column);
+                    let mut list = query.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    query
+                        .push(") AND (status = 'open' OR event_created_at >= ")
+                        .push_bind(to_ms(*oldest))
+                        .push(concat!(") AND ", delivered_sql!(), $lock));
+                    let rows: Vec<RunRow> = query.build_query_as().fetch_all(&mut *conn).await?;
+                    found.extend(convert::<RunRow, Run>(rows)?);
+                }
+            }
+            Ok(found)
         }
 
         /// The key of the lock on a run's ordering scope (PostgreSQL).
@@ -756,7 +792,7 @@ macro_rules! sql_store {
             deliveries: &[&$crate::store::group_commit::Pending],
             seen: &mut Vec<$crate::metrics::Transition>,
         ) -> Result<Vec<Ingested>, StoreError> {
-            use std::collections::{HashMap, HashSet};
+            use std::collections::HashSet;
             let key = |i: &usize| (deliveries[*i].event.project.as_str(), deliveries[*i].event.event_id.as_str());
             let mut order: Vec<usize> = (0..deliveries.len()).collect();
             order.sort_by(|a, b| key(a).cmp(&key(b)));
@@ -821,68 +857,23 @@ macro_rules! sql_store {
 
             // Settle each subject's order: lock the subjects (PostgreSQL),
             // read their stored runs, settle in memory, write what changed.
-            let mut subjects: HashMap<(&str, &str), (Vec<&str>, Vec<&str>, chrono::DateTime<chrono::Utc>)> =
-                HashMap::new();
-            for run in &opened {
-                let Some(subject) = run.subject() else { continue };
-                let group = subjects
-                    .entry((run.project.as_str(), run.workflow.as_str()))
-                    .or_insert((Vec::new(), Vec::new(), run.event_created_at));
-                group.2 = group.2.min(run.event_created_at);
-                match subject {
-                    Subject::Subscription(_) => group.0.extend(run.subscription_id.as_deref()),
-                    Subject::Customer(_) => group.1.extend(run.customer_id.as_deref()),
-                }
-            }
             // The runs to merge below settle their subjects too: their locks
             // are taken now, in the same order, not one by one later.
-            let mut locks: Vec<String> = opened
-                .iter()
-                .chain(merging.iter().map(|(_, run, _)| run))
-                .filter_map(subject_lock_key)
-                .collect();
-            if !$subject_locks.is_empty() && !locks.is_empty() {
-                locks.sort();
-                locks.dedup();
-                for chunk in locks.chunks(ROWS_PER_STATEMENT) {
-                    let mut query = sqlx::QueryBuilder::<$db>::new(concat!($subject_locks, " FROM ("));
-                    query.push_values(chunk, |mut row, key| {
-                        row.push_bind(key);
-                    });
-                    query.push(") AS subjects (subject)");
-                    query.build().execute(&mut *conn).await?;
-                }
-            }
+            let locking: Vec<&Run> = opened.iter().chain(merging.iter().map(|(_, run, _)| run)).collect();
+            lock_scopes(conn, &locking).await?;
             // Runs the app opened first are not settled until merged: until
             // then their order is their opening time, not Stripe's.
             let merging_events: HashSet<(&str, &str)> =
                 merging.iter().map(|(_, run, _)| (run.project.as_str(), run.event_id.as_str())).collect();
-            let mut stored: Vec<Run> = Vec::new();
-            for ((project, workflow), (subscriptions, customers, oldest)) in &subjects {
-                for (column, ids) in [(" AND subscription_id IN (", subscriptions), (" AND subscription_id IS NULL AND customer_id IN (", customers)] {
-                    if ids.is_empty() {
-                        continue;
-                    }
-                    let mut query = sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE project = "));
-                    query.push_bind(*project).push(" AND workflow = ").push_bind(*workflow).push(column);
-                    let mut list = query.separated(", ");
-                    for id in ids {
-                        list.push_bind(*id);
-                    }
-                    query
-                        .push(") AND (status = 'open' OR event_created_at >= ")
-                        .push_bind(to_ms(*oldest))
-                        .push(concat!(") AND ", delivered_sql!(), $lock));
-                    let rows: Vec<RunRow> = query.build_query_as().fetch_all(&mut *conn).await?;
-                    for run in convert::<RunRow, Run>(rows)? {
-                        if !new_ids.contains(&run.id.to_string())
-                            && !merging_events.contains(&(run.project.as_str(), run.event_id.as_str()))
-                        {
-                            stored.push(run);
-                        }
-                    }
-                }
-            }
+            let reading: Vec<&Run> = opened.iter().collect();
+            let mut stored: Vec<Run> = scope_runs(conn, &reading)
+                .await?
+                .into_iter()
+                .filter(|run| {
+                    !new_ids.contains(&run.id.to_string())
+                        && !merging_events.contains(&(run.project.as_str(), run.event_id.as_str()))
+                })
+                .collect();
             let changes = $crate::run::settle_opened(&mut opened, &mut stored);
             if !changes.is_empty() {
                 let pick = |which: &$crate::run::Settled| match *which {

@@ -127,6 +127,5 @@ sql_store!(
     SqliteConnection,
     lock = "",
     skip_locked = "",
-    subject_lock = "",
     subject_locks = ""
 );

@@ -6,8 +6,10 @@
 //! `lock` is appended to reads that a transaction will write back
 //! (`FOR UPDATE` on PostgreSQL; nothing on SQLite, where one writer
 //! connection serialises every transaction), `skip_locked` lets concurrent
-//! replicas claim disjoint rows, and `subject_locks` serialises the opening of
-//! runs about one subscription (empty on SQLite).
+//! replicas claim disjoint rows, `subject_locks` serialises the opening of
+//! runs about one subscription (empty on SQLite), and `scope_runs` reads the
+//! runs of many subjects in one statement, in the form each planner looks
+//! every subject up by index.
 //!
 //! A macro rather than a function generic over `sqlx::Database`: the generic
 //! form needs a dozen higher-ranked bounds on every item and fights `Send`
@@ -81,6 +83,20 @@ macro_rules! delivered_sql {
 }
 pub(crate) use delivered_sql;
 
+/// Which runs of a scope the openings of its subjects settle against
+/// (`run::settle_order`): open, or of an event no older than the oldest
+/// opening's ($4), and delivered. `$1` is the project and `$2` the workflow;
+/// each backend's `scope_runs!` adds the subjects, a JSON array in `$3`.
+macro_rules! scope_filter {
+    () => {
+        concat!(
+            "project = $1 AND workflow = $2 AND (status = 'open' OR event_created_at >= $4) AND ",
+            $crate::store::sql::delivered_sql!()
+        )
+    };
+}
+pub(crate) use scope_filter;
+
 /// The alert sender's claim: deliveries due to be (re)tried.
 macro_rules! claim_deliveries_sql {
     ($skip:literal) => {
@@ -130,13 +146,14 @@ macro_rules! sql_store {
         $conn:ty,
         lock = $lock:literal,
         skip_locked = $skip:literal,
-        subject_locks = $subject_locks:literal
+        subject_locks = $subject_locks:literal,
+        scope_runs = [$scope_by_subscription:expr, $scope_by_customer:expr]
     ) => {
         use $crate::incident::{Incident, NewIncident};
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
         use $crate::store::sql::{
             RUN_UPSERT, ROWS_PER_STATEMENT, claim_deliveries_sql, claim_drills_sql, claim_overdue_sql,
-            claim_probes_sql, delivered_sql,
+            claim_probes_sql,
         };
         use $crate::store::rows::{
             DeliveryAttemptRow, DeliveryRow, IncidentRow, ProbeAttemptRow, ProbeJobRow, RunRow,
@@ -669,10 +686,9 @@ macro_rules! sql_store {
         }
 
         /// Reads, locked, what `runs` settle against (`run::settle_order`):
-        /// the runs of their scopes that are open or of an event no older
-        /// than theirs, and whose Stripe event is stored, in one statement
-        /// per project, workflow and kind of subject. `runs` themselves come
-        /// back too, when stored.
+        /// the runs of their scopes that `scope_filter!` names, in one
+        /// statement per project, workflow and kind of subject. `runs`
+        /// themselves come back too, when stored.
         async fn scope_runs(conn: &mut $conn, runs: &[&Run]) -> Result<Vec<Run>, StoreError> {
             type Subjects<'r> = (Vec<&'r str>, Vec<&'r str>, chrono::DateTime<chrono::Utc>);
             let mut scopes: std::collections::HashMap<(&str, &str), Subjects<'_>> =
@@ -690,24 +706,19 @@ macro_rules! sql_store {
             }
             let mut found = Vec::new();
             for ((project, workflow), (subscriptions, customers, oldest)) in &scopes {
-                for (column, ids) in [
-                    (" AND subscription_id IN (", subscriptions),
-                    (" AND subscription_id IS NULL AND customer_id IN (", customers),
-                ] {
+                for (sql, ids) in [($scope_by_subscription, subscriptions), ($scope_by_customer, customers)] {
                     if ids.is_empty() {
                         continue;
                     }
-                    let mut query = sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE project = "));
-                    query.push_bind(*project).push(" AND workflow = ").push_bind(*workflow).push(column);
-                    let mut list = query.separated(", ");
-                    for id in ids {
-                        list.push_bind(*id);
-                    }
-                    query
-                        .push(") AND (status = 'open' OR event_created_at >= ")
-                        .push_bind(to_ms(*oldest))
-                        .push(concat!(") AND ", delivered_sql!(), $lock));
-                    let rows: Vec<RunRow> = query.build_query_as().fetch_all(&mut *conn).await?;
+                    // One text for any number of subjects: the statement is
+                    // prepared once, where an IN list was one per length.
+                    let rows: Vec<RunRow> = sqlx::query_as(sql)
+                        .bind(*project)
+                        .bind(*workflow)
+                        .bind(serde_json::json!(ids).to_string())
+                        .bind(to_ms(*oldest))
+                        .fetch_all(&mut *conn)
+                        .await?;
                     found.extend(convert::<RunRow, Run>(rows)?);
                 }
             }

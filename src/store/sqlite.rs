@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 
 use super::DatabaseSettings;
-use super::sql::sql_store;
+use super::sql::{scope_filter, sql_store};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -121,11 +121,31 @@ async fn open_writer(
     }
 }
 
+/// The runs of one scope's subjects (`scope_filter!`); SQLite's planner
+/// looks each one up in the index.
+macro_rules! scope_runs {
+    ($subject:literal) => {
+        concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE ",
+            scope_filter!(),
+            " AND ",
+            $subject,
+            " IN (SELECT value FROM json_each($3))"
+        )
+    };
+}
+
 sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     SqliteConnection,
     lock = "",
     skip_locked = "",
-    subject_locks = ""
+    subject_locks = "",
+    scope_runs = [
+        scope_runs!("subscription_id"),
+        scope_runs!("subscription_id IS NULL AND customer_id")
+    ]
 );

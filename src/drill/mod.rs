@@ -559,8 +559,9 @@ pub fn drill_of(event: &StripeEvent) -> Result<Option<Uuid>, BadDrillMarker> {
     let in_id = event.id.strip_prefix(EVENT_PREFIX);
     let in_metadata = event
         .object
-        .pointer(&format!("/metadata/{METADATA_KEY}"))
-        .map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()));
+        .metadata
+        .get(METADATA_KEY)
+        .map(|v| v.as_deref().and_then(|s| Uuid::parse_str(s).ok()));
     match (in_id, in_metadata) {
         (None, None) => Ok(None),
         (Some(_), None) => Err(BadDrillMarker("the metadata mark is missing")),

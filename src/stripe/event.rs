@@ -3,12 +3,22 @@
 //!
 //! Payload shapes differ across API versions; where Stripe moved a field
 //! (basil, 2025-03-31) both the old and the new path are read.
+//!
+//! Only the fields access depends on are decoded. A webhook body is mostly
+//! fields ingest never reads, and building all of it as a JSON tree (then
+//! dropping it) was a quarter of ingest's CPU. The body is still checked
+//! whole, as strictly as building the tree would: it is stored, and served
+//! back, as the event.
 
-use std::collections::BTreeSet;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::plan::{PlanMap, PriceRef};
 use crate::run::{Expectation, NO_PLAN};
@@ -36,14 +46,43 @@ pub enum EventError {
     Invalid(&'static str, &'static str),
 }
 
-/// A decoded event envelope; `object` is `data.object`.
+/// A decoded event envelope; `object` is what access depends on in
+/// `data.object`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StripeEvent {
     pub id: String,
     pub event_type: String,
     pub created: Option<i64>,
     pub livemode: Option<bool>,
-    pub object: Value,
+    pub object: EventObject,
+}
+
+/// The parts of `data.object` that access depends on. A field of another
+/// type than Stripe sends reads as absent, as a JSON pointer would find it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EventObject {
+    pub id: Option<String>,
+    pub customer: Option<String>,
+    /// A checkout session's or (before basil) an invoice's subscription.
+    pub subscription: Option<String>,
+    /// An invoice's subscription since basil:
+    /// `parent.subscription_details.subscription`.
+    pub parent_subscription: Option<String>,
+    pub status: Option<String>,
+    pub payment_status: Option<String>,
+    /// A checkout session's `line_items.data[].price`.
+    pub line_item_prices: Vec<PriceRef>,
+    /// A subscription's `items.data[].price`, or the legacy `plan`.
+    pub item_prices: Vec<PriceRef>,
+    /// An invoice's `lines.data[]`: `pricing.price_details.price` since
+    /// basil, else `price`, else `plan`.
+    pub line_prices: Vec<PriceRef>,
+    /// An entitlement summary's `entitlements.data[].lookup_key`.
+    pub entitlement_keys: Vec<String>,
+    /// Whether the summary says it lists only some of them.
+    pub entitlements_has_more: bool,
+    /// Each metadata key with its value, `None` where that is not a string.
+    pub metadata: BTreeMap<String, Option<String>>,
 }
 
 /// What a run needs to know from an event.
@@ -54,113 +93,356 @@ pub struct RunFacts {
     pub expectation: Expectation,
 }
 
-fn contains_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
+/// Walks a JSON document as strictly as building a `serde_json::Value`
+/// would (every string decoded, lone surrogates refused, every number in
+/// range, at most 128 levels deep) without allocating, and refuses a NUL
+/// anywhere, noting it in `nul`.
+#[derive(Clone, Copy)]
+struct Check<'c> {
+    nul: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Check<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
+impl<'de> Visitor<'de> for Check<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        if text.contains('\0') {
+            self.nul.set(true);
+            return Err(E::custom("a NUL character"));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        while items.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        while entries.next_key_seed(self)?.is_some() {
+            entries.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+}
+
+/// A field kept as its JSON text, read only if access depends on it.
+type Raw<'a> = Option<&'a RawValue>;
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    id: Raw<'a>,
+    #[serde(borrow, rename = "type")]
+    event_type: Raw<'a>,
+    #[serde(borrow)]
+    created: Raw<'a>,
+    #[serde(borrow)]
+    livemode: Raw<'a>,
+    #[serde(borrow)]
+    data: Raw<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawData<'a> {
+    #[serde(borrow)]
+    object: Raw<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawObject<'a> {
+    #[serde(borrow)]
+    id: Raw<'a>,
+    #[serde(borrow)]
+    customer: Raw<'a>,
+    #[serde(borrow)]
+    subscription: Raw<'a>,
+    #[serde(borrow)]
+    parent: Raw<'a>,
+    #[serde(borrow)]
+    status: Raw<'a>,
+    #[serde(borrow)]
+    payment_status: Raw<'a>,
+    #[serde(borrow)]
+    line_items: Raw<'a>,
+    #[serde(borrow)]
+    items: Raw<'a>,
+    #[serde(borrow)]
+    lines: Raw<'a>,
+    #[serde(borrow)]
+    entitlements: Raw<'a>,
+    #[serde(borrow)]
+    metadata: Raw<'a>,
+}
+
+/// `parent`, `subscription_details`, `pricing`, `price_details`: objects
+/// read for one field each.
+#[derive(Deserialize)]
+struct RawParent<'a> {
+    #[serde(borrow)]
+    subscription_details: Raw<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscriptionDetails<'a> {
+    #[serde(borrow)]
+    subscription: Raw<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawPricing<'a> {
+    #[serde(borrow)]
+    price_details: Raw<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawPriceDetails<'a> {
+    #[serde(borrow)]
+    price: Raw<'a>,
+}
+
+/// A Stripe list: `{"data": [...], "has_more": ...}`.
+#[derive(Deserialize)]
+struct RawList<'a> {
+    #[serde(borrow)]
+    data: Raw<'a>,
+    #[serde(borrow)]
+    has_more: Raw<'a>,
+}
+
+/// A subscription item, an invoice line or a checkout line item.
+#[derive(Deserialize)]
+struct RawItem<'a> {
+    #[serde(borrow)]
+    price: Raw<'a>,
+    #[serde(borrow)]
+    plan: Raw<'a>,
+    #[serde(borrow)]
+    pricing: Raw<'a>,
+}
+
+/// An expanded object (a price, a product, a customer): its `id`, and for
+/// a price its `lookup_key` and `product`.
+#[derive(Deserialize)]
+struct RawExpanded<'a> {
+    #[serde(borrow)]
+    id: Raw<'a>,
+    #[serde(borrow)]
+    lookup_key: Raw<'a>,
+    #[serde(borrow)]
+    product: Raw<'a>,
+}
+
+/// The field as `T` if it is a JSON object (and decodes as one).
+fn object<'a, T: Deserialize<'a>>(raw: Raw<'a>) -> Option<T> {
+    let text = raw?.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+fn string(raw: Raw<'_>) -> Option<String> {
+    let text = raw?.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+fn boolean(raw: Raw<'_>) -> Option<bool> {
+    serde_json::from_str(raw?.get()).ok()
+}
+
+/// The elements of a list's `data`, and its `has_more`.
+fn list(raw: Raw<'_>) -> (Vec<&RawValue>, Option<bool>) {
+    let Some(list) = object::<RawList>(raw) else {
+        return (Vec::new(), None);
+    };
+    let items = list
+        .data
+        .filter(|data| data.get().starts_with('['))
+        .and_then(|data| serde_json::from_str(data.get()).ok())
+        .unwrap_or_default();
+    (items, boolean(list.has_more))
+}
+
 /// `"cus_1"` or an expanded `{"id": "cus_1", ...}`.
-fn id_of(value: Option<&Value>) -> Option<String> {
-    let value = value?;
-    value
-        .as_str()
-        .or_else(|| value.get("id").and_then(Value::as_str))
+fn id_of(raw: Raw<'_>) -> Option<String> {
+    string(raw)
+        .or_else(|| object::<RawExpanded>(raw).and_then(|o| string(o.id)))
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
-    value.pointer(pointer).and_then(Value::as_str)
-}
-
-fn list<'a>(value: &'a Value, pointer: &str) -> &'a [Value] {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
 }
 
 /// A price given as an id or as an expanded object.
-fn price_ref(price: &Value) -> Option<PriceRef> {
-    let price_id = id_of(Some(price))?;
+fn price_ref(raw: Raw<'_>) -> Option<PriceRef> {
+    let price_id = id_of(raw)?;
+    let expanded = object::<RawExpanded>(raw);
     Some(PriceRef {
         price_id,
-        lookup_key: str_at(price, "/lookup_key").map(str::to_owned),
-        product_id: id_of(price.get("product")),
+        lookup_key: expanded.as_ref().and_then(|p| string(p.lookup_key)),
+        product_id: expanded.and_then(|p| id_of(p.product)),
     })
+}
+
+/// The prices of a list's items; `price` picks each item's price field.
+fn prices<'a>(raw: Raw<'a>, price: impl Fn(RawItem<'a>) -> Raw<'a>) -> Vec<PriceRef> {
+    list(raw)
+        .0
+        .into_iter()
+        .filter_map(|item| object::<RawItem>(Some(item)))
+        .filter_map(|item| price_ref(price(item)))
+        .collect()
+}
+
+impl EventObject {
+    fn decode(raw: &RawValue) -> Result<EventObject, EventError> {
+        if !raw.get().starts_with('{') {
+            return Err(EventError::Invalid("data.object", "it must be an object"));
+        }
+        let o: RawObject = serde_json::from_str(raw.get())
+            .map_err(|e| EventError::NotJson(format!("data.object: {e}")))?;
+        let parent_subscription = object::<RawParent>(o.parent)
+            .and_then(|p| object::<RawSubscriptionDetails>(p.subscription_details))
+            .and_then(|d| id_of(d.subscription));
+        let (entitlements, has_more) = list(o.entitlements);
+        let metadata = object::<BTreeMap<String, &RawValue>>(o.metadata)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, value)| (key, string(Some(value))))
+            .collect();
+        Ok(EventObject {
+            id: id_of(o.id),
+            customer: id_of(o.customer),
+            subscription: id_of(o.subscription),
+            parent_subscription,
+            status: string(o.status),
+            payment_status: string(o.payment_status),
+            line_item_prices: prices(o.line_items, |item| item.price),
+            item_prices: prices(o.items, |item| item.price.or(item.plan)),
+            line_prices: prices(o.lines, |line| {
+                object::<RawPricing>(line.pricing)
+                    .and_then(|p| object::<RawPriceDetails>(p.price_details))
+                    .and_then(|d| d.price)
+                    .or(line.price)
+                    .or(line.plan)
+            }),
+            entitlement_keys: entitlements
+                .into_iter()
+                .filter_map(|e| object::<RawExpanded>(Some(e)))
+                .filter_map(|e| string(e.lookup_key))
+                .collect(),
+            entitlements_has_more: has_more == Some(true),
+            metadata,
+        })
+    }
+}
+
+/// An envelope field that must be a string of 1 to 255 printable characters.
+fn envelope_text(
+    raw: Raw<'_>,
+    field: &'static str,
+    invalid: &'static str,
+) -> Result<String, EventError> {
+    let raw = raw.ok_or(EventError::Missing(field))?;
+    let text = string(Some(raw)).ok_or(EventError::Invalid(field, "it must be a string"))?;
+    if text.is_empty() || text.len() > MAX_EVENT_ID_LEN || text.chars().any(char::is_control) {
+        return Err(EventError::Invalid(field, invalid));
+    }
+    Ok(text)
 }
 
 impl StripeEvent {
     pub fn parse(body: &[u8]) -> Result<StripeEvent, EventError> {
-        let mut envelope: Value =
-            serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
-        if !envelope.is_object() {
-            return Err(EventError::NotJson("the top level is not an object".into()));
-        }
+        let text = std::str::from_utf8(body)
+            .map_err(|e| EventError::NotJson(format!("the body is not UTF-8: {e}")))?;
         // No Stripe payload holds a NUL, and PostgreSQL cannot store one in
         // text: refuse it here rather than fail at the database.
-        if contains_nul(&envelope) {
-            return Err(EventError::Invalid("body", "it contains a NUL character"));
+        let nul = Cell::new(false);
+        let mut checker = serde_json::Deserializer::from_str(text);
+        let checked = Check { nul: &nul }
+            .deserialize(&mut checker)
+            .and_then(|()| checker.end());
+        if let Err(e) = checked {
+            return Err(if nul.get() {
+                EventError::Invalid("body", "it contains a NUL character")
+            } else {
+                EventError::NotJson(e.to_string())
+            });
         }
-        let id = envelope
-            .get("id")
-            .ok_or(EventError::Missing("id"))?
-            .as_str()
-            .ok_or(EventError::Invalid("id", "it must be a string"))?
-            .to_owned();
-        if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || id.chars().any(char::is_control) {
-            return Err(EventError::Invalid(
-                "id",
-                "it must be 1 to 255 printable characters",
-            ));
+        if !text.trim_start().starts_with('{') {
+            return Err(EventError::NotJson("the top level is not an object".into()));
         }
-        let event_type = envelope
-            .get("type")
-            .ok_or(EventError::Missing("type"))?
-            .as_str()
-            .ok_or(EventError::Invalid("type", "it must be a string"))?
-            .to_owned();
-        if event_type.is_empty()
-            || event_type.len() > 255
-            || event_type.chars().any(char::is_control)
-        {
-            return Err(EventError::Invalid(
-                "type",
-                "it must be 1 to 255 characters",
-            ));
-        }
-        let object = envelope
-            .pointer_mut("/data/object")
-            .map(Value::take)
+        let envelope: RawEnvelope =
+            serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+        let id = envelope_text(
+            envelope.id,
+            "id",
+            "it must be 1 to 255 printable characters",
+        )?;
+        let event_type = envelope_text(
+            envelope.event_type,
+            "type",
+            "it must be 1 to 255 characters",
+        )?;
+        let object = object::<RawData>(envelope.data)
+            .and_then(|data| data.object)
             .ok_or(EventError::Missing("data.object"))?;
-        if !object.is_object() {
-            return Err(EventError::Invalid("data.object", "it must be an object"));
-        }
+        let object = EventObject::decode(object)?;
         // The ids a run is keyed and indexed by: PostgreSQL cannot index a
         // value of a few KiB, and no Stripe id comes near the limit.
-        for (field, pointer) in [
-            ("data.object.id", "/id"),
-            ("data.object.customer", "/customer"),
-            ("data.object.subscription", "/subscription"),
+        for (field, id) in [
+            ("data.object.id", &object.id),
+            ("data.object.customer", &object.customer),
+            ("data.object.subscription", &object.subscription),
             (
                 "data.object.parent.subscription_details.subscription",
-                "/parent/subscription_details/subscription",
+                &object.parent_subscription,
             ),
         ] {
-            if id_of(object.pointer(pointer)).is_some_and(|id| id.len() > MAX_EVENT_ID_LEN) {
+            if id.as_ref().is_some_and(|id| id.len() > MAX_EVENT_ID_LEN) {
                 return Err(EventError::Invalid(field, "ids are at most 255 characters"));
             }
         }
         Ok(StripeEvent {
             id,
             event_type,
-            created: envelope.get("created").and_then(Value::as_i64),
-            livemode: envelope.get("livemode").and_then(Value::as_bool),
+            created: envelope
+                .created
+                .and_then(|raw| serde_json::from_str(raw.get()).ok()),
+            livemode: boolean(envelope.livemode),
             object,
         })
     }
@@ -197,14 +479,10 @@ impl StripeEvent {
                 // Delayed payment methods complete the session unpaid; access
                 // follows `checkout.session.async_payment_succeeded`, which
                 // opens its own run.
-                if str_at(o, "/payment_status") == Some("unpaid") {
+                if o.payment_status.as_deref() == Some("unpaid") {
                     return None;
                 }
-                let prices: Vec<_> = list(o, "/line_items/data")
-                    .iter()
-                    .filter_map(|item| item.get("price").and_then(price_ref))
-                    .collect();
-                let expectation = if prices.is_empty() {
+                let expectation = if o.line_item_prices.is_empty() {
                     Expectation::Unknown {
                         reason: format!(
                             "{} carries no line items, so the plan comes from the app's SDK report",
@@ -212,11 +490,11 @@ impl StripeEvent {
                         ),
                     }
                 } else {
-                    policy.plans.expectation(&prices)
+                    policy.plans.expectation(&o.line_item_prices)
                 };
                 Some(RunFacts {
-                    customer_id: id_of(o.get("customer")),
-                    subscription_id: id_of(o.get("subscription")),
+                    customer_id: o.customer.clone(),
+                    subscription_id: o.subscription.clone(),
                     expectation,
                 })
             }
@@ -225,22 +503,15 @@ impl StripeEvent {
             | "customer.subscription.deleted"
             | "customer.subscription.paused"
             | "customer.subscription.resumed" => {
-                let prices: Vec<_> = list(o, "/items/data")
-                    .iter()
-                    .filter_map(|item| {
-                        item.get("price")
-                            .or_else(|| item.get("plan"))
-                            .and_then(price_ref)
-                    })
-                    .collect();
-                let status = str_at(o, "/status").unwrap_or_default();
+                let prices = &o.item_prices;
+                let status = o.status.as_deref().unwrap_or_default();
                 let paused =
                     status == "paused" || self.event_type == "customer.subscription.paused";
                 let expectation = if self.event_type == "customer.subscription.deleted" {
                     Expectation::Plan(NO_PLAN.into())
                 } else if paused {
                     if policy.paused_keeps_access {
-                        policy.plans.expectation(&prices)
+                        policy.plans.expectation(prices)
                     } else {
                         Expectation::Plan(NO_PLAN.into())
                     }
@@ -249,61 +520,47 @@ impl StripeEvent {
                         "canceled" | "unpaid" | "incomplete" | "incomplete_expired" => {
                             Expectation::Plan(NO_PLAN.into())
                         }
-                        "past_due" => grace(policy.plans.plan_of(&prices)),
-                        _ => policy.plans.expectation(&prices),
+                        "past_due" => grace(policy.plans.plan_of(prices)),
+                        _ => policy.plans.expectation(prices),
                     }
                 };
                 Some(RunFacts {
-                    customer_id: id_of(o.get("customer")),
-                    subscription_id: id_of(o.get("id")),
+                    customer_id: o.customer.clone(),
+                    subscription_id: o.id.clone(),
                     expectation,
                 })
             }
             "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" => {
-                let subscription_id = id_of(o.pointer("/parent/subscription_details/subscription"))
-                    .or_else(|| id_of(o.get("subscription")));
-                let prices: Vec<_> = list(o, "/lines/data")
-                    .iter()
-                    .filter_map(|line| {
-                        line.pointer("/pricing/price_details/price")
-                            .or_else(|| line.get("price"))
-                            .or_else(|| line.get("plan"))
-                            .and_then(price_ref)
-                    })
-                    .collect();
                 let expectation = if self.event_type == "invoice.payment_failed" {
-                    grace(policy.plans.plan_of(&prices))
+                    grace(policy.plans.plan_of(&o.line_prices))
                 } else {
-                    policy.plans.expectation(&prices)
+                    policy.plans.expectation(&o.line_prices)
                 };
                 Some(RunFacts {
-                    customer_id: id_of(o.get("customer")),
-                    subscription_id,
+                    customer_id: o.customer.clone(),
+                    subscription_id: o
+                        .parent_subscription
+                        .clone()
+                        .or_else(|| o.subscription.clone()),
                     expectation,
                 })
             }
             "entitlements.active_entitlement_summary.updated" => {
-                let keys: BTreeSet<String> = list(o, "/entitlements/data")
-                    .iter()
-                    .filter_map(|e| str_at(e, "/lookup_key"))
-                    .map(str::to_owned)
-                    .collect();
+                let keys: BTreeSet<String> = o.entitlement_keys.iter().cloned().collect();
                 // The summary lists at most 10 entitlements; with more, the
                 // event does not tell the whole set.
-                let complete =
-                    o.pointer("/entitlements/has_more").and_then(Value::as_bool) != Some(true);
-                let expectation = if complete {
-                    Expectation::Features(keys)
-                } else {
+                let expectation = if o.entitlements_has_more {
                     Expectation::Unknown {
                         reason: format!(
                             "the entitlement summary lists only some features ({}) and says there are more",
                             keys.into_iter().collect::<Vec<_>>().join(", ")
                         ),
                     }
+                } else {
+                    Expectation::Features(keys)
                 };
                 Some(RunFacts {
-                    customer_id: id_of(o.get("customer")),
+                    customer_id: o.customer.clone(),
                     subscription_id: None,
                     expectation,
                 })
@@ -316,13 +573,21 @@ impl StripeEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn fixture(event_type: &str) -> StripeEvent {
+        fixture_with(event_type, |_| {})
+    }
+
+    /// Stripe's fixture with `edit` applied to its `data.object`.
+    fn fixture_with(event_type: &str, edit: impl FnOnce(&mut Value)) -> StripeEvent {
         let path = format!(
             "{}/tests/fixtures/stripe/events/{event_type}.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        StripeEvent::parse(&std::fs::read(path).unwrap()).unwrap()
+        let mut event: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        edit(&mut event["data"]["object"]);
+        StripeEvent::parse(&serde_json::to_vec(&event).unwrap()).unwrap()
     }
 
     fn plans() -> PlanMap {
@@ -370,10 +635,11 @@ mod tests {
 
     #[test]
     fn checkout_without_line_items_says_why_the_plan_is_unknown() {
-        let mut event = fixture("checkout.session.completed");
-        event.object["payment_status"] = "paid".into();
-        event.object["customer"] = "cus_9".into();
-        event.object["subscription"] = serde_json::json!({"id": "sub_9"});
+        let event = fixture_with("checkout.session.completed", |o| {
+            o["payment_status"] = "paid".into();
+            o["customer"] = "cus_9".into();
+            o["subscription"] = json!({"id": "sub_9"});
+        });
         let facts = facts_with(&event, &plans()).unwrap();
         assert_eq!(facts.customer_id.as_deref(), Some("cus_9"));
         assert_eq!(facts.subscription_id.as_deref(), Some("sub_9"));
@@ -386,25 +652,29 @@ mod tests {
     #[test]
     fn unpaid_checkout_waits_for_the_async_payment() {
         let event = fixture("checkout.session.completed");
-        assert_eq!(event.object["payment_status"], "unpaid");
+        assert_eq!(event.object.payment_status.as_deref(), Some("unpaid"));
         assert_eq!(facts_with(&event, &plans()), None);
     }
 
     #[test]
     fn invoice_reads_new_and_old_subscription_and_price_paths() {
-        let mut event = fixture("invoice.paid");
-        event.object["parent"]["subscription_details"]["subscription"] = "sub_new".into();
-        event.object["lines"]["data"][0]["pricing"]["price_details"] =
-            serde_json::json!({"price": "price_1PgafmB7WZ01zgkW6dKueIc5"});
+        let edit_new = |o: &mut Value| {
+            o["parent"]["subscription_details"]["subscription"] = "sub_new".into();
+            o["lines"]["data"][0]["pricing"]["price_details"] =
+                json!({"price": "price_1PgafmB7WZ01zgkW6dKueIc5"});
+        };
+        let event = fixture_with("invoice.paid", edit_new);
         let facts = facts_with(&event, &plans()).unwrap();
         assert_eq!(facts.subscription_id.as_deref(), Some("sub_new"));
         assert_eq!(facts.expectation, Expectation::Plan("pro".into()));
 
-        event.object["parent"] = Value::Null;
-        event.object["subscription"] = "sub_old".into();
-        event.object["lines"]["data"][0]["pricing"] = Value::Null;
-        event.object["lines"]["data"][0]["price"] =
-            serde_json::json!({"id": "price_x", "lookup_key": "pro_monthly"});
+        let event = fixture_with("invoice.paid", |o| {
+            edit_new(o);
+            o["parent"] = Value::Null;
+            o["subscription"] = "sub_old".into();
+            o["lines"]["data"][0]["pricing"] = Value::Null;
+            o["lines"]["data"][0]["price"] = json!({"id": "price_x", "lookup_key": "pro_monthly"});
+        });
         let plans: PlanMap = "pro_monthly=pro".parse().unwrap();
         let facts = facts_with(&event, &plans).unwrap();
         assert_eq!(facts.subscription_id.as_deref(), Some("sub_old"));
@@ -450,9 +720,9 @@ mod tests {
 
     #[test]
     fn a_failed_payment_keeps_access_through_the_grace_period_only() {
-        let mut event = fixture("invoice.payment_failed");
-        event.object["lines"]["data"][0]["price"] =
-            serde_json::json!({"id": "price_1PgafmB7WZ01zgkW6dKueIc5"});
+        let event = fixture_with("invoice.payment_failed", |o| {
+            o["lines"]["data"][0]["price"] = json!({"id": "price_1PgafmB7WZ01zgkW6dKueIc5"});
+        });
         let until = event.created_at().unwrap() + chrono::Duration::days(7);
         let facts = facts_with(&event, &plans()).unwrap();
         assert_eq!(
@@ -469,8 +739,9 @@ mod tests {
             "grace is over"
         );
 
-        let mut past_due = fixture("customer.subscription.created");
-        past_due.object["status"] = "past_due".into();
+        let past_due = fixture_with("customer.subscription.created", |o| {
+            o["status"] = "past_due".into();
+        });
         assert!(matches!(
             facts_with(&past_due, &plans()).unwrap().expectation,
             Expectation::KeepAccess { plan: Some(_), .. }
@@ -512,8 +783,9 @@ mod tests {
             ("incomplete_expired", "none"),
             ("paused", "none"),
         ] {
-            let mut event = fixture("customer.subscription.created");
-            event.object["status"] = status.into();
+            let event = fixture_with("customer.subscription.created", |o| {
+                o["status"] = status.into();
+            });
             let facts = facts_with(&event, &plans()).unwrap();
             assert_eq!(
                 facts.expectation,
@@ -532,19 +804,23 @@ mod tests {
 
     #[test]
     fn an_entitlement_summary_expects_its_exact_feature_set() {
-        let mut event = fixture("entitlements.active_entitlement_summary.updated");
-        event.object["customer"] = "cus_1".into();
-        event.object["entitlements"]["data"] = serde_json::json!([
-            {"lookup_key": "seats"}, {"lookup_key": "api"}, {"lookup_key": "seats"}
-        ]);
+        let summary = |has_more: bool| {
+            fixture_with("entitlements.active_entitlement_summary.updated", |o| {
+                o["customer"] = "cus_1".into();
+                o["entitlements"]["data"] = json!([
+                    {"lookup_key": "seats"}, {"lookup_key": "api"}, {"lookup_key": "seats"}
+                ]);
+                o["entitlements"]["has_more"] = has_more.into();
+            })
+        };
         assert!(
             matches!(
-                facts_with(&event, &plans()).unwrap().expectation,
+                facts_with(&summary(true), &plans()).unwrap().expectation,
                 Expectation::Unknown { .. }
             ),
             "has_more: the list is not the whole set"
         );
-        event.object["entitlements"]["has_more"] = false.into();
+        let event = summary(false);
         let facts = facts_with(&event, &plans()).unwrap();
         assert_eq!(facts.customer_id.as_deref(), Some("cus_1"));
         assert_eq!(
@@ -587,31 +863,129 @@ mod tests {
     fn ids_over_255_characters_are_refused() {
         let long = "c".repeat(256);
         for (object, field) in [
+            (json!({"customer": long}), "data.object.customer"),
+            (json!({"customer": {"id": long}}), "data.object.customer"),
+            (json!({"subscription": long}), "data.object.subscription"),
+            (json!({"id": long}), "data.object.id"),
             (
-                serde_json::json!({"customer": long}),
-                "data.object.customer",
-            ),
-            (
-                serde_json::json!({"customer": {"id": long}}),
-                "data.object.customer",
-            ),
-            (
-                serde_json::json!({"subscription": long}),
-                "data.object.subscription",
-            ),
-            (serde_json::json!({"id": long}), "data.object.id"),
-            (
-                serde_json::json!({"parent": {"subscription_details": {"subscription": long}}}),
+                json!({"parent": {"subscription_details": {"subscription": long}}}),
                 "data.object.parent.subscription_details.subscription",
             ),
         ] {
-            let body = serde_json::json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": object}});
+            let body = json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": object}});
             assert_eq!(
                 StripeEvent::parse(body.to_string().as_bytes()),
                 Err(EventError::Invalid(field, "ids are at most 255 characters"))
             );
         }
-        let fits = serde_json::json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": {"customer": "c".repeat(255)}}});
+        let fits = json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": {"customer": "c".repeat(255)}}});
         assert!(StripeEvent::parse(fits.to_string().as_bytes()).is_ok());
+    }
+
+    /// `body` with `field: value` added to `data.object`, as JSON text.
+    fn with_object_field(field: &str, value: &str) -> String {
+        let body = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/stripe/events/customer.subscription.created.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let open = "\"data\":{\"object\":{";
+        let at = body.find(open).expect("the fixture's data.object") + open.len();
+        format!("{}\"{field}\":{value},{}", &body[..at], &body[at..])
+    }
+
+    #[test]
+    fn fields_ingest_never_reads_are_still_held_to_json() {
+        // Skipped fields are not built, but a body that would not build as
+        // a JSON tree is refused as before: it is stored and served back.
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for (value, why) in [
+            ("\"\\ud800\"", "a lone surrogate"),
+            ("1e400", "a number out of range"),
+            (deep.as_str(), "nesting over 128"),
+            ("\"\\x\"", "a bad escape"),
+            ("tru", "a bad literal"),
+        ] {
+            let body = with_object_field("unread", value);
+            assert!(
+                matches!(
+                    StripeEvent::parse(body.as_bytes()),
+                    Err(EventError::NotJson(_))
+                ),
+                "{why}"
+            );
+        }
+        let nul = with_object_field("unread", "{\"deep\": [\"a\\u0000\"]}");
+        assert_eq!(
+            StripeEvent::parse(nul.as_bytes()),
+            Err(EventError::Invalid("body", "it contains a NUL character"))
+        );
+        let nul_key = with_object_field("un\\u0000read", "1");
+        assert_eq!(
+            StripeEvent::parse(nul_key.as_bytes()),
+            Err(EventError::Invalid("body", "it contains a NUL character"))
+        );
+        // An escaped backslash before `u0000` is text, not a NUL.
+        let text = with_object_field("unread", "\"\\\\u0000\"");
+        assert!(StripeEvent::parse(text.as_bytes()).is_ok());
+        let bad_utf8 = [&b"{\"id\": \"evt_\xff\"}"[..]].concat();
+        assert!(matches!(
+            StripeEvent::parse(&bad_utf8),
+            Err(EventError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn a_field_of_another_type_reads_as_absent() {
+        let event = fixture_with("customer.subscription.created", |o| {
+            o["customer"] = json!(7);
+            o["status"] = json!(["active"]);
+            o["items"]["data"] = json!("price_1PgafmB7WZ01zgkW6dKueIc5");
+            o["metadata"] = json!({"order": 7, "note": "x"});
+        });
+        assert_eq!(event.object.customer, None);
+        assert_eq!(event.object.status, None);
+        assert!(event.object.item_prices.is_empty());
+        assert_eq!(
+            event.object.metadata,
+            [
+                ("note".to_owned(), Some("x".to_owned())),
+                ("order".to_owned(), None)
+            ]
+            .into()
+        );
+        // An item that is not an object, or whose price is neither an id nor
+        // an object with one, is skipped; the others still count.
+        let event = fixture_with("customer.subscription.created", |o| {
+            o["items"]["data"] = json!([
+                ["price_x"],
+                {"price": 7},
+                {"price": {"id": "price_1PgafmB7WZ01zgkW6dKueIc5", "product": {"id": "prod_1"}}},
+            ]);
+        });
+        assert_eq!(
+            event.object.item_prices,
+            vec![PriceRef {
+                price_id: "price_1PgafmB7WZ01zgkW6dKueIc5".into(),
+                lookup_key: None,
+                product_id: Some("prod_1".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_where_it_is_read() {
+        // serde_json's tree kept the last; Stripe never sends one twice, and
+        // a body that says two things about its id is not one to trust.
+        assert!(matches!(
+            StripeEvent::parse(br#"{"id":"evt_1","id":"evt_2","type":"x","data":{"object":{}}}"#),
+            Err(EventError::NotJson(_))
+        ));
+        assert!(matches!(
+            StripeEvent::parse(
+                br#"{"id":"evt_1","type":"x","data":{"object":{"customer":"a","customer":"b"}}}"#
+            ),
+            Err(EventError::NotJson(_))
+        ));
     }
 }

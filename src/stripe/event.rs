@@ -306,14 +306,19 @@ fn id_of(raw: Raw<'_>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// A price given as an id or as an expanded object.
+/// A price given as an id or as an expanded object (decoded once).
 fn price_ref(raw: Raw<'_>) -> Option<PriceRef> {
-    let price_id = id_of(raw)?;
-    let expanded = object::<RawExpanded>(raw);
+    let Some(price) = object::<RawExpanded>(raw) else {
+        return id_of(raw).map(|price_id| PriceRef {
+            price_id,
+            lookup_key: None,
+            product_id: None,
+        });
+    };
     Some(PriceRef {
-        price_id,
-        lookup_key: expanded.as_ref().and_then(|p| string(p.lookup_key)),
-        product_id: expanded.and_then(|p| id_of(p.product)),
+        price_id: string(price.id).filter(|id| !id.is_empty())?,
+        lookup_key: string(price.lookup_key),
+        product_id: id_of(price.product),
     })
 }
 

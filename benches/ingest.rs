@@ -11,8 +11,9 @@
 //! - `assay serve` (the release binary) on SQLite, then on PostgreSQL, each
 //!   on a fresh database. Every 200 comes after a durable commit.
 //!
-//! For each: events/s, p50 and p99 latency, and the server process's peak
-//! RSS (`VmHWM`, startup and warm-up included). Afterwards the database must
+//! For each: events/s, p50 and p99 latency, the server process's peak
+//! RSS (`VmHWM`, startup and warm-up included), and the CPU time the server
+//! (and, on PostgreSQL, every `postgres` process) spent per measured event. Afterwards the database must
 //! hold every event exactly once.
 //!
 //! Knobs: `ASSAY_BENCH_EVENTS` (default 40,000), `ASSAY_BENCH_CONCURRENCY`
@@ -167,14 +168,31 @@ async fn measure(
     .await;
     assert_eq!(warm_up.failures, 0, "{label}: warm-up requests failed");
     let load = Arc::new(deliveries(WARM_UP, events, price));
+    let cpu_before = (
+        server.cpu_seconds(),
+        common::processes_cpu_seconds("postgres"),
+    );
     let measured = drive(server.addr, load, concurrency).await;
+    let cpu_after = (
+        server.cpu_seconds(),
+        common::processes_cpu_seconds("postgres"),
+    );
     assert_eq!(measured.failures, 0, "{label}: requests failed");
+    // CPU per event is steadier than throughput on a machine whose speed
+    // varies from run to run: it shows what a change costs or saves.
+    let per_event_us = |before: f64, after: f64| (after - before) / events as f64 * 1e6;
+    let database = if label.contains("PostgreSQL") {
+        format!("{:.0} us", per_event_us(cpu_before.1, cpu_after.1))
+    } else {
+        "-".to_owned()
+    };
     println!(
-        "| {label} | {events} events, concurrency {concurrency} | {:.0} events/s | {:.1} ms | {:.1} ms | {:.0} MiB |",
+        "| {label} | {events} events, concurrency {concurrency} | {:.0} events/s | {:.1} ms | {:.1} ms | {:.0} MiB | {:.0} us | {database} |",
         measured.per_second,
         measured.p50_ms,
         measured.p99_ms,
         server.peak_rss_mib(),
+        per_event_us(cpu_before.0, cpu_after.0),
     );
     measured.per_second
 }
@@ -210,8 +228,10 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let postgres = common::postgres().await;
-        println!("| server | load | throughput | p50 | p99 | peak RSS |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| server | load | throughput | p50 | p99 | peak RSS | server CPU per event | PostgreSQL CPU per event |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let mut bare = Command::new(std::env::current_exe().unwrap());
         bare.arg("bare-axum");
         let floor = measure("bare axum", Server::spawn(bare), events, concurrency, price).await;

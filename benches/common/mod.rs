@@ -76,6 +76,45 @@ impl Server {
             .unwrap();
         kib / 1024.0
     }
+
+    /// CPU seconds the server process has used so far, user and system.
+    pub fn cpu_seconds(&self) -> f64 {
+        process_cpu_seconds(self.child.id())
+    }
+}
+
+/// CPU seconds process `pid` has used, from `/proc/<pid>/stat` (utime and
+/// stime, in the kernel's fixed user-visible tick of 1/100 s); 0 once gone.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name is in parentheses and may hold spaces; the fields
+    // counted from 1 (utime is 14, stime 15) follow its closing one.
+    let after_name = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+/// CPU seconds used so far by every process on this machine named `name`
+/// (the PostgreSQL server's backends, for the ingest bench).
+pub fn processes_cpu_seconds(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .map(process_cpu_seconds)
+        .sum()
 }
 
 impl Drop for Server {

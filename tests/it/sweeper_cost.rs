@@ -170,9 +170,10 @@ async fn reads_stay_per_subscription(events: i64, concurrency: usize) {
 /// On PostgreSQL a payload is compressed with lz4, not pglz: during an
 /// ingest burst pglz was the server's largest single cost (10% of its CPU).
 /// A server without lz4 keeps pglz (the migration only notes it) and fails
-/// here: the one CI runs and the image in `deploy/` both have it.
+/// here: the one CI runs and the image in `deploy/` both have it. The
+/// compressed payload stays in its row, not in the TOAST table.
 #[tokio::test]
-async fn payloads_are_compressed_with_lz4() {
+async fn payloads_are_compressed_with_lz4_and_kept_in_their_row() {
     let Some(server) = TestServer::start(Backend::Postgres, NO_SETTINGS).await else {
         return;
     };
@@ -193,5 +194,26 @@ async fn payloads_are_compressed_with_lz4() {
         )
         .await;
     assert_eq!(lz4, 1, "stripe_events.payload is not set to lz4");
+    // Compressed, a Stripe event is still past the default target (2 KB)
+    // that would move it out of its row: this one must be, for the check
+    // below to mean anything.
+    let compressed = server
+        .db
+        .scalar(
+            "SELECT pg_column_size(payload)::bigint FROM stripe_events WHERE event_id = 'evt_lz4'",
+        )
+        .await;
+    assert!(
+        compressed > 2_100,
+        "a payload of {compressed} bytes tests nothing"
+    );
+    let toasted = server
+        .db
+        .scalar(
+            "SELECT pg_relation_size(reltoastrelid) FROM pg_class \
+             WHERE oid = 'stripe_events'::regclass",
+        )
+        .await;
+    assert_eq!(toasted, 0, "the payload was moved to the TOAST table");
     server.stop().await;
 }

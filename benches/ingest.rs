@@ -11,10 +11,10 @@
 //! - `assay serve` (the release binary) on SQLite, then on PostgreSQL, each
 //!   on a fresh database. Every 200 comes after a durable commit.
 //!
-//! For each: events/s, p50 and p99 latency, the server process's peak
-//! RSS (`VmHWM`, startup and warm-up included), and the CPU time the server
-//! (and, on PostgreSQL, every `postgres` process) spent per measured event. Afterwards the database must
-//! hold every event exactly once.
+//! For each: events/s, p50 and p99 latency, the server process's peak RSS
+//! (`VmHWM`, startup and warm-up included), and the CPU time the server (and,
+//! on PostgreSQL, every `postgres` process) spent per measured event.
+//! Afterwards the database must hold every event exactly once.
 //!
 //! Knobs: `ASSAY_BENCH_EVENTS` (default 40,000), `ASSAY_BENCH_CONCURRENCY`
 //! (64), `ASSAY_BENCH_POSTGRES_URL` (the local server; its row is skipped if

@@ -1,4 +1,4 @@
--- A compressed payload (about 2.5 KB of a 4.6 KB event) stays in its row.
+-- A compressed payload (about 2.4 KB of a 4.3 KB event) stays in its row.
 -- PostgreSQL compresses a row once it passes toast_tuple_target (2 KB by
 -- default) and, while it is still past the target, moves its largest value
 -- to the TOAST table: a second heap row and a TOAST index entry per event,

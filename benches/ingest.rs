@@ -178,8 +178,9 @@ async fn measure(
         common::processes_cpu_seconds("postgres"),
     );
     assert_eq!(measured.failures, 0, "{label}: requests failed");
-    // CPU per event is steadier than throughput on a machine whose speed
-    // varies from run to run: it shows what a change costs or saves.
+    // CPU per event counts the work a change adds or saves, apart from the
+    // waits for a core or the disk that throughput also counts. It still
+    // moves with the machine's speed: compare runs made side by side.
     let per_event_us = |before: f64, after: f64| (after - before) / events as f64 * 1e6;
     let database = if label.contains("PostgreSQL") {
         format!("{:.0} us", per_event_us(cpu_before.1, cpu_after.1))

@@ -152,9 +152,12 @@ fn assay(db: &BenchDb, price: &str) -> Command {
 }
 
 /// Runs the warm-up and the measured load against `server`; prints a row.
+/// `database` names the database server's processes, whose CPU per event
+/// is reported beside the server's (PostgreSQL's; SQLite runs inside).
 async fn measure(
     label: &str,
     mut server: Server,
+    database: Option<&str>,
     events: usize,
     concurrency: usize,
     price: &str,
@@ -168,24 +171,18 @@ async fn measure(
     .await;
     assert_eq!(warm_up.failures, 0, "{label}: warm-up requests failed");
     let load = Arc::new(deliveries(WARM_UP, events, price));
-    let cpu_before = (
-        server.cpu_seconds(),
-        common::processes_cpu_seconds("postgres"),
-    );
+    let database_cpu = || database.map(common::processes_cpu_seconds);
+    let cpu_before = (server.cpu_seconds(), database_cpu());
     let measured = drive(server.addr, load, concurrency).await;
-    let cpu_after = (
-        server.cpu_seconds(),
-        common::processes_cpu_seconds("postgres"),
-    );
+    let cpu_after = (server.cpu_seconds(), database_cpu());
     assert_eq!(measured.failures, 0, "{label}: requests failed");
     // CPU per event counts the work a change adds or saves, apart from the
     // waits for a core or the disk that throughput also counts. It still
     // moves with the machine's speed: compare runs made side by side.
     let per_event_us = |before: f64, after: f64| (after - before) / events as f64 * 1e6;
-    let database = if label.contains("PostgreSQL") {
-        format!("{:.0} us", per_event_us(cpu_before.1, cpu_after.1))
-    } else {
-        "-".to_owned()
+    let database = match (cpu_before.1, cpu_after.1) {
+        (Some(before), Some(after)) => format!("{:.0} us", per_event_us(before, after)),
+        _ => "-".to_owned(),
     };
     println!(
         "| {label} | {events} events, concurrency {concurrency} | {:.0} events/s | {:.1} ms | {:.1} ms | {:.0} MiB | {:.0} us | {database} |",
@@ -235,7 +232,7 @@ fn main() {
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         let mut bare = Command::new(std::env::current_exe().unwrap());
         bare.arg("bare-axum");
-        let floor = measure("bare axum", Server::spawn(bare), events, concurrency, price).await;
+        let floor = measure("bare axum", Server::spawn(bare), None, events, concurrency, price).await;
         let mut ratios = Vec::new();
         let mut backends = vec![("Assay, SQLite", None)];
         if let Some(url) = &postgres {
@@ -244,7 +241,8 @@ fn main() {
         for (label, postgres) in backends {
             let db = BenchDb::create(postgres).await;
             let server = Server::spawn(assay(&db, price));
-            let rate = measure(label, server, events, concurrency, price).await;
+            let database = postgres.map(|_| "postgres");
+            let rate = measure(label, server, database, events, concurrency, price).await;
             let stored = db.scalar("SELECT COUNT(*) FROM stripe_events").await;
             let runs = db.scalar("SELECT COUNT(*) FROM runs").await;
             let expected = (WARM_UP + events) as i64;

@@ -65,8 +65,9 @@ impl PostgresStore {
     }
 }
 
-/// The runs of one scope's subjects (`scope_filter!`), locked: a LATERAL
-/// join looks each subject up in the index by itself. An `IN` list let the
+/// The runs of one scope's subjects (`scope_filter!`), but for the runs of
+/// the events in the JSON array `$5` (`?` is jsonb's "holds this string"),
+/// locked: a LATERAL join looks each subject up in the index by itself. An `IN` list let the
 /// planner of a table without statistics yet (a new database on renewal
 /// day) scan the project's every run per batch, as if `project = $1` alone
 /// were selective: ingest slowed as runs accumulated.
@@ -81,7 +82,7 @@ macro_rules! scope_runs {
             scope_filter!(),
             " AND ",
             $subject,
-            " = subject.key FOR UPDATE) AS runs"
+            " = subject.key AND NOT ($5::jsonb ? event_id) FOR UPDATE) AS runs"
         )
     };
 }

@@ -646,11 +646,7 @@ macro_rules! sql_store {
                 return Ok(());
             }
             lock_scopes(conn, &[&*run]).await?;
-            let mut others: Vec<Run> = scope_runs(conn, &[&*run])
-                .await?
-                .into_iter()
-                .filter(|other| other.id != run.id)
-                .collect();
+            let mut others: Vec<Run> = scope_runs(conn, &[&*run]).await?;
             for (which, entry) in $crate::run::settle_order(run, &mut others, now) {
                 let changed = match which {
                     None => &*run,
@@ -686,27 +682,40 @@ macro_rules! sql_store {
         }
 
         /// Reads, locked, what `runs` settle against (`run::settle_order`):
-        /// the runs of their scopes that `scope_filter!` names, in one
+        /// the other runs of their scopes that `scope_filter!` names, in one
         /// statement per project, workflow and kind of subject. `runs`
-        /// themselves come back too, when stored.
+        /// themselves are left out by their event ids (a run's scope is
+        /// within its project and workflow, where its event id is its
+        /// key): a batch's just-opened runs would otherwise come back to be
+        /// decoded, and on PostgreSQL locked, only to be dropped.
         async fn scope_runs(conn: &mut $conn, runs: &[&Run]) -> Result<Vec<Run>, StoreError> {
-            type Subjects<'r> = (Vec<&'r str>, Vec<&'r str>, chrono::DateTime<chrono::Utc>);
-            let mut scopes: std::collections::HashMap<(&str, &str), Subjects<'_>> =
+            struct Scope<'r> {
+                subscriptions: Vec<&'r str>,
+                customers: Vec<&'r str>,
+                events: Vec<&'r str>,
+                oldest: chrono::DateTime<chrono::Utc>,
+            }
+            let mut scopes: std::collections::HashMap<(&str, &str), Scope<'_>> =
                 std::collections::HashMap::new();
             for run in runs {
                 let Some(subject) = run.subject() else { continue };
-                let scope = scopes
-                    .entry((run.project.as_str(), run.workflow.as_str()))
-                    .or_insert((Vec::new(), Vec::new(), run.event_created_at));
-                scope.2 = scope.2.min(run.event_created_at);
+                let scope = scopes.entry((run.project.as_str(), run.workflow.as_str())).or_insert_with(|| Scope {
+                    subscriptions: Vec::new(),
+                    customers: Vec::new(),
+                    events: Vec::new(),
+                    oldest: run.event_created_at,
+                });
+                scope.oldest = scope.oldest.min(run.event_created_at);
+                scope.events.push(&run.event_id);
                 match subject {
-                    Subject::Subscription(_) => scope.0.extend(run.subscription_id.as_deref()),
-                    Subject::Customer(_) => scope.1.extend(run.customer_id.as_deref()),
+                    Subject::Subscription(_) => scope.subscriptions.extend(run.subscription_id.as_deref()),
+                    Subject::Customer(_) => scope.customers.extend(run.customer_id.as_deref()),
                 }
             }
             let mut found = Vec::new();
-            for ((project, workflow), (subscriptions, customers, oldest)) in &scopes {
-                for (sql, ids) in [($scope_by_subscription, subscriptions), ($scope_by_customer, customers)] {
+            for ((project, workflow), scope) in &scopes {
+                let events = serde_json::json!(scope.events).to_string();
+                for (sql, ids) in [($scope_by_subscription, &scope.subscriptions), ($scope_by_customer, &scope.customers)] {
                     if ids.is_empty() {
                         continue;
                     }
@@ -716,7 +725,8 @@ macro_rules! sql_store {
                         .bind(*project)
                         .bind(*workflow)
                         .bind(serde_json::json!(ids).to_string())
-                        .bind(to_ms(*oldest))
+                        .bind(to_ms(scope.oldest))
+                        .bind(&events)
                         .fetch_all(&mut *conn)
                         .await?;
                     found.extend(convert::<RunRow, Run>(rows)?);
@@ -880,10 +890,7 @@ macro_rules! sql_store {
             let mut stored: Vec<Run> = scope_runs(conn, &reading)
                 .await?
                 .into_iter()
-                .filter(|run| {
-                    !new_ids.contains(&run.id.to_string())
-                        && !merging_events.contains(&(run.project.as_str(), run.event_id.as_str()))
-                })
+                .filter(|run| !merging_events.contains(&(run.project.as_str(), run.event_id.as_str())))
                 .collect();
             let changes = $crate::run::settle_opened(&mut opened, &mut stored);
             if !changes.is_empty() {

@@ -126,8 +126,8 @@ async fn open_writer(
     }
 }
 
-/// The runs of one scope's subjects (`scope_filter!`); SQLite's planner
-/// looks each one up in the index.
+/// The runs of one scope's subjects (`scope_filter!`), but for the runs of
+/// the events in `$5`; SQLite's planner looks each subject up in the index.
 macro_rules! scope_runs {
     ($subject:literal) => {
         concat!(
@@ -137,7 +137,8 @@ macro_rules! scope_runs {
             scope_filter!(),
             " AND ",
             $subject,
-            " IN (SELECT value FROM json_each($3))"
+            " IN (SELECT value FROM json_each($3))",
+            " AND event_id NOT IN (SELECT value FROM json_each($5))"
         )
     };
 }

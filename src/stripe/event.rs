@@ -161,6 +161,62 @@ impl<'de> Visitor<'de> for Check<'_> {
 /// A field kept as its JSON text, read only if access depends on it.
 type Raw<'a> = Option<&'a RawValue>;
 
+/// A field that is read only if it is an object, decoded in the same pass
+/// as its parent: kept as text and decoded again, the event's `data` and
+/// `data.object` (nearly the whole body) were walked twice more each.
+enum Nested<T> {
+    Object(T),
+    /// Anything else: a string, a number, an array.
+    NotObject,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Expect<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Expect<T> {
+            type Value = Nested<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, entries: A) -> Result<Nested<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(entries)).map(Nested::Object)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Nested<T>, A::Error> {
+                while items.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Nested::NotObject)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Nested<T>, E> {
+                Ok(Nested::NotObject)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Nested<T>, E> {
+                Ok(Nested::NotObject)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Nested<T>, E> {
+                Ok(Nested::NotObject)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Nested<T>, E> {
+                Ok(Nested::NotObject)
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Nested<T>, E> {
+                Ok(Nested::NotObject)
+            }
+
+            fn visit_unit<E>(self) -> Result<Nested<T>, E> {
+                Ok(Nested::NotObject)
+            }
+        }
+        deserializer.deserialize_any(Expect(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize)]
 struct RawEnvelope<'a> {
     #[serde(borrow)]
@@ -172,13 +228,13 @@ struct RawEnvelope<'a> {
     #[serde(borrow)]
     livemode: Raw<'a>,
     #[serde(borrow)]
-    data: Raw<'a>,
+    data: Option<Nested<RawData<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct RawData<'a> {
     #[serde(borrow)]
-    object: Raw<'a>,
+    object: Option<Nested<RawObject<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -333,12 +389,7 @@ fn prices<'a>(raw: Raw<'a>, price: impl Fn(RawItem<'a>) -> Raw<'a>) -> Vec<Price
 }
 
 impl EventObject {
-    fn decode(raw: &RawValue) -> Result<EventObject, EventError> {
-        if !raw.get().starts_with('{') {
-            return Err(EventError::Invalid("data.object", "it must be an object"));
-        }
-        let o: RawObject = serde_json::from_str(raw.get())
-            .map_err(|e| EventError::NotJson(format!("data.object: {e}")))?;
+    fn decode(o: RawObject<'_>) -> EventObject {
         let parent_subscription = object::<RawParent>(o.parent)
             .and_then(|p| object::<RawSubscriptionDetails>(p.subscription_details))
             .and_then(|d| id_of(d.subscription));
@@ -348,7 +399,7 @@ impl EventObject {
             .into_iter()
             .map(|(key, value)| (key, string(Some(value))))
             .collect();
-        Ok(EventObject {
+        EventObject {
             id: id_of(o.id),
             customer: id_of(o.customer),
             subscription: id_of(o.subscription),
@@ -371,7 +422,7 @@ impl EventObject {
                 .collect(),
             entitlements_has_more: has_more == Some(true),
             metadata,
-        })
+        }
     }
 }
 
@@ -422,10 +473,16 @@ impl StripeEvent {
             "type",
             "it must be 1 to 255 characters",
         )?;
-        let object = object::<RawData>(envelope.data)
-            .and_then(|data| data.object)
-            .ok_or(EventError::Missing("data.object"))?;
-        let object = EventObject::decode(object)?;
+        let object = match envelope.data {
+            Some(Nested::Object(RawData { object })) => object,
+            _ => None,
+        };
+        let object = match object.ok_or(EventError::Missing("data.object"))? {
+            Nested::Object(object) => EventObject::decode(object),
+            Nested::NotObject => {
+                return Err(EventError::Invalid("data.object", "it must be an object"));
+            }
+        };
         // The ids a run is keyed and indexed by: PostgreSQL cannot index a
         // value of a few KiB, and no Stripe id comes near the limit.
         for (field, id) in [
@@ -856,6 +913,32 @@ mod tests {
             StripeEvent::parse(br#"{"id":"evt_1","type":"x"}"#),
             Err(EventError::Missing("data.object"))
         );
+        // `data` and `data.object` are decoded in the envelope's pass: any
+        // shape but an object reads as absent, or for the object as wrong.
+        for data in [
+            r#""x""#,
+            "[1,{}]",
+            "7",
+            "true",
+            "null",
+            "{}",
+            r#"{"object":null}"#,
+        ] {
+            let body = format!(r#"{{"id":"evt_1","type":"x","data":{data}}}"#);
+            assert_eq!(
+                StripeEvent::parse(body.as_bytes()),
+                Err(EventError::Missing("data.object")),
+                "data: {data}"
+            );
+        }
+        for object in [r#""x""#, "[{}]", "-1.5", "false"] {
+            let body = format!(r#"{{"id":"evt_1","type":"x","data":{{"object":{object}}}}}"#);
+            assert_eq!(
+                StripeEvent::parse(body.as_bytes()),
+                Err(EventError::Invalid("data.object", "it must be an object")),
+                "object: {object}"
+            );
+        }
         assert_eq!(
             StripeEvent::parse(
                 br#"{"id":"evt_1","type":"x","data":{"object":{"customer":"cus\u0000"}}}"#
@@ -990,6 +1073,10 @@ mod tests {
             StripeEvent::parse(
                 br#"{"id":"evt_1","type":"x","data":{"object":{"customer":"a","customer":"b"}}}"#
             ),
+            Err(EventError::NotJson(_))
+        ));
+        assert!(matches!(
+            StripeEvent::parse(br#"{"id":"evt_1","type":"x","data":{"object":{},"object":{}}}"#),
             Err(EventError::NotJson(_))
         ));
     }

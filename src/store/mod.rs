@@ -223,7 +223,7 @@ pub struct RunDetail {
 /// What one sweep batch did.
 #[derive(Debug, Clone, Default)]
 pub struct Swept {
-    /// Overdue runs this batch leased; fewer than the limit means no more.
+    /// Overdue runs this batch claimed; fewer than the limit means no more.
     pub runs_claimed: usize,
     pub runs_failed: usize,
     pub incidents: Vec<Incident>,
@@ -513,17 +513,21 @@ pub async fn connect_with(
     }
 }
 
-/// A fresh claim token that names its holder (`pid@host/uuid`), so that an
-/// operator, or a test, can tell which replica holds a lease.
-pub fn lease_token() -> String {
+/// This replica, as `pid@host`.
+pub fn holder() -> &'static str {
     static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let holder = HOLDER.get_or_init(|| {
+    HOLDER.get_or_init(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".to_owned());
         format!("{}@{host}", std::process::id())
-    });
-    format!("{holder}/{}", Uuid::now_v7())
+    })
+}
+
+/// A fresh claim token that names its holder (`pid@host/uuid`), so that an
+/// operator, or a test, can tell which replica holds a lease.
+pub fn lease_token() -> String {
+    format!("{}/{}", holder(), Uuid::now_v7())
 }
 
 pub fn is_postgres(url: &str) -> bool {

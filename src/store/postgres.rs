@@ -36,7 +36,9 @@ impl PostgresStore {
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<PostgresStore, StoreError> {
         let options = PgConnectOptions::from_str(&settings.url)?
-            .application_name("assay")
+            // Names the replica (`assay pid@host`) in `pg_stat_activity`:
+            // the sweeper's claims are row locks, and this says whose.
+            .application_name(&format!("assay {}", super::holder()))
             .options([(
                 "statement_timeout",
                 format!("{}ms", settings.statement_timeout.as_millis()),

@@ -23,9 +23,12 @@
 //! a transaction that reads them back *by token* (so a row whose lease was
 //! taken over is not settled twice) and releases the lease. A replica that
 //! dies between the two steps holds its rows only until the lease expires;
-//! then any replica claims them again. The sweeper claims `runs`, the
-//! prober its `probe_queue`, the alert sender `alert_deliveries` and the
-//! drill runner `drills`, all through `claim_sql!` and `lease`.
+//! then any replica claims them again. The prober claims its
+//! `probe_queue`, the alert sender `alert_deliveries` and the drill runner
+//! `drills`, all through `claim_sql!` and `lease`. The sweeper needs no
+//! lease: it waits on nothing between claiming and settling, so it does both
+//! in one transaction, its rows locked (skipping those another replica
+//! has), and a replica that dies mid-sweep leaves nothing held.
 //! Exactly-once outcomes do not rest on the lease alone: the unique
 //! `(run_id, kind)` key refuses a second incident even if an expired lease
 //! is settled late, and a probe is recorded only by its lease's holder.
@@ -59,12 +62,22 @@ macro_rules! claim_sql {
 }
 pub(crate) use claim_sql;
 
-/// The sweeper's claim: overdue runs, through the `runs_by_deadline` index,
-/// so its cost follows the overdue runs, not all runs. One definition, so
-/// that a test can read the plan of exactly this statement.
+/// The sweeper's claim: up to `$2` overdue runs (`deadline_at <= $1`),
+/// oldest first, read in the transaction that settles them, through the
+/// `runs_by_deadline` index, so its cost follows the overdue runs, not all
+/// runs. A run leased by a replica still on an earlier version (whose
+/// sweeper leased its runs) is left to it until the lease expires. One
+/// definition, so that a test can read the plan of exactly this statement.
 macro_rules! claim_overdue_sql {
     ($skip:literal) => {
-        $crate::store::sql::claim_sql!("runs", "id", "deadline_at", $skip)
+        concat!(
+            "SELECT ",
+            $crate::store::rows::run_columns!(),
+            " FROM runs WHERE deadline_at <= $1 ",
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= $1) ",
+            "ORDER BY deadline_at LIMIT $2",
+            $skip
+        )
     };
 }
 pub(crate) use claim_overdue_sql;
@@ -1179,27 +1192,23 @@ macro_rules! sql_store {
             }
 
             async fn sweep(&self, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Swept, StoreError> {
-                // Claim: lease up to `limit` overdue runs nobody holds.
-                let (token, claimed, _) = self.lease(claim_overdue_sql!($skip), now, limit).await?;
+                // Claim up to `limit` overdue runs nobody holds, fail them
+                // and open their incidents, in one transaction. A lease
+                // (written to every run, read back and released) was most
+                // of the sweep's cost on PostgreSQL.
+                let mut tx = self.writer.begin().await?;
+                let rows: Vec<RunRow> = sqlx::query_as(claim_overdue_sql!($skip))
+                    .bind(to_ms(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
                 let mut swept = Swept {
-                    runs_claimed: claimed as usize,
+                    runs_claimed: rows.len(),
                     ..Swept::default()
                 };
-                if claimed == 0 {
+                if rows.is_empty() {
                     return Ok(swept);
                 }
-                // Settle: fail what is still overdue and still ours, open the
-                // incidents, release the lease, in one transaction.
-                let mut tx = self.writer.begin().await?;
-                let rows: Vec<RunRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    run_columns!(),
-                    " FROM runs WHERE lease_token = $1",
-                    $lock
-                ))
-                .bind(&token)
-                .fetch_all(&mut *tx)
-                .await?;
                 let mut seen = Vec::new();
                 let runs: Vec<Run> = convert(rows)?;
                 let last_probes = last_probes(&mut tx, &runs).await?;
@@ -1229,10 +1238,6 @@ macro_rules! sql_store {
                     .collect();
                 // The outbox: the alerts go in with the incidents, or not at all.
                 queue_deliveries(&mut tx, &self.outbox.opened(&swept.incidents), now).await?;
-                sqlx::query("UPDATE runs SET lease_token = NULL, lease_expires_at = NULL WHERE lease_token = $1")
-                    .bind(&token)
-                    .execute(&mut *tx)
-                    .await?;
                 tx.commit().await?;
                 self.metrics.record(&seen);
                 Ok(swept)

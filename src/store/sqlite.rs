@@ -72,8 +72,6 @@ impl SqliteStore {
     pub async fn explain_sweep(&self) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(concat!("EXPLAIN QUERY PLAN ", claim_overdue_sql!("")))
-                .bind("token")
-                .bind(0_i64)
                 .bind(0_i64)
                 .bind(1_i64)
                 .fetch_all(&self.reader)

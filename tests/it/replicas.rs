@@ -54,10 +54,8 @@ fn spawn_replica(db: &TestDb, index: usize) -> Replica {
         .env("ASSAY_DEADLINE_RECONCILED", "12s")
         .env("ASSAY_DEADLINE_ACCESS_ASSERTED", "15s")
         .env("ASSAY_SWEEP_SCHEDULE", "* * * * * *")
-        // Small batches and a short lease: many claims per sweep, and a dead
-        // replica's claims come back quickly.
+        // Small batches: many claims per sweep.
         .env("ASSAY_SWEEP_BATCH_SIZE", "10")
-        .env("ASSAY_LEASE_DURATION", "2s")
         .stderr(log)
         .spawn()
         .unwrap();
@@ -192,14 +190,19 @@ async fn three_replicas_one_run_per_event_one_incident_per_overdue_run() {
     );
 
     // Phase 2: more runs go overdue together, and one replica is killed
-    // with SIGKILL while it holds a claim on some of them. To be sure it is
-    // mid-claim, it is frozen (SIGSTOP) the moment it is seen holding one,
-    // checked again while it cannot move, and only then killed; if it had
-    // just finished, it is thawed and the next round tries again.
+    // with SIGKILL while it holds a claim on some of them: a sweep's
+    // transaction, its runs locked `FOR UPDATE` (a row-share lock on the
+    // table, which nothing else takes while no event arrives). To be sure
+    // it is mid-claim, it is frozen (SIGSTOP) the moment it is seen holding
+    // one, checked again while it cannot move, and only then killed; if it
+    // had just finished, it is thawed and the next round tries again.
     let victim = replicas.remove(0);
     let victim_pid = victim.child.id();
-    let held_by_victim =
-        format!("SELECT COUNT(*) FROM runs WHERE lease_token LIKE '{victim_pid}@%'");
+    let held_by_victim = format!(
+        "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name LIKE 'assay {victim_pid}@%' \
+         AND l.relation = 'runs'::regclass AND l.mode = 'RowShareLock' AND l.granted"
+    );
     let mut watch = sqlx::postgres::PgConnectOptions::from_str(&db.url)
         .unwrap()
         .connect()
@@ -245,7 +248,7 @@ async fn three_replicas_one_run_per_event_one_incident_per_overdue_run() {
         }
     };
     drop(victim); // SIGKILL (a stopped process dies too), then reap.
-    eprintln!("killed replica {victim_pid} holding a claim on {orphaned} runs, in round {rounds}");
+    eprintln!("killed replica {victim_pid} mid-sweep ({orphaned} claim), in round {rounds}");
     assert!(orphaned > 0);
 
     let total = (EVENTS / 2 + LATE_EVENTS * rounds) as i64;
@@ -280,12 +283,16 @@ async fn three_replicas_one_run_per_event_one_incident_per_overdue_run() {
         db.scalar("SELECT COUNT(*) FROM runs").await,
         (EVENTS + LATE_EVENTS) as i64
     );
+    // The dead replica's sessions, and the claim its transaction held,
+    // ended with its connections.
     wait_until(
-        "every lease released",
+        "the dead replica's sessions ended",
         Duration::from_secs(10),
         async || {
-            db.scalar("SELECT COUNT(*) FROM runs WHERE lease_token IS NOT NULL")
-                .await
+            db.scalar(&format!(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name LIKE 'assay {victim_pid}@%'"
+            ))
+            .await
                 == 0
         },
     )

@@ -69,10 +69,10 @@ impl PostgresStore {
 
 /// The runs of one scope's subjects (`scope_filter!`), but for the runs of
 /// the events in the JSON array `$5` (`?` is jsonb's "holds this string"),
-/// locked: a LATERAL join looks each subject up in the index by itself. An `IN` list let the
-/// planner of a table without statistics yet (a new database on renewal
-/// day) scan the project's every run per batch, as if `project = $1` alone
-/// were selective: ingest slowed as runs accumulated.
+/// locked: a LATERAL join looks each subject up in the index by itself. An
+/// `IN` list let the planner of a table without statistics yet (a new
+/// database on renewal day) scan the project's every run per batch, as if
+/// `project = $1` alone were selective: ingest slowed as runs accumulated.
 macro_rules! scope_runs {
     ($subject:literal) => {
         concat!(

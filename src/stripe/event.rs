@@ -162,8 +162,8 @@ impl<'de> Visitor<'de> for Check<'_> {
 type Raw<'a> = Option<&'a RawValue>;
 
 /// A field that is read only if it is an object, decoded in the same pass
-/// as its parent: kept as text and decoded again, the event's `data` and
-/// `data.object` (nearly the whole body) were walked twice more each.
+/// as its parent. Kept as text and decoded again, `data` and then
+/// `data.object` (nearly the whole body) were each walked once more.
 enum Nested<T> {
     Object(T),
     /// Anything else: a string, a number, an array.

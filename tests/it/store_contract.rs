@@ -424,8 +424,9 @@ async fn a_dead_replicas_claim_is_taken_over_after_its_lease(backend: Backend) {
             .await
             .unwrap();
     }
-    // A replica claimed every overdue run, then died before settling: its
-    // lease runs until far in the future relative to `now`...
+    // A replica of an earlier version, whose sweeper leased runs, claimed
+    // every overdue run, then died before settling: its lease runs until
+    // far in the future relative to `now`...
     db.execute("UPDATE runs SET lease_token = 'dead-replica', lease_expires_at = 9000000000000")
         .await;
     let swept = store.sweep(now, 500).await.unwrap();

@@ -442,8 +442,18 @@ fn envelope_text(
 
 impl StripeEvent {
     pub fn parse(body: &[u8]) -> Result<StripeEvent, EventError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|e| EventError::NotJson(format!("the body is not UTF-8: {e}")))?;
+        StripeEvent::parse_text(StripeEvent::text_of(body)?)
+    }
+
+    /// The body as text: a webhook body that is not UTF-8 is not JSON.
+    pub fn text_of(body: &[u8]) -> Result<&str, EventError> {
+        std::str::from_utf8(body)
+            .map_err(|e| EventError::NotJson(format!("the body is not UTF-8: {e}")))
+    }
+
+    /// `parse`, for a body already checked to be text (`text_of`), so
+    /// that ingest checks it once and stores that text.
+    pub fn parse_text(text: &str) -> Result<StripeEvent, EventError> {
         // No Stripe payload holds a NUL, and PostgreSQL cannot store one in
         // text: refuse it here rather than fail at the database.
         let nul = Cell::new(false);

@@ -99,5 +99,6 @@ sql_store!(
     scope_runs = [
         scope_runs!("subscription_id"),
         scope_runs!("subscription_id IS NULL AND customer_id")
-    ]
+    ],
+    rows = unnest
 );

@@ -95,7 +95,7 @@ sql_store!(
     PgConnection,
     lock = " FOR UPDATE",
     skip_locked = " FOR UPDATE SKIP LOCKED",
-    subject_locks = "SELECT pg_advisory_xact_lock(hashtextextended(subject, 0))",
+    advisory_locks = "SELECT pg_advisory_xact_lock(hashtextextended(key, 0))",
     scope_runs = [
         scope_runs!("subscription_id"),
         scope_runs!("subscription_id IS NULL AND customer_id")

@@ -6,11 +6,11 @@
 //! `lock` is appended to reads that a transaction will write back
 //! (`FOR UPDATE` on PostgreSQL; nothing on SQLite, where one writer
 //! connection serialises every transaction), `skip_locked` lets concurrent
-//! replicas claim disjoint rows, `subject_locks` serialises the opening of
-//! runs about one subscription (empty on SQLite), `rows` is how a multi-row statement binds its rows
-//! (see `Rows`), and `scope_runs` reads the
-//! runs of many subjects in one statement, in the form each planner looks
-//! every subject up by index.
+//! replicas claim disjoint rows, `advisory_locks` serialises the opening of
+//! runs about one subscription and the grouping of alerts about one cause
+//! (empty on SQLite), `rows` is how a multi-row statement binds its rows
+//! (see `Rows`), and `scope_runs` reads the runs of many subjects in one
+//! statement, in the form each planner looks every subject up by index.
 //!
 //! A macro rather than a function generic over `sqlx::Database`: the generic
 //! form needs a dozen higher-ranked bounds on every item and fights `Send`
@@ -323,7 +323,7 @@ macro_rules! sql_store {
         $conn:ty,
         lock = $lock:literal,
         skip_locked = $skip:literal,
-        subject_locks = $subject_locks:literal,
+        advisory_locks = $advisory_locks:literal,
         scope_runs = [$scope_by_subscription:expr, $scope_by_customer:expr],
         rows = $rows:ident
     ) => {
@@ -652,6 +652,15 @@ macro_rules! sql_store {
             Ok(last)
         }
 
+        /// The cause whose waiting grouped alert `delivery` would join: new
+        /// incidents and reminders join, a resolution is its own message.
+        fn joins_a_group(delivery: &NewDelivery) -> Option<&str> {
+            match delivery.event {
+                $crate::alert::AlertEvent::Opened | $crate::alert::AlertEvent::Reminder => delivery.cause.as_deref(),
+                _ => None,
+            }
+        }
+
         /// Writes deliveries to the outbox, and notes when their incidents
         /// were last alerted about (for reminders).
         async fn queue_deliveries(
@@ -659,12 +668,25 @@ macro_rules! sql_store {
             deliveries: &[NewDelivery],
             now: chrono::DateTime<chrono::Utc>,
         ) -> Result<(), StoreError> {
+            // Two transactions that alert about one cause at once (two
+            // batches of a sweep, two replicas' sweeps) would each find no
+            // grouped alert waiting and each make one. With the cause
+            // locked, the second waits for the first to commit, then joins
+            // its alert.
+            let groups = deliveries
+                .iter()
+                .filter_map(|d| {
+                    let cause = joins_a_group(d)?;
+                    Some(format!("alert/{}/{}/{}/{cause}", d.project, d.channel, d.event.as_str()))
+                })
+                .collect();
+            lock_keys(conn, groups).await?;
             for delivery in deliveries {
                 // An incident whose cause already has a grouped alert
                 // waiting (not tried, not claimed) joins it. Locked, so that
                 // no sender claims it between this read and the insert.
-                let waiting: Option<String> = match (&delivery.cause, delivery.event) {
-                    (Some(cause), $crate::alert::AlertEvent::Opened | $crate::alert::AlertEvent::Reminder) => {
+                let waiting: Option<String> = match joins_a_group(delivery) {
+                    Some(cause) => {
                         sqlx::query_scalar(concat!(
                             "SELECT id FROM alert_deliveries WHERE project = $1 AND channel = $2 AND event = $3 ",
                             "AND cause = $4 AND status = 'pending' AND grouped AND attempts = 0 ",
@@ -850,18 +872,25 @@ macro_rules! sql_store {
         /// waits here for the first to commit. Key order keeps writers whose
         /// batches share subjects from deadlocking.
         async fn lock_scopes(conn: &mut $conn, runs: &[&Run]) -> Result<(), StoreError> {
-            if $subject_locks.is_empty() {
+            lock_keys(conn, runs.iter().copied().filter_map(subject_lock_key).collect()).await
+        }
+
+        /// Takes the transaction's advisory locks on `keys` (PostgreSQL;
+        /// SQLite's one writer needs none), in key order, so that writers
+        /// that share several keys wait for each other instead of
+        /// deadlocking.
+        async fn lock_keys(conn: &mut $conn, mut keys: Vec<String>) -> Result<(), StoreError> {
+            if $advisory_locks.is_empty() {
                 return Ok(());
             }
-            let mut keys: Vec<String> = runs.iter().copied().filter_map(subject_lock_key).collect();
             keys.sort();
             keys.dedup();
             for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-                let mut query = sqlx::QueryBuilder::<$db>::new(concat!($subject_locks, " FROM ("));
+                let mut query = sqlx::QueryBuilder::<$db>::new(concat!($advisory_locks, " FROM ("));
                 push_rows(&mut query, Rows::of(chunk, |row, key| {
                     row.text(key.as_str());
                 }));
-                query.push(") AS subjects (subject)");
+                query.push(") AS locks (key)");
                 query.build().execute(&mut *conn).await?;
             }
             Ok(())

@@ -147,7 +147,7 @@ sql_store!(
     SqliteConnection,
     lock = "",
     skip_locked = "",
-    subject_locks = "",
+    advisory_locks = "",
     scope_runs = [
         scope_runs!("subscription_id"),
         scope_runs!("subscription_id IS NULL AND customer_id")

@@ -28,8 +28,32 @@ impl Sweeper {
         }
     }
 
-    /// One sweep: batches until no overdue run is left.
+    /// One sweep: batches until no overdue run is left, several at once on
+    /// PostgreSQL, where a batch is one server process's work: two use two
+    /// cores, their claims skipping each other's runs. Half as many as the
+    /// ingest writers, so that a sweep during a burst leaves a quarter of
+    /// the pool to the dashboard and the workers. SQLite's batches would
+    /// queue for its one writer: one at a time.
     pub async fn sweep_once(&self) -> Result<Vec<Incident>, StoreError> {
+        let lanes = (0..self.store.writers().div_ceil(2).max(1)).map(|_| self.sweep_lane());
+        let mut opened = Vec::new();
+        let mut failed = None;
+        for lane in futures::future::join_all(lanes).await {
+            match lane {
+                Ok(incidents) => opened.extend(incidents),
+                // The other lanes' batches committed, and were logged.
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.metrics.swept();
+        Ok(opened)
+    }
+
+    /// Sweeps batch after batch until one comes back short.
+    async fn sweep_lane(&self) -> Result<Vec<Incident>, StoreError> {
         let mut opened = Vec::new();
         loop {
             let now = crate::now();
@@ -54,11 +78,11 @@ impl Sweeper {
                 );
             }
             opened.extend(swept.incidents);
-            // A short batch means nothing more is due. (`runs_claimed` is
-            // never above the batch size; `== 0` guards a misconfiguration
-            // that would otherwise spin.)
+            // A short batch means nothing more is due (or the rest is in
+            // another lane's batch). (`runs_claimed` is never above the
+            // batch size; `== 0` guards a misconfiguration that would
+            // otherwise spin.)
             if swept.runs_claimed == 0 || (swept.runs_claimed as u32) < self.config.batch_size {
-                self.metrics.swept();
                 return Ok(opened);
             }
         }

@@ -265,6 +265,10 @@ pub trait Store: Send + Sync {
     /// claim mechanism in `sql.rs`), fails them and opens their incidents.
     async fn sweep(&self, now: DateTime<Utc>, limit: u32) -> Result<Swept, StoreError>;
 
+    /// How many writing transactions make progress at once: one on SQLite
+    /// (one writer connection), as many as the ingest writers on PostgreSQL.
+    fn writers(&self) -> usize;
+
     /// Claims up to `limit` runs due for a probe, with a lease.
     async fn claim_probes(
         &self,

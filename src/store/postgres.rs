@@ -27,6 +27,9 @@ pub struct PostgresStore {
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Stripe deliveries, committed in groups by a few writers at once.
     ingest: super::group_commit::GroupCommit,
+    /// How many ingest batches commit at once (a sweep runs half as many
+    /// of its batches at once).
+    writers: usize,
 }
 
 impl PostgresStore {
@@ -63,6 +66,7 @@ impl PostgresStore {
             outbox,
             metrics,
             ingest,
+            writers,
         })
     }
 }

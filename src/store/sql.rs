@@ -1446,6 +1446,10 @@ macro_rules! sql_store {
                 Ok(swept)
             }
 
+            fn writers(&self) -> usize {
+                self.writers
+            }
+
             async fn claim_probes(
                 &self,
                 now: chrono::DateTime<chrono::Utc>,

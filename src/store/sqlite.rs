@@ -30,6 +30,8 @@ pub struct SqliteStore {
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Stripe deliveries, committed in groups by the one writer.
     ingest: super::group_commit::GroupCommit,
+    /// Always 1: the one writer connection.
+    writers: usize,
 }
 
 impl SqliteStore {
@@ -65,6 +67,7 @@ impl SqliteStore {
             outbox,
             metrics,
             ingest,
+            writers: 1,
         })
     }
 

@@ -1,10 +1,13 @@
 //! The store contract: what every backend must do, checked on SQLite and on
 //! PostgreSQL alike, straight through the `Store` trait.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use assay::config::SweepConfig;
 use assay::incident::IncidentStatus;
+use assay::metrics::Metrics;
 use assay::probe::{ProbeAttempt, ProbeJob, ProbeSchedule, ProbeStart};
 use assay::run::{
     BILLING_WORKFLOW, Deadlines, Expectation, RunSpec, RunStatus, Source, Stage, StageReport,
@@ -13,6 +16,7 @@ use assay::store::{
     DatabaseSettings, IncidentFilter, Ingested, RunFilter, RunRef, Store, StoreError, StoredEvent,
     connect,
 };
+use assay::sweeper::Sweeper;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 
@@ -411,6 +415,38 @@ async fn concurrent_sweeps_open_exactly_one_incident_per_run(backend: Backend) {
             .await,
         0
     );
+}
+
+/// The sweeper as `assay serve` runs it: on PostgreSQL several batches at
+/// once, which between them fail every overdue run once, however the runs
+/// fall into batches.
+async fn the_sweeper_fails_every_overdue_run_once(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    for i in 0..230 {
+        store
+            .open_run(spec(&format!("evt_{i}"), Source::Sdk), now - minutes(10))
+            .await
+            .unwrap();
+    }
+    let config = SweepConfig {
+        schedule: None,
+        schedule_text: "off".into(),
+        batch_size: 25,
+    };
+    let sweeper = Sweeper::new(store.clone(), config, Arc::new(Metrics::new()));
+    let opened = sweeper.sweep_once().await.unwrap();
+    let runs: HashSet<_> = opened.iter().map(|i| i.run_id).collect();
+    assert_eq!((opened.len(), runs.len()), (230, 230));
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM incidents").await, 230);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM runs WHERE status = 'open'")
+            .await,
+        0
+    );
+    assert!(sweeper.sweep_once().await.unwrap().is_empty());
 }
 
 async fn a_dead_replicas_claim_is_taken_over_after_its_lease(backend: Backend) {
@@ -1031,6 +1067,7 @@ on_both_backends!(
     lists_page_newest_first_and_filter,
     sweep_fails_only_overdue_runs_once,
     concurrent_sweeps_open_exactly_one_incident_per_run,
+    the_sweeper_fails_every_overdue_run_once,
     a_dead_replicas_claim_is_taken_over_after_its_lease,
     a_report_that_beats_the_sweeper_wins,
     incidents_acknowledge_resolve_and_resolve_themselves,

@@ -156,13 +156,13 @@ pub(crate) const RUN_UPSERT: &str = " ON CONFLICT (id) DO UPDATE SET customer_id
      event_created_at = excluded.event_created_at, superseded_by = excluded.superseded_by";
 
 /// The rows of a multi-row statement, column by column, for each backend to
-/// bind its own way (the store's `rows` method): SQLite as a `VALUES` list,
+/// bind its own way (`sql_store!`'s `rows`): SQLite as a `VALUES` list,
 /// PostgreSQL as one array per column under `UNNEST`. A `VALUES` list is a
 /// new statement text for every number of rows, which PostgreSQL parses and
 /// plans again, and binds a value per field: 13,000 for a sweep's 500 runs,
-/// of which parsing and binding took as long as the insert itself. Under
-/// `UNNEST` the text is one per table, prepared once per connection, and
-/// binds one array per column.
+/// whose parsing and binding took 9 to 14 ms on top of the insert's 18 to
+/// 43. Under `UNNEST` the text is one per table, prepared once per
+/// connection, and binds one array per column.
 #[derive(Default)]
 pub(crate) struct Rows<'a> {
     columns: Vec<Column<'a>>,

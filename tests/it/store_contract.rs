@@ -378,17 +378,22 @@ async fn sweep_fails_only_overdue_runs_once(backend: Backend) {
     assert_eq!(open.data.len(), 5);
 }
 
-async fn concurrent_sweeps_open_exactly_one_incident_per_run(backend: Backend) {
-    let Some((db, store)) = open_store(backend).await else {
-        return;
-    };
-    let now = t0();
-    for i in 0..200 {
+/// `n` runs opened ten minutes before `now`, all overdue by then.
+async fn open_overdue_runs(store: &Arc<dyn Store>, n: usize, now: DateTime<Utc>) {
+    for i in 0..n {
         store
             .open_run(spec(&format!("evt_{i}"), Source::Sdk), now - minutes(10))
             .await
             .unwrap();
     }
+}
+
+async fn concurrent_sweeps_open_exactly_one_incident_per_run(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    open_overdue_runs(&store, 200, now).await;
     // Four sweepers at once, in small batches, as four replicas would.
     let sweepers = (0..4).map(|_| {
         let store = store.clone();
@@ -425,12 +430,7 @@ async fn the_sweeper_fails_every_overdue_run_once(backend: Backend) {
         return;
     };
     let now = t0();
-    for i in 0..230 {
-        store
-            .open_run(spec(&format!("evt_{i}"), Source::Sdk), now - minutes(10))
-            .await
-            .unwrap();
-    }
+    open_overdue_runs(&store, 230, now).await;
     let config = SweepConfig {
         schedule: None,
         schedule_text: "off".into(),
@@ -454,12 +454,7 @@ async fn a_dead_replicas_claim_is_taken_over_after_its_lease(backend: Backend) {
         return;
     };
     let now = t0();
-    for i in 0..3 {
-        store
-            .open_run(spec(&format!("evt_{i}"), Source::Sdk), now - minutes(10))
-            .await
-            .unwrap();
-    }
+    open_overdue_runs(&store, 3, now).await;
     // A replica of an earlier version, whose sweeper leased runs, claimed
     // every overdue run, then died before settling: its lease runs until
     // far in the future relative to `now`...

@@ -139,6 +139,12 @@ async fn bench_sweep(label: &str, postgres: Option<&str>, stored: i64) {
         let incidents = sweeper.sweep_once().await.unwrap().len();
         times.push(started.elapsed());
         assert_eq!(incidents as i64, OVERDUE, "one incident per overdue run");
+        assert_eq!(
+            db.scalar("SELECT COUNT(*) FROM runs WHERE status = 'failed'")
+                .await,
+            OVERDUE,
+            "every overdue run failed, and no other"
+        );
     }
     times.sort();
     println!(

@@ -3,8 +3,10 @@
 //! Every statement is shared with SQLite (see `sql.rs`); what is particular
 //! here is how replicas stay out of each other's way: rows a transaction will
 //! write back are read `FOR UPDATE`, background work is claimed with
-//! `FOR UPDATE SKIP LOCKED` plus a lease, and migrations run under sqlx's
-//! advisory lock, so replicas that start together apply them once.
+//! `FOR UPDATE SKIP LOCKED` (plus a lease for work that waits on the
+//! network), and migrations run under sqlx's advisory lock, so replicas that
+//! start together apply them once. A multi-row statement binds one array
+//! per column (`UNNEST`), one statement text whatever its row count.
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -449,6 +449,53 @@ async fn the_sweeper_fails_every_overdue_run_once(backend: Backend) {
     assert!(sweeper.sweep_once().await.unwrap().is_empty());
 }
 
+/// Failing a run writes back only what failing it changed. SQLite rewrites
+/// every index on a column an update assigns, changed or not: a sweep that
+/// assigned each run's customer and subscription rewrote their index
+/// entries, a scattered page each, and grew with the table.
+async fn the_sweep_writes_back_only_what_failing_a_run_changes(backend: Backend) {
+    let Some((db, store)) = open_store(backend).await else {
+        return;
+    };
+    let now = t0();
+    open_overdue_runs(&store, 3, now).await;
+    db.execute("CREATE TABLE assigned (run_id TEXT NOT NULL)")
+        .await;
+    match backend {
+        Backend::Sqlite => {
+            db.execute(
+                "CREATE TRIGGER runs_subject_assigned AFTER UPDATE OF customer_id, subscription_id ON runs \
+                 BEGIN INSERT INTO assigned VALUES (new.id); END",
+            )
+            .await
+        }
+        Backend::Postgres => {
+            db.execute(
+                "CREATE FUNCTION note_assigned() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN INSERT INTO assigned VALUES (NEW.id); RETURN NEW; END $$",
+            )
+            .await;
+            db.execute(
+                "CREATE TRIGGER runs_subject_assigned AFTER UPDATE OF customer_id, subscription_id ON runs \
+                 FOR EACH ROW EXECUTE FUNCTION note_assigned()",
+            )
+            .await;
+        }
+    }
+    let swept = store.sweep(now, 500).await.unwrap();
+    assert_eq!((swept.runs_failed, swept.incidents.len()), (3, 3));
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM runs WHERE status = 'failed' AND customer_id IS NOT NULL")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM assigned").await,
+        0,
+        "the sweep assigned the runs' customer or subscription"
+    );
+}
+
 async fn a_dead_replicas_claim_is_taken_over_after_its_lease(backend: Backend) {
     let Some((db, store)) = open_store(backend).await else {
         return;
@@ -1063,6 +1110,7 @@ on_both_backends!(
     sweep_fails_only_overdue_runs_once,
     concurrent_sweeps_open_exactly_one_incident_per_run,
     the_sweeper_fails_every_overdue_run_once,
+    the_sweep_writes_back_only_what_failing_a_run_changes,
     a_dead_replicas_claim_is_taken_over_after_its_lease,
     a_report_that_beats_the_sweeper_wins,
     incidents_acknowledge_resolve_and_resolve_themselves,

@@ -447,13 +447,13 @@ macro_rules! sql_store {
         /// of a million runs wrote about 1,900 pages to the WAL, against 77
         /// when only what changed was written back.
         async fn write_runs(conn: &mut $conn, runs: &[&Run], before: Option<&[Run]>) -> Result<(), StoreError> {
+            let names: Vec<&str> = run_columns!().split(',').map(str::trim).collect();
             for (i, chunk) in runs.chunks(ROWS_PER_STATEMENT).enumerate() {
                 let rows = Rows::of(chunk.iter().copied(), run_row);
                 let upsert = match before {
                     Some(before) => {
                         let start = i * ROWS_PER_STATEMENT;
                         let read = Rows::of(&before[start..start + chunk.len()], run_row);
-                        let names: Vec<&str> = run_columns!().split(',').map(str::trim).collect();
                         let changed: Vec<&str> = rows.changed(&read).into_iter().map(|c| names[c]).collect();
                         run_upsert(RUN_UPDATABLE.into_iter().filter(|c| changed.contains(c)))
                     }
@@ -2241,32 +2241,17 @@ mod tests {
     /// in being NULL; the others are not written back.
     #[test]
     fn changed_names_the_columns_any_row_changed() {
-        let before = Rows::of(
-            [(1, Some("a"), true), (2, None, false)],
-            |row, (i, t, b)| {
+        let rows = |items: [(i64, Option<&'static str>, bool); 2]| {
+            Rows::of(items, |row, (i, t, b)| {
                 row.int(i).opt_text(t).bool(b);
-            },
-        );
-        let same = Rows::of(
-            [(1, Some("a"), true), (2, None, false)],
-            |row, (i, t, b)| {
-                row.int(i).opt_text(t).bool(b);
-            },
-        );
+            })
+        };
+        let before = rows([(1, Some("a"), true), (2, None, false)]);
+        let same = rows([(1, Some("a"), true), (2, None, false)]);
         assert_eq!(same.changed(&before), Vec::<usize>::new());
-        let one_filled = Rows::of(
-            [(1, Some("a"), true), (2, Some("b"), false)],
-            |row, (i, t, b)| {
-                row.int(i).opt_text(t).bool(b);
-            },
-        );
+        let one_filled = rows([(1, Some("a"), true), (2, Some("b"), false)]);
         assert_eq!(one_filled.changed(&before), vec![1]);
-        let one_flipped = Rows::of(
-            [(1, Some("a"), false), (2, None, false)],
-            |row, (i, t, b)| {
-                row.int(i).opt_text(t).bool(b);
-            },
-        );
+        let one_flipped = rows([(1, Some("a"), false), (2, None, false)]);
         assert_eq!(one_flipped.changed(&before), vec![2]);
     }
 

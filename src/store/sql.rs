@@ -163,6 +163,11 @@ pub(crate) const RUN_UPDATABLE: [&str; 16] = [
     "superseded_by",
 ];
 
+/// [`run_upsert`] of every field in [`RUN_UPDATABLE`], built once: most
+/// run writes (stage reports, merges on ingest) write them all.
+pub(crate) static RUN_UPSERT_ALL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| run_upsert(RUN_UPDATABLE));
+
 /// The end of a run upsert: when the run exists, `columns` (of
 /// [`RUN_UPDATABLE`]) are written back from the row given.
 pub(crate) fn run_upsert<'c>(columns: impl IntoIterator<Item = &'c str>) -> String {
@@ -376,7 +381,7 @@ macro_rules! sql_store {
         use $crate::incident::{Incident, NewIncident};
         use $crate::run::{Run, RunSpec, Source, Stage, StageReport, Subject, TimelineEntry};
         use $crate::store::sql::{
-            ROWS_PER_STATEMENT, RUN_UPDATABLE, Row, Rows, claim_deliveries_sql, claim_drills_sql, claim_overdue_sql,
+            ROWS_PER_STATEMENT, RUN_UPDATABLE, RUN_UPSERT_ALL, Row, Rows, claim_deliveries_sql, claim_drills_sql, claim_overdue_sql,
             claim_probes_sql, run_upsert,
         };
         use $crate::store::rows::{
@@ -431,7 +436,7 @@ macro_rules! sql_store {
             if insert_only {
                 query.push(" ON CONFLICT (project, workflow, event_id) DO NOTHING");
             } else {
-                query.push(run_upsert(RUN_UPDATABLE));
+                query.push(RUN_UPSERT_ALL.as_str());
             }
             let done = query.build().execute(&mut *conn).await?;
             Ok(done.rows_affected() == 1)
@@ -455,9 +460,9 @@ macro_rules! sql_store {
                         let start = i * ROWS_PER_STATEMENT;
                         let read = Rows::of(&before[start..start + chunk.len()], run_row);
                         let changed: Vec<&str> = rows.changed(&read).into_iter().map(|c| names[c]).collect();
-                        run_upsert(RUN_UPDATABLE.into_iter().filter(|c| changed.contains(c)))
+                        std::borrow::Cow::Owned(run_upsert(RUN_UPDATABLE.into_iter().filter(|c| changed.contains(c))))
                     }
-                    None => run_upsert(RUN_UPDATABLE),
+                    None => std::borrow::Cow::Borrowed(RUN_UPSERT_ALL.as_str()),
                 };
                 let mut query = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO runs (", run_columns!(), ") "));
                 push_rows(&mut query, rows);
@@ -2203,7 +2208,7 @@ pub(crate) use sql_store;
 
 #[cfg(test)]
 mod tests {
-    use super::{RUN_UPDATABLE, Rows, run_upsert};
+    use super::{RUN_UPSERT_ALL, Rows, run_upsert};
 
     fn rows(n: i64) -> Rows<'static> {
         Rows::of(0..n, |row, i| {
@@ -2262,7 +2267,12 @@ mod tests {
             " ON CONFLICT (id) DO UPDATE SET status = excluded.status, deadline_at = excluded.deadline_at"
         );
         assert_eq!(run_upsert([]), " ON CONFLICT (id) DO NOTHING");
-        assert!(run_upsert(RUN_UPDATABLE).ends_with("superseded_by = excluded.superseded_by"));
+        assert!(
+            RUN_UPSERT_ALL.starts_with(
+                " ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, "
+            )
+        );
+        assert!(RUN_UPSERT_ALL.ends_with("superseded_by = excluded.superseded_by"));
     }
 
     #[test]

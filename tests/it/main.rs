@@ -21,6 +21,7 @@ mod openapi;
 mod probes;
 mod redelivery;
 mod replicas;
+mod shapes;
 mod shutdown;
 mod store_contract;
 mod stripe_sdk;

@@ -53,7 +53,12 @@ fn the_systemd_unit_verifies() {
         .arg("--version")
         .output()
         .is_ok();
-    if !peer_available(available, "systemd-analyze", "apt-get install systemd") {
+    if !peer_available(
+        "systemd",
+        available,
+        "systemd-analyze",
+        "apt-get install systemd",
+    ) {
         return;
     }
     // The unit as shipped, but starting the binary this build made.

@@ -35,6 +35,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 fn promtool_available() -> bool {
     peer_available(
+        "promtool",
         Command::new("promtool").arg("--version").output().is_ok(),
         "promtool",
         "apt-get install prometheus",

@@ -59,10 +59,15 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// `None` when PostgreSQL is not reachable outside CI: the caller skips,
-    /// and a notice says so. In CI a missing PostgreSQL fails the test.
+    /// `None` only when the run opts out of PostgreSQL
+    /// (`ASSAY_TEST_SKIP=postgres`): the caller skips, and a notice says so.
+    /// An unreachable PostgreSQL fails the test.
     pub async fn create(backend: Backend) -> Option<TestDb> {
         let dir = tempfile::tempdir().unwrap();
+        if backend == Backend::Postgres && opted_out("postgres") {
+            eprintln!("NOTICE: skipping a PostgreSQL test: ASSAY_TEST_SKIP names postgres");
+            return None;
+        }
         match backend {
             Backend::Sqlite => Some(TestDb {
                 backend,
@@ -76,8 +81,8 @@ impl TestDb {
                 let connect = options.connect();
                 let mut conn = match tokio::time::timeout(Duration::from_secs(5), connect).await {
                     Ok(Ok(conn)) => conn,
-                    Ok(Err(e)) => return postgres_missing(&e.to_string()),
-                    Err(_) => return postgres_missing("connection timed out"),
+                    Ok(Err(e)) => postgres_missing(&e.to_string()),
+                    Err(_) => postgres_missing("connection timed out"),
                 };
                 let name = format!("assay_test_{}", uuid::Uuid::new_v4().simple());
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -248,14 +253,11 @@ impl TestDb {
     }
 }
 
-fn postgres_missing(why: &str) -> Option<TestDb> {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI needs PostgreSQL at {}: {why}",
+fn postgres_missing(why: &str) -> ! {
+    panic!(
+        "this test needs PostgreSQL at {} ({why}): start it, or name another server in ASSAY_TEST_POSTGRES_URL; or opt out with ASSAY_TEST_SKIP=postgres",
         postgres_admin_url()
-    );
-    eprintln!("NOTICE: skipping a PostgreSQL test, PostgreSQL is not reachable ({why})");
-    None
+    )
 }
 
 impl Drop for TestDb {
@@ -619,31 +621,50 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// Whether python3 can import `module` (a peer from tests/requirements.txt).
-/// In CI its absence fails the test; elsewhere the test is skipped with a
-/// notice.
+/// A missing module fails the test, unless the run opts out of it by name
+/// (`ASSAY_TEST_SKIP=stripe`, say) or of every Python peer (`python`).
 pub fn python_module_available(module: &str) -> bool {
+    if opted_out("python") {
+        eprintln!(
+            "NOTICE: skipping a test that needs python3's `{module}`: ASSAY_TEST_SKIP names python"
+        );
+        return false;
+    }
     let ok = std::process::Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .status()
         .is_ok_and(|s| s.success());
     peer_available(
+        module,
         ok,
         &format!("python3's `{module}`"),
         "python3 -m pip install -r tests/requirements.txt",
     )
 }
 
-/// Whether a test's real peer (`what`) is here: in CI a missing one fails
-/// the test; elsewhere the test is skipped with a notice saying `install`.
-pub fn peer_available(ok: bool, what: &str, install: &str) -> bool {
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide {what}: {install}"
-        );
-        eprintln!("NOTICE: skipping a test that needs {what}; {install}");
+/// Whether the run opts out of the tests that need `peer`: the
+/// comma-separated `ASSAY_TEST_SKIP` names it.
+pub fn opted_out(peer: &str) -> bool {
+    std::env::var("ASSAY_TEST_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|name| name.trim() == peer)
+}
+
+/// Whether the test that needs `peer` (`what`, installed by `install`)
+/// runs. A run that opts out of it (`ASSAY_TEST_SKIP`) skips the test with
+/// a notice; otherwise a missing peer fails the test, so that nothing
+/// passes for work it skipped.
+pub fn peer_available(peer: &str, ok: bool, what: &str, install: &str) -> bool {
+    if opted_out(peer) {
+        eprintln!("NOTICE: skipping a test that needs {what}: ASSAY_TEST_SKIP names {peer}");
+        return false;
     }
-    ok
+    assert!(
+        ok,
+        "this test needs {what}: {install}; or opt out with ASSAY_TEST_SKIP={peer}"
+    );
+    true
 }
 
 /// The `assay` binary, with none of the developer's `ASSAY_*` or `OTEL_*`

@@ -17,10 +17,9 @@ use subtle::ConstantTimeEq;
 
 use crate::alert::settings::{AlertSettings, ChannelConfig, FileAlerts, FileChannel};
 use crate::plan::PlanMap;
-use crate::probe::ProbeStart;
 use crate::probe::settings::{FileProbe, ProbeConfig};
 use crate::probe::worker::ProberSettings;
-use crate::run::Deadlines;
+use crate::run::{Deadlines, ProbeStart};
 use crate::store::{DatabaseSettings, is_postgres};
 use std::sync::Arc;
 

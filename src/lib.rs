@@ -17,6 +17,7 @@ pub mod drill;
 pub mod incident;
 pub mod ingest;
 pub mod metrics;
+mod names;
 pub mod plan;
 pub mod probe;
 pub mod run;

@@ -19,7 +19,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::run::{RunStatus, Stage, TimelineEntry};
+use crate::run::{Outcome, RunStatus, Stage, TimelineEntry};
 
 /// The exposition's content type: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -30,8 +30,8 @@ pub struct Transition {
     pub project: String,
     pub workflow: String,
     pub stage: Stage,
-    /// The timeline outcome: `opened`, `advanced`, `succeeded`, ...
-    pub outcome: String,
+    /// What the transition did to the run.
+    pub outcome: Outcome,
     /// From the run's opening to this transition.
     pub since_open_secs: f64,
 }
@@ -40,7 +40,7 @@ impl Transition {
     /// The transitions a run's new timeline entries make, or none for a
     /// drill's run.
     pub fn of(run: &crate::run::Run, entries: &[TimelineEntry]) -> Vec<Transition> {
-        if run.drill_id.is_some() {
+        if !run.realm().counted() {
             return Vec::new();
         }
         entries
@@ -49,7 +49,7 @@ impl Transition {
                 project: run.project.clone(),
                 workflow: run.workflow.clone(),
                 stage: entry.stage,
-                outcome: entry.outcome.clone(),
+                outcome: entry.outcome,
                 since_open_secs: (entry.at - run.opened_at).num_milliseconds().max(0) as f64
                     / 1000.0,
             })
@@ -245,15 +245,15 @@ impl Metrics {
                     .with_label_values(&[t.project.as_str(), t.workflow.as_str(), stage.as_str()])
                     .observe(t.since_open_secs);
             };
-            match (t.outcome.as_str(), t.stage) {
-                ("opened", _) => self.runs_opened.with_label_values(&run).inc(),
-                ("advanced", Stage::Reconciled) => reached(Stage::Reconciled),
-                ("succeeded", _) => {
+            match (t.outcome, t.stage) {
+                (Outcome::Opened, _) => self.runs_opened.with_label_values(&run).inc(),
+                (Outcome::Advanced, Stage::Reconciled) => reached(Stage::Reconciled),
+                (Outcome::Succeeded, _) => {
                     closed(RunStatus::Succeeded);
                     reached(Stage::AccessAsserted);
                 }
-                ("failed", _) => closed(RunStatus::Failed),
-                ("superseded", _) => closed(RunStatus::Superseded),
+                (Outcome::Failed, _) => closed(RunStatus::Failed),
+                (Outcome::Superseded, _) => closed(RunStatus::Superseded),
                 _ => {}
             }
         }

@@ -11,6 +11,7 @@ use tracing::Instrument;
 use crate::config::SweepConfig;
 use crate::incident::Incident;
 use crate::metrics::Metrics;
+use crate::run::Realm;
 use crate::store::{Store, StoreError};
 
 pub struct Sweeper {
@@ -58,24 +59,25 @@ impl Sweeper {
         loop {
             let now = crate::now();
             let swept = self.store.sweep(now, self.config.batch_size).await?;
-            for incident in swept.incidents.iter().filter(|i| i.drill) {
-                tracing::info!(
-                    incident_id = %incident.id,
-                    project = %incident.project,
-                    event_id = %incident.evidence["event_id"].as_str().unwrap_or_default(),
-                    "failure drill: {}", incident.title
-                );
-            }
-            for incident in swept.incidents.iter().filter(|i| !i.drill) {
-                tracing::warn!(
-                    incident_id = %incident.id,
-                    run_id = %incident.run_id,
-                    project = %incident.project,
-                    kind = %incident.kind,
-                    event_id = %incident.evidence["event_id"].as_str().unwrap_or_default(),
-                    customer_id = %incident.evidence["customer_id"].as_str().unwrap_or_default(),
-                    "{}", incident.title
-                );
+            for incident in &swept.incidents {
+                let evidence = &incident.evidence;
+                match incident.realm() {
+                    Realm::Drill(_) => tracing::info!(
+                        incident_id = %incident.id,
+                        project = %incident.project,
+                        event_id = %evidence.event_id,
+                        "failure drill: {}", incident.title
+                    ),
+                    Realm::Customer => tracing::warn!(
+                        incident_id = %incident.id,
+                        run_id = %incident.run_id,
+                        project = %incident.project,
+                        kind = %incident.kind,
+                        event_id = %evidence.event_id,
+                        customer_id = %evidence.customer_id.as_deref().unwrap_or_default(),
+                        "{}", incident.title
+                    ),
+                }
             }
             opened.extend(swept.incidents);
             // A short batch means nothing more is due (or the rest is in

@@ -64,7 +64,7 @@ impl ChannelSender {
             ChannelKind::Webhook { url, secret } => {
                 let body = json!({
                     "type": format!("incident.{}", job.delivery.event),
-                    "drill": job.incidents.iter().any(|i| i.drill),
+                    "drill": job.incidents.iter().any(|i| i.realm().is_drill()),
                     "delivery_id": job.delivery.id,
                     "count": job.incidents.len(),
                     "incidents": job.incidents,

@@ -25,8 +25,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::incident::{Incident, IncidentStatus};
-use crate::run::named_enum;
+use crate::incident::{Incident, IncidentKind, IncidentStatus};
+use crate::names::named_enum;
+use crate::run::Stage;
 
 named_enum! {
     /// What an alert tells.
@@ -145,8 +146,8 @@ struct Cause {
     project: String,
     workflow: String,
     deploy_sha: Option<String>,
-    missed_stage: String,
-    kind: String,
+    missed_stage: Stage,
+    kind: IncidentKind,
     /// A drill's incidents never share a message with real ones.
     drill: bool,
 }
@@ -165,14 +166,13 @@ impl Cause {
     }
 
     fn of(incident: &Incident) -> Cause {
-        let text = |key: &str| incident.evidence[key].as_str().map(str::to_owned);
         Cause {
             project: incident.project.clone(),
             workflow: incident.workflow.clone(),
-            deploy_sha: text("deploy_sha"),
-            missed_stage: text("missed_stage").unwrap_or_default(),
-            kind: incident.kind.as_str().to_owned(),
-            drill: incident.drill,
+            deploy_sha: incident.evidence.deploy_sha.clone(),
+            missed_stage: incident.evidence.missed_stage,
+            kind: incident.kind,
+            drill: incident.realm().is_drill(),
         }
     }
 }
@@ -235,7 +235,7 @@ impl Outbox {
                         event,
                         vec![incident.id],
                         Some(&cause),
-                        incident.drill,
+                        cause.drill,
                     ));
                 }
             }
@@ -250,7 +250,7 @@ impl Outbox {
             AlertEvent::Resolved,
             vec![incident.id],
             None,
-            incident.drill,
+            incident.realm().is_drill(),
         )
     }
 }
@@ -322,25 +322,9 @@ pub fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::IncidentKind;
-    use serde_json::json;
 
     fn incident(project: &str, sha: &str) -> Incident {
-        Incident {
-            id: Uuid::now_v7(),
-            run_id: Uuid::now_v7(),
-            project: project.into(),
-            workflow: "billing".into(),
-            kind: IncidentKind::AccessNotChanged,
-            title: IncidentKind::AccessNotChanged.title().into(),
-            status: IncidentStatus::Open,
-            evidence: json!({"deploy_sha": sha, "missed_stage": "access_asserted"}),
-            opened_at: Utc::now(),
-            acknowledged_at: None,
-            resolved_at: None,
-            resolution: None,
-            drill: false,
-        }
+        crate::incident::tests::access_incident(project, sha)
     }
 
     fn outbox() -> Outbox {
@@ -382,6 +366,8 @@ mod tests {
         let mut incidents: Vec<Incident> = (0..3).map(|_| incident("p", "sha")).collect();
         let mut drill = incident("p", "sha");
         drill.drill = true;
+        drill.evidence.drill = true;
+        drill.evidence.drill_id = Some(Uuid::now_v7());
         incidents.push(drill.clone());
         let out = outbox().opened(&incidents);
         let to_drills: Vec<&NewDelivery> = out.iter().filter(|d| d.channel == "drills").collect();

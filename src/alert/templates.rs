@@ -284,8 +284,8 @@ pub struct Message {
 }
 
 /// A value for display: the text, or a word saying why there is none.
-fn shown(value: &Value, reason: &Value, missing: &str) -> String {
-    cut(&match (value.as_str(), reason.as_str()) {
+fn shown(value: Option<&str>, reason: Option<&str>, missing: &str) -> String {
+    cut(&match (value, reason) {
         (Some(text), _) => text.to_owned(),
         (None, Some(reason)) => format!("{missing} ({reason})"),
         (None, None) => missing.to_owned(),
@@ -293,16 +293,14 @@ fn shown(value: &Value, reason: &Value, missing: &str) -> String {
 }
 
 /// A plan, or a feature set, or why there is neither.
-fn access(plan: &Value, features: &Value, reason: &Value, missing: &str) -> String {
-    match features.as_array().filter(|_| plan.is_null()) {
-        Some(features) => cut(&format!(
-            "features [{}]",
-            features
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+fn access(
+    plan: Option<&str>,
+    features: Option<&[String]>,
+    reason: Option<&str>,
+    missing: &str,
+) -> String {
+    match features.filter(|_| plan.is_none()) {
+        Some(features) => cut(&format!("features [{}]", features.join(", "))),
         None => shown(plan, reason, missing),
     }
 }
@@ -311,34 +309,31 @@ fn access(plan: &Value, features: &Value, reason: &Value, missing: &str) -> Stri
 fn incident_context(incident: &Incident, public_url: &str) -> Value {
     let e = &incident.evidence;
     let observed = access(
-        &e["observed_plan"],
-        &e["observed_features"],
-        &e["observed_plan_reason"],
+        e.observed_plan.as_deref(),
+        e.observed_features.as_deref(),
+        e.observed_plan_reason.as_deref(),
         "not observed",
     );
     let expected = access(
-        &e["expected_plan"],
-        &e["expected_features"],
-        &e["expected_plan_reason"],
+        e.expected_plan.as_deref(),
+        e.expected_features.as_deref(),
+        e.expected_plan_reason.as_deref(),
         "unknown",
     );
-    let last_probe = match &e["last_probe"] {
-        Value::Object(probe) => match (
-            probe.get("error").and_then(Value::as_str),
-            probe.get("observed_plan"),
-        ) {
+    let last_probe = match &e.last_probe {
+        Some(probe) => match (&probe.error, &probe.observed_plan) {
             (Some(error), _) => cut(&format!("failed: {error}")),
-            (None, Some(Value::String(plan))) => format!(
+            (None, Some(plan)) => format!(
                 "saw plan {plan} (HTTP {})",
                 probe
-                    .get("status_code")
-                    .map(Value::to_string)
-                    .unwrap_or_default()
+                    .status_code
+                    .map_or_else(|| "null".to_owned(), |code| code.to_string())
             ),
-            _ => "saw no plan".to_owned(),
+            (None, None) => "saw no plan".to_owned(),
         },
-        _ => shown(&Value::Null, &e["last_probe_reason"], "none"),
+        None => shown(None, e.last_probe_reason.as_deref(), "none"),
     };
+    let deadline_at = crate::run::rfc3339(&e.deadline_at);
     json!({
         "id": incident.id,
         "url": format!("{}/incidents/{}", public_url.trim_end_matches('/'), incident.id),
@@ -349,20 +344,20 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
         "workflow": incident.workflow,
         "opened_at": incident.opened_at,
         "resolution": incident.resolution,
-        "summary": cut_to(e["summary"].as_str().unwrap_or_default(), SUMMARY_LIMIT),
-        "customer": shown(&e["customer_id"], &Value::Null, "unknown customer"),
-        "subscription": shown(&e["subscription_id"], &Value::Null, "none"),
-        "event_id": shown(&e["event_id"], &Value::Null, "unknown"),
-        "event_type": shown(&e["event_type"], &Value::Null, "unknown"),
+        "summary": cut_to(&e.summary, SUMMARY_LIMIT),
+        "customer": shown(e.customer_id.as_deref(), None, "unknown customer"),
+        "subscription": shown(e.subscription_id.as_deref(), None, "none"),
+        "event_id": shown(Some(&e.event_id), None, "unknown"),
+        "event_type": shown(Some(&e.event_type), None, "unknown"),
         "expected_plan": expected,
         "observed_plan": observed,
-        "deploy_sha": shown(&e["deploy_sha"], &e["deploy_sha_reason"], "unknown"),
-        "missed_stage": shown(&e["missed_stage"], &Value::Null, "unknown"),
-        "deadline_at": shown(&e["deadline_at"], &Value::Null, "unknown"),
+        "deploy_sha": shown(e.deploy_sha.as_deref(), e.deploy_sha_reason.as_deref(), "unknown"),
+        "missed_stage": shown(Some(e.missed_stage.as_str()), None, "unknown"),
+        "deadline_at": shown(Some(&deadline_at), None, "unknown"),
         "last_probe": last_probe,
         // Each step cut: Slack refuses a section over 3,000 characters,
         // and a step quotes ids and plans.
-        "guidance": e["guidance"].as_array().map(|steps| steps.iter().filter_map(Value::as_str).map(|step| cut_to(step, GUIDANCE_LIMIT)).collect::<Vec<_>>()),
+        "guidance": e.guidance.iter().map(|step| cut_to(step, GUIDANCE_LIMIT)).collect::<Vec<_>>(),
         "evidence": e,
     })
 }
@@ -371,7 +366,7 @@ impl Message {
     /// The message about `incidents` (several for a grouped alert; the first
     /// stands for them all).
     pub fn new(event: AlertEvent, incidents: &[Incident], public_url: &str) -> Message {
-        let drill = incidents.iter().any(|i| i.drill);
+        let drill = incidents.iter().any(|i| i.realm().is_drill());
         let first = incidents.first();
         let count = incidents.len();
         let grouped = count > 1;
@@ -389,14 +384,11 @@ impl Message {
             ),
             (_, Some(i)) if grouped => format!(
                 "{count} incidents opened together with one cause (deploy {}, missed stage {}). The first: {}",
-                i.evidence["deploy_sha"].as_str().unwrap_or("unknown"),
-                i.evidence["missed_stage"].as_str().unwrap_or("unknown"),
-                i.evidence["summary"].as_str().unwrap_or_default()
+                i.evidence.deploy_sha.as_deref().unwrap_or("unknown"),
+                i.evidence.missed_stage,
+                i.evidence.summary
             ),
-            (_, Some(i)) => i.evidence["summary"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            (_, Some(i)) => i.evidence.summary.clone(),
             (_, None) => String::new(),
         };
         let contexts: Vec<Value> = incidents
@@ -420,22 +412,49 @@ impl Message {
     }
 
     fn sample(event: AlertEvent, count: usize, drill: bool) -> Message {
+        use crate::incident::{Evidence, IncidentKind, IncidentStatus};
+        use crate::run::Stage;
+        let now = chrono::Utc::now();
+        let drill_id = drill.then(uuid::Uuid::nil);
+        let evidence = Evidence {
+            summary: "sample \"quoted\" <b>summary</b>".into(),
+            project: "default".into(),
+            workflow: "billing".into(),
+            run_id: uuid::Uuid::nil(),
+            event_id: "evt_sample".into(),
+            event_type: "customer.subscription.updated".into(),
+            livemode: Some(false),
+            customer_id: Some("cus_sample".into()),
+            subscription_id: Some("sub_sample".into()),
+            expected_plan: Some("plan_expected".into()),
+            expected_plan_reason: None,
+            expected_features: None,
+            keep_access_until: None,
+            observed_plan: Some("plan_observed".into()),
+            observed_plan_reason: None,
+            observed_features: None,
+            deploy_sha: Some("sha_sample".into()),
+            deploy_sha_reason: None,
+            last_stage: Stage::Reconciled,
+            missed_stage: Stage::AccessAsserted,
+            deadline_at: now,
+            run_opened_at: now,
+            last_probe: None,
+            last_probe_reason: Some("no active probe is configured for this workflow".into()),
+            guidance: vec!["step one".into(), "step two".into()],
+            drill,
+            drill_id,
+        };
         let incident = Incident {
             id: uuid::Uuid::nil(),
             run_id: uuid::Uuid::nil(),
             project: "default".into(),
             workflow: "billing".into(),
-            kind: crate::incident::IncidentKind::AccessNotChanged,
-            title: crate::incident::IncidentKind::AccessNotChanged
-                .title()
-                .into(),
-            status: crate::incident::IncidentStatus::Open,
-            evidence: json!({
-                "summary": "sample \"quoted\" <b>summary</b>",
-                "customer_id": "cus_sample",
-                "guidance": ["step one", "step two"],
-            }),
-            opened_at: chrono::Utc::now(),
+            kind: IncidentKind::AccessNotChanged,
+            title: IncidentKind::AccessNotChanged.title().into(),
+            status: IncidentStatus::Open,
+            evidence,
+            opened_at: now,
             acknowledged_at: None,
             resolved_at: None,
             resolution: None,

@@ -148,7 +148,7 @@ impl AlertSender {
             .await
         {
             // A drill's alert is not a customer's.
-            Ok(true) if !job.incidents.iter().any(|i| i.drill) => {
+            Ok(true) if job.incidents.iter().all(|i| i.realm().counted()) => {
                 self.metrics
                     .delivery(&job.delivery.project, &job.delivery.channel, counted);
             }

@@ -121,7 +121,7 @@ pub async fn report_stage(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Run>, ApiError> {
-    let stage: Stage = stage.parse().map_err(|e: crate::run::UnknownName| {
+    let stage: Stage = stage.parse().map_err(|e: crate::names::UnknownName| {
         ApiError::bad_request("unknown_stage", e.to_string())
     })?;
     let body: ReportBody = optional_json(body)?;
@@ -196,13 +196,15 @@ pub(super) fn page_params(
     Ok((limit, cursor))
 }
 
-pub(super) fn parse_filter<T: std::str::FromStr<Err = crate::run::UnknownName>>(
+pub(super) fn parse_filter<T: std::str::FromStr<Err = crate::names::UnknownName>>(
     value: Option<&str>,
 ) -> Result<Option<T>, ApiError> {
     value
         .map(str::parse)
         .transpose()
-        .map_err(|e: crate::run::UnknownName| ApiError::bad_request("invalid_query", e.to_string()))
+        .map_err(|e: crate::names::UnknownName| {
+            ApiError::bad_request("invalid_query", e.to_string())
+        })
 }
 
 /// `GET /v1/runs`: newest first.

@@ -325,8 +325,8 @@ pub fn incidents_page(
             "title": i.title,
             "status": i.status,
             "opened_at": time(&i.opened_at),
-            "customer": i.evidence["customer_id"].as_str().unwrap_or("unknown customer"),
-            "deploy_sha": i.evidence["deploy_sha"].as_str().unwrap_or("—"),
+            "customer": i.evidence.customer_id.as_deref().unwrap_or("unknown customer"),
+            "deploy_sha": i.evidence.deploy_sha.as_deref().unwrap_or("—"),
         })).collect::<Vec<_>>(),
         "next": next,
     })
@@ -334,8 +334,9 @@ pub fn incidents_page(
 
 pub fn incident_page(detail: &IncidentDetail) -> Value {
     let incident = &detail.incident;
-    let evidence: Vec<Value> = incident
-        .evidence
+    // Every field of the evidence, in its order, as a key and a value.
+    let fields = serde_json::to_value(&incident.evidence).unwrap_or_default();
+    let evidence: Vec<Value> = fields
         .as_object()
         .into_iter()
         .flatten()
@@ -361,11 +362,11 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
             "status": status,
             "project": incident.project,
         },
-        "summary": incident.evidence["summary"],
+        "summary": incident.evidence.summary,
         "open_actions": status != crate::incident::IncidentStatus::Resolved,
         "can_acknowledge": status == crate::incident::IncidentStatus::Open,
         "evidence": evidence,
-        "guidance": incident.evidence["guidance"],
+        "guidance": incident.evidence.guidance,
         "run_url": format!("/runs/{}/{}", incident.project, incident.run_id),
         "deliveries": detail.deliveries.iter().map(|d| json!({
             "channel": d.channel,

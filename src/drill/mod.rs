@@ -29,8 +29,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::incident::{Incident, IncidentKind};
-use crate::probe::ProbeAttempt;
-use crate::run::{Run, RunStatus, Source, Stage, TimelineEntry, named_enum};
+use crate::names::named_enum;
 use crate::stripe::StripeEvent;
 
 /// Drill events' ids start with this; no Stripe event id does.
@@ -477,54 +476,6 @@ impl Drill {
     }
 }
 
-impl Run {
-    /// What a drill's probe saw, kept on the drill's run as the app's
-    /// answer but never as a match: the drill rehearses access that did not
-    /// change, whatever the app answers for a customer it has never seen.
-    /// The run stays open, for the sweeper to fail.
-    pub fn observe_for_drill(
-        &mut self,
-        attempt: &ProbeAttempt,
-        now: DateTime<Utc>,
-    ) -> TimelineEntry {
-        self.note_probe(attempt);
-        TimelineEntry {
-            at: now,
-            source: Source::Drill,
-            stage: Stage::AccessAsserted,
-            outcome: "drill_mismatch".into(),
-            evidence: json!({
-                "probe": {
-                    "url": attempt.url,
-                    "status_code": attempt.status_code,
-                    "observed_plan": attempt.observed_plan,
-                    "error": attempt.error,
-                },
-                "note": "a drill counts whatever the app answers as access that did not change",
-            }),
-        }
-    }
-
-    /// Ends a drill's run that is still open, without an incident, when
-    /// the drill broke off before the sweeper judged it. `None` when the
-    /// run has already ended.
-    pub fn end_for_drill(&mut self, now: DateTime<Utc>) -> Option<TimelineEntry> {
-        if self.drill_id.is_none() || self.status != RunStatus::Open {
-            return None;
-        }
-        self.status = RunStatus::Failed;
-        self.deadline_at = None;
-        self.closed_at = Some(now);
-        Some(TimelineEntry {
-            at: now,
-            source: Source::Drill,
-            stage: self.stage,
-            outcome: "ended_by_drill".into(),
-            evidence: json!({ "reason": "the drill broke off before the sweeper judged the run" }),
-        })
-    }
-}
-
 /// The workflow a drill rehearses: only `billing` exists.
 pub fn workflow(name: Option<&str>) -> Result<&'static str, String> {
     match name.map(str::trim) {
@@ -592,32 +543,39 @@ pub fn incident_problems(incident: &Incident) -> Vec<String> {
         ));
     }
     let e = &incident.evidence;
-    let text = |key: &str| e[key].as_str().is_some_and(|s| !s.trim().is_empty());
-    for key in [
-        "event_id",
-        "customer_id",
-        "subscription_id",
-        "expected_plan",
+    let text = |value: Option<&str>| value.is_some_and(|s| !s.trim().is_empty());
+    for (key, value) in [
+        ("event_id", Some(e.event_id.as_str())),
+        ("customer_id", e.customer_id.as_deref()),
+        ("subscription_id", e.subscription_id.as_deref()),
+        ("expected_plan", e.expected_plan.as_deref()),
     ] {
-        if !text(key) {
+        if !text(value) {
             problems.push(format!("the evidence has no `{key}`"));
         }
     }
-    for (key, reason) in [
-        ("observed_plan", "observed_plan_reason"),
-        ("deploy_sha", "deploy_sha_reason"),
+    for (key, value, reason, why) in [
+        (
+            "observed_plan",
+            &e.observed_plan,
+            "observed_plan_reason",
+            &e.observed_plan_reason,
+        ),
+        (
+            "deploy_sha",
+            &e.deploy_sha,
+            "deploy_sha_reason",
+            &e.deploy_sha_reason,
+        ),
     ] {
-        if !text(key) && !text(reason) {
+        if !text(value.as_deref()) && !text(why.as_deref()) {
             problems.push(format!("the evidence has neither `{key}` nor `{reason}`"));
         }
     }
-    if !e["guidance"]
-        .as_array()
-        .is_some_and(|g| g.iter().any(|s| s.as_str().is_some_and(|s| !s.is_empty())))
-    {
+    if !e.guidance.iter().any(|step| !step.is_empty()) {
         problems.push("the evidence has no retry guidance".to_owned());
     }
-    if !incident.drill || e["drill"] != Value::Bool(true) {
+    if !incident.drill || !e.drill || !incident.realm().is_drill() {
         problems.push("the incident is not marked as a drill's".to_owned());
     }
     problems

@@ -14,9 +14,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::ProbeAttempt;
 use super::settings::{AllowList, ProbeConfig};
-use crate::run::{NO_PLAN, Run};
+use crate::run::{NO_PLAN, ProbeAttempt, Run};
 
 /// Values put into a URL path are percent-encoded, so that an id cannot
 /// change the path (`../admin`) or the host.

@@ -9,8 +9,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{ProbeSchedule, ProbeStart};
+use super::ProbeSchedule;
 use crate::config::Secret;
+use crate::run::ProbeStart;
 
 pub const DEFAULT_PLAN_POINTER: &str = "/plan";
 pub const DEFAULT_DEPLOY_SHA_HEADER: &str = "x-deploy-sha";

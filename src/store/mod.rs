@@ -25,8 +25,10 @@ use uuid::Uuid;
 use crate::alert::{Delivery, DeliveryJob, DeliveryOutcome, Outbox};
 use crate::drill::Drill;
 use crate::incident::{Incident, IncidentError, IncidentStatus};
-use crate::probe::{ProbeAttempt, ProbeJob, ProbeSchedule};
-use crate::run::{ReportError, Run, RunSpec, RunStatus, Source, Stage, StageReport, TimelineEntry};
+use crate::probe::{ProbeJob, ProbeSchedule};
+use crate::run::{
+    ProbeAttempt, ReportError, Run, RunSpec, RunStatus, Source, Stage, StageReport, TimelineEntry,
+};
 
 /// The most rows one list call returns.
 pub const MAX_PAGE: u32 = 200;

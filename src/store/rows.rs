@@ -138,7 +138,7 @@ impl TryFrom<TimelineRow> for TimelineEntry {
             at: from_ms(r.at),
             source: parse("source", &r.source)?,
             stage: parse("stage", &r.stage)?,
-            outcome: r.outcome,
+            outcome: parse("timeline outcome", &r.outcome)?,
             evidence: json(&r.evidence)?,
         })
     }
@@ -169,7 +169,8 @@ impl TryFrom<IncidentRow> for Incident {
             run_id: uuid(&r.run_id)?,
             kind: parse("incident kind", &r.kind)?,
             status: parse("incident status", &r.status)?,
-            evidence: json(&r.evidence)?,
+            evidence: serde_json::from_str(&r.evidence)
+                .map_err(|e| StoreError::Corrupt(format!("incident evidence: {e}")))?,
             project: r.project,
             workflow: r.workflow,
             title: r.title,
@@ -210,10 +211,10 @@ pub(crate) struct ProbeAttemptRow {
     matched: bool,
 }
 
-impl TryFrom<ProbeAttemptRow> for crate::probe::ProbeAttempt {
+impl TryFrom<ProbeAttemptRow> for crate::run::ProbeAttempt {
     type Error = StoreError;
     fn try_from(r: ProbeAttemptRow) -> Result<Self, StoreError> {
-        Ok(crate::probe::ProbeAttempt {
+        Ok(crate::run::ProbeAttempt {
             at: from_ms(r.at),
             duration_ms: r.duration_ms,
             url: r.url,
@@ -236,7 +237,7 @@ pub(crate) struct LastProbeRow {
 }
 
 impl LastProbeRow {
-    pub(crate) fn into_parts(self) -> Result<(Uuid, crate::probe::ProbeAttempt), StoreError> {
+    pub(crate) fn into_parts(self) -> Result<(Uuid, crate::run::ProbeAttempt), StoreError> {
         Ok((uuid(&self.run_id)?, self.probe.try_into()?))
     }
 }

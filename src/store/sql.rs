@@ -68,16 +68,14 @@ pub(crate) use claim_sql;
 /// The sweeper's claim: up to `$2` overdue runs (`deadline_at <= $1`),
 /// oldest first, read in the transaction that settles them, through the
 /// `runs_by_deadline` index, so its cost follows the overdue runs, not all
-/// runs. A run leased by a replica still on an earlier version (whose
-/// sweeper leased its runs) is left to it until the lease expires. One
-/// definition, so that a test can read the plan of exactly this statement.
+/// runs. One definition, so that a test can read the plan of exactly this
+/// statement.
 macro_rules! claim_overdue_sql {
     ($skip:literal) => {
         concat!(
             "SELECT ",
             $crate::store::rows::run_columns!(),
             " FROM runs WHERE deadline_at <= $1 ",
-            "AND (lease_expires_at IS NULL OR lease_expires_at <= $1) ",
             "ORDER BY deadline_at LIMIT $2",
             $skip
         )
@@ -390,7 +388,8 @@ macro_rules! sql_store {
             run_columns,
         };
         use $crate::alert::{Delivery, DeliveryJob, DeliveryOutcome, DeliveryStatus, NewDelivery, Outbox};
-        use $crate::probe::{ProbeAttempt, ProbeJob, ProbeStart};
+        use $crate::probe::ProbeJob;
+        use $crate::run::{ProbeAttempt, ProbeStart};
         use $crate::store::{
             Cursor, IncidentDetail, IncidentFilter, Ingested, Page, RunDetail, RunFilter, RunRef, Store,
             StoreError, StoredEvent, Swept, from_ms, to_ms,
@@ -537,7 +536,7 @@ macro_rules! sql_store {
                         .int(to_ms(entry.at))
                         .text(entry.source.as_str())
                         .text(entry.stage.as_str())
-                        .text(&entry.outcome)
+                        .text(entry.outcome.as_str())
                         .text(entry.evidence.to_string());
                 });
                 push_rows(&mut query, rows);
@@ -555,7 +554,12 @@ macro_rules! sql_store {
             let mut inserted = std::collections::HashSet::new();
             for chunk in new.chunks(ROWS_PER_STATEMENT) {
                 let mut query = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO incidents (", incident_columns!(), ") "));
-                let rows = Rows::of(chunk, |row, new| {
+                let evidence = chunk
+                    .iter()
+                    .map(|new| serde_json::to_string(&new.evidence))
+                    .collect::<Result<Vec<String>, _>>()
+                    .map_err(|e| StoreError::Corrupt(format!("incident evidence: {e}")))?;
+                let rows = Rows::of(chunk.iter().zip(evidence), |row, (new, evidence)| {
                     row.text(new.id.to_string())
                         .text(new.run_id.to_string())
                         .text(&new.project)
@@ -563,7 +567,7 @@ macro_rules! sql_store {
                         .text(new.kind.as_str())
                         .text(&new.title)
                         .text("open")
-                        .text(new.evidence.to_string())
+                        .text(evidence)
                         .int(to_ms(new.opened_at))
                         .opt_int(None)
                         .opt_int(None)
@@ -1492,11 +1496,11 @@ macro_rules! sql_store {
                 let (mut failed, mut read, mut entries, mut incidents) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 for mut run in runs {
                     let before = run.clone();
-                    if let Some((incident, entry)) = run.expire(now, last_probes.get(&run.id)) {
+                    if let Some((missed, entry)) = run.expire(now) {
+                        incidents.push(NewIncident::for_missed(&run, &missed, last_probes.get(&run.id), now));
                         failed.push(run);
                         read.push(before);
                         entries.push(entry);
-                        incidents.push(incident);
                     }
                 }
                 // Each table in one statement for the whole batch: a

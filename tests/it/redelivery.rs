@@ -64,8 +64,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use assay::config::{Config, ProjectConfig, Sources};
 use assay::incident::Incident;
 use assay::run::{
-    BILLING_WORKFLOW, Expectation, Run, RunSpec, RunStatus, Source, Stage, StageReport,
-    TimelineEntry,
+    BILLING_WORKFLOW, Expectation, Outcome as Entry, Run, RunSpec, RunStatus, Source, Stage,
+    StageReport, TimelineEntry,
 };
 use assay::store::{RunDetail, RunFilter, RunRef, Store, StoreError, connect};
 use chrono::{DateTime, Duration, Utc};
@@ -397,11 +397,11 @@ fn erase_run(run: &Run) -> Run {
     }
 }
 
-/// Ids become `<id>` and times their slot, wherever they are in `value`,
+/// Ids become the nil UUID and times their slot, wherever they are in `value`,
 /// also inside text ("the deploy that was live at ...").
 fn erase_json(value: &Value) -> Value {
     match value {
-        Value::String(s) if Uuid::parse_str(s).is_ok() => json!("<id>"),
+        Value::String(s) if Uuid::parse_str(s).is_ok() => json!(Uuid::nil()),
         Value::String(s) => json!(erase_times(s)),
         Value::Array(items) => items.iter().map(erase_json).collect(),
         Value::Object(map) => map
@@ -440,7 +440,11 @@ fn erase_incident(incident: &Incident) -> Incident {
     Incident {
         id: Uuid::nil(),
         run_id: Uuid::nil(),
-        evidence: erase_json(&incident.evidence),
+        // Through its JSON, as the API shows it.
+        evidence: serde_json::from_value(erase_json(
+            &serde_json::to_value(&incident.evidence).unwrap(),
+        ))
+        .unwrap(),
         opened_at: slot_of(incident.opened_at),
         acknowledged_at: incident.acknowledged_at.map(slot_of),
         resolved_at: incident.resolved_at.map(slot_of),
@@ -453,7 +457,7 @@ fn erase_entry(entry: &TimelineEntry) -> TimelineEntry {
         at: slot_of(entry.at),
         // Which newer event superseded the run may differ (see the module's
         // documentation); `check_state` checks it is a newer one.
-        evidence: if entry.outcome == "superseded" {
+        evidence: if entry.outcome == Entry::Superseded {
             Value::Null
         } else {
             erase_json(&entry.evidence)
@@ -463,10 +467,7 @@ fn erase_entry(entry: &TimelineEntry) -> TimelineEntry {
 }
 
 fn event_of(incident: &Incident) -> String {
-    incident.evidence["event_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    incident.evidence.event_id.clone()
 }
 
 /// Empties every table of the PostgreSQL test database but the migrations'
@@ -737,7 +738,10 @@ fn check_state(scenario: &Scenario, details: &[RunDetail]) -> TestCaseResult {
             "{} orders at Stripe's created",
             &run.event_id
         );
-        let opened = timeline.iter().filter(|e| e.outcome == "opened").count();
+        let opened = timeline
+            .iter()
+            .filter(|e| e.outcome == Entry::Opened)
+            .count();
         prop_assert_eq!(opened, 1, "{} opened once", &run.event_id);
         if run.status == RunStatus::Open {
             prop_assert_eq!(
@@ -766,7 +770,7 @@ fn check_state(scenario: &Scenario, details: &[RunDetail]) -> TestCaseResult {
                 );
                 let named: Vec<_> = timeline
                     .iter()
-                    .filter(|e| e.outcome == "superseded")
+                    .filter(|e| e.outcome == Entry::Superseded)
                     .map(|e| e.evidence["newer_event_id"].as_str().unwrap_or_default())
                     .collect();
                 prop_assert_eq!(named, vec![newer.event_id.as_str()]);

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::config::ProjectConfig;
 use crate::run::{BILLING_WORKFLOW, RunSpec, Source};
-use crate::store::{Ingested, Store, StoreError, StoredEvent};
+use crate::store::{Ingest, Ingested, StoreError, StoredEvent};
 use crate::stripe::{EventError, SignatureError, StripeEvent, verify};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub struct Accepted {
     fields(project = %project.name, event_id = tracing::field::Empty, run_id = tracing::field::Empty)
 )]
 pub async fn stripe_event(
-    store: &dyn Store,
+    store: &dyn Ingest,
     project: &ProjectConfig,
     signature: Option<&str>,
     body: &[u8],

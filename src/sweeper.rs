@@ -12,16 +12,16 @@ use crate::config::SweepConfig;
 use crate::incident::Incident;
 use crate::metrics::Metrics;
 use crate::run::Realm;
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, Sweep};
 
 pub struct Sweeper {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Sweep>,
     config: SweepConfig,
     metrics: Arc<Metrics>,
 }
 
 impl Sweeper {
-    pub fn new(store: Arc<dyn Store>, config: SweepConfig, metrics: Arc<Metrics>) -> Sweeper {
+    pub fn new(store: Arc<dyn Sweep>, config: SweepConfig, metrics: Arc<Metrics>) -> Sweeper {
         Sweeper {
             store,
             config,

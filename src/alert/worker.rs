@@ -13,10 +13,10 @@ use tracing::Instrument;
 use super::channel::ChannelSender;
 use super::settings::{AlertSettings, ChannelConfig};
 use super::{DeliveryJob, DeliveryOutcome, random_unit, skip_reason};
-use crate::store::Store;
+use crate::store::AlertQueue;
 
 pub struct AlertSender {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AlertQueue>,
     /// Channels by (project, name).
     channels: HashMap<(String, String), ChannelConfig>,
     settings: AlertSettings,
@@ -28,7 +28,7 @@ pub struct AlertSender {
 
 impl AlertSender {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn AlertQueue>,
         channels: HashMap<(String, String), ChannelConfig>,
         settings: AlertSettings,
         poll_interval: Duration,

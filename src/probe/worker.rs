@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::ProbeJob;
 use super::client::ProbeClient;
 use crate::run::RunStatus;
-use crate::store::Store;
+use crate::store::ProbeQueue;
 
 /// How many probes one replica runs at once, and how often it looks for due
 /// ones.
@@ -26,7 +26,7 @@ pub struct ProberSettings {
 }
 
 pub struct Prober {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ProbeQueue>,
     /// One client per probed project.
     clients: HashMap<String, Arc<ProbeClient>>,
     settings: ProberSettings,
@@ -37,7 +37,7 @@ pub struct Prober {
 
 impl Prober {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ProbeQueue>,
         clients: HashMap<String, Arc<ProbeClient>>,
         settings: ProberSettings,
         metrics: Arc<crate::metrics::Metrics>,

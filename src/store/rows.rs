@@ -1,391 +1,314 @@
-//! Rows as the database holds them, and their conversion to domain types.
-//! Backends share these: every column is text, integer or boolean, and every
-//! time is unix milliseconds, so the same row decodes from SQLite and
-//! PostgreSQL alike.
+//! The rows of a multi-row statement, column by column, each column named
+//! where its value is written, for each backend to bind its own way:
+//! SQLite as a `VALUES` list, PostgreSQL as one array per column under
+//! `UNNEST`. A `VALUES` list is a new statement text for every number of
+//! rows, which PostgreSQL parses and plans again, and binds a value per
+//! field; under `UNNEST` the text is one per table, prepared once per
+//! connection, and binds one array per column (BENCHMARKS.md has the
+//! measurements behind the choice).
+//!
+//! The statement's column list is the names the rows were written with, so
+//! a value and the column it goes to are named on one line: no list
+//! elsewhere must be kept in the same order by eye.
 
-use std::str::FromStr;
+use std::borrow::Cow;
 
-use uuid::Uuid;
+/// Rows per multi-row statement: under SQLite's 32,766 bound variables at
+/// the widest row (a run's 26 columns), and few enough statements that a
+/// sweep of 500 runs writes each table in one.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
-use super::{StoreError, from_ms};
-use crate::incident::Incident;
-use crate::run::{Run, TimelineEntry};
-
-/// The columns of `runs`, in the order [`RunRow`] reads them.
-macro_rules! run_columns {
-    () => {
-        "id, project, workflow, event_id, event_type, customer_id, subscription_id, \
-         expected_plan, expected_plan_reason, observed_plan, deploy_sha, livemode, stage, \
-         status, opened_at, reconciled_due_at, access_due_at, deadline_at, closed_at, \
-         expected_features, keep_access_until, observed_features, event_created_at, superseded_by, \
-         probe_start, drill_id"
-    };
-}
-pub(crate) use run_columns;
-
-macro_rules! incident_columns {
-    () => {
-        "id, run_id, project, workflow, kind, title, status, evidence, opened_at, \
-         acknowledged_at, resolved_at, resolution, drill"
-    };
-}
-pub(crate) use incident_columns;
-
-fn parse<T: FromStr>(what: &str, text: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    text.parse()
-        .map_err(|e| StoreError::Corrupt(format!("{what} `{text}`: {e}")))
+#[derive(Default)]
+pub(crate) struct Rows<'a> {
+    columns: Vec<Column<'a>>,
+    len: usize,
 }
 
-fn uuid(text: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("id `{text}`: {e}")))
+/// One column: its name and its values, a row each.
+struct Column<'a> {
+    name: &'static str,
+    values: Values<'a>,
 }
 
-fn json(text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("evidence: {e}")))
+enum Values<'a> {
+    Text(Vec<Option<Cow<'a, str>>>),
+    Int(Vec<Option<i64>>),
+    Bool(Vec<Option<bool>>),
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct RunRow {
-    id: String,
-    project: String,
-    workflow: String,
-    event_id: String,
-    event_type: String,
-    customer_id: Option<String>,
-    subscription_id: Option<String>,
-    expected_plan: Option<String>,
-    expected_plan_reason: Option<String>,
-    observed_plan: Option<String>,
-    deploy_sha: Option<String>,
-    livemode: Option<bool>,
-    stage: String,
-    status: String,
-    opened_at: i64,
-    reconciled_due_at: i64,
-    access_due_at: i64,
-    deadline_at: Option<i64>,
-    closed_at: Option<i64>,
-    expected_features: Option<String>,
-    keep_access_until: Option<i64>,
-    observed_features: Option<String>,
-    event_created_at: i64,
-    superseded_by: Option<String>,
-    probe_start: Option<String>,
-    drill_id: Option<String>,
+/// One field on its way into a column.
+enum Value<'a> {
+    Text(Option<Cow<'a, str>>),
+    Int(Option<i64>),
+    Bool(Option<bool>),
 }
 
-fn string_list(text: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("feature list: {e}")))
-    })
-    .transpose()
+/// One row being written into [`Rows`], its fields in column order.
+pub(crate) struct Row<'r, 'a> {
+    rows: &'r mut Rows<'a>,
+    column: usize,
 }
 
-impl TryFrom<RunRow> for Run {
-    type Error = StoreError;
-    fn try_from(r: RunRow) -> Result<Run, StoreError> {
-        Ok(Run {
-            id: uuid(&r.id)?,
-            stage: parse("stage", &r.stage)?,
-            status: parse("status", &r.status)?,
-            project: r.project,
-            workflow: r.workflow,
-            event_id: r.event_id,
-            event_type: r.event_type,
-            customer_id: r.customer_id,
-            subscription_id: r.subscription_id,
-            expected_plan: r.expected_plan,
-            expected_plan_reason: r.expected_plan_reason,
-            observed_plan: r.observed_plan,
-            deploy_sha: r.deploy_sha,
-            livemode: r.livemode,
-            opened_at: from_ms(r.opened_at),
-            reconciled_due_at: from_ms(r.reconciled_due_at),
-            access_due_at: from_ms(r.access_due_at),
-            deadline_at: r.deadline_at.map(from_ms),
-            closed_at: r.closed_at.map(from_ms),
-            expected_features: string_list(r.expected_features)?,
-            keep_access_until: r.keep_access_until.map(from_ms),
-            observed_features: string_list(r.observed_features)?,
-            event_created_at: from_ms(r.event_created_at),
-            superseded_by: r.superseded_by.as_deref().map(uuid).transpose()?,
-            probe_start: r
-                .probe_start
-                .as_deref()
-                .map(|p| parse("probe start", p))
-                .transpose()?,
-            drill_id: r.drill_id.as_deref().map(uuid).transpose()?,
+impl<'a> Rows<'a> {
+    /// The rows of `items`, each written by `row`, which must write the same
+    /// columns, of the same types, in the same order, for every item.
+    pub(crate) fn of<T>(
+        items: impl IntoIterator<Item = T>,
+        mut row: impl FnMut(&mut Row<'_, 'a>, T),
+    ) -> Rows<'a> {
+        let mut rows = Rows::default();
+        for item in items {
+            let mut writer = Row {
+                rows: &mut rows,
+                column: 0,
+            };
+            row(&mut writer, item);
+            let written = writer.column;
+            assert_eq!(
+                written,
+                rows.columns.len(),
+                "a row wrote fewer columns than the first"
+            );
+            rows.len += 1;
+        }
+        rows
+    }
+
+    /// The column names, in order, as a statement's column list.
+    pub(crate) fn column_list(&self) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
+        names.join(", ")
+    }
+
+    /// Appends the rows as a `VALUES` list (SQLite).
+    pub(crate) fn values<DB: sqlx::Database>(self, query: &mut sqlx::QueryBuilder<DB>)
+    where
+        Option<Cow<'a, str>>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        Option<bool>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        enum Fields<'a> {
+            Text(std::vec::IntoIter<Option<Cow<'a, str>>>),
+            Int(std::vec::IntoIter<Option<i64>>),
+            Bool(std::vec::IntoIter<Option<bool>>),
+        }
+        let mut columns: Vec<Fields<'a>> = self
+            .columns
+            .into_iter()
+            .map(|column| match column.values {
+                Values::Text(values) => Fields::Text(values.into_iter()),
+                Values::Int(values) => Fields::Int(values.into_iter()),
+                Values::Bool(values) => Fields::Bool(values.into_iter()),
+            })
+            .collect();
+        query.push_values(0..self.len, |mut row, _| {
+            // Every column holds `len` values: `of` checks each row.
+            for column in &mut columns {
+                match column {
+                    Fields::Text(values) => row.push_bind(values.next().flatten()),
+                    Fields::Int(values) => row.push_bind(values.next().flatten()),
+                    Fields::Bool(values) => row.push_bind(values.next().flatten()),
+                };
+            }
+        });
+    }
+
+    /// Appends the rows as `SELECT * FROM UNNEST(...)`, an array per column
+    /// (PostgreSQL).
+    pub(crate) fn unnest<DB: sqlx::Database>(self, query: &mut sqlx::QueryBuilder<DB>)
+    where
+        Vec<Option<Cow<'a, str>>>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        Vec<Option<i64>>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        Vec<Option<bool>>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        query.push("SELECT * FROM UNNEST(");
+        let mut arrays = query.separated(", ");
+        for column in self.columns {
+            match column.values {
+                Values::Text(values) => arrays.push_bind(values),
+                Values::Int(values) => arrays.push_bind(values),
+                Values::Bool(values) => arrays.push_bind(values),
+            };
+        }
+        query.push(")");
+    }
+
+    /// The names of the columns in which any row differs from the same row
+    /// of `before` (the same items, written by the same function, before
+    /// they changed).
+    pub(crate) fn changed(&self, before: &Rows<'_>) -> Vec<&'static str> {
+        assert_eq!(
+            self.len, before.len,
+            "the rows before a change are the same rows"
+        );
+        let same = |a: &Values<'_>, b: &Values<'_>| match (a, b) {
+            (Values::Text(a), Values::Text(b)) => a == b,
+            (Values::Int(a), Values::Int(b)) => a == b,
+            (Values::Bool(a), Values::Bool(b)) => a == b,
+            _ => false,
+        };
+        self.columns
+            .iter()
+            .filter(|column| {
+                !before
+                    .columns
+                    .iter()
+                    .any(|b| b.name == column.name && same(&column.values, &b.values))
+            })
+            .map(|column| column.name)
+            .collect()
+    }
+}
+
+impl<'a> Row<'_, 'a> {
+    fn push(&mut self, name: &'static str, value: Value<'a>) -> &mut Self {
+        let i = self.column;
+        self.column += 1;
+        let columns = &mut self.rows.columns;
+        if i == columns.len() {
+            // The first row names the columns; the others fill them.
+            assert_eq!(self.rows.len, 0, "a row wrote more columns than the first");
+            columns.push(Column {
+                name,
+                values: match value {
+                    Value::Text(_) => Values::Text(Vec::new()),
+                    Value::Int(_) => Values::Int(Vec::new()),
+                    Value::Bool(_) => Values::Bool(Vec::new()),
+                },
+            });
+        }
+        let column = &mut columns[i];
+        assert_eq!(
+            column.name, name,
+            "column {i} is `{}` in the first row",
+            column.name
+        );
+        match (&mut column.values, value) {
+            (Values::Text(values), Value::Text(value)) => values.push(value),
+            (Values::Int(values), Value::Int(value)) => values.push(value),
+            (Values::Bool(values), Value::Bool(value)) => values.push(value),
+            _ => panic!("column `{name}` changed its type between rows"),
+        }
+        self
+    }
+
+    pub(crate) fn text(&mut self, name: &'static str, value: impl Into<Cow<'a, str>>) -> &mut Self {
+        self.push(name, Value::Text(Some(value.into())))
+    }
+
+    pub(crate) fn opt_text(
+        &mut self,
+        name: &'static str,
+        value: Option<impl Into<Cow<'a, str>>>,
+    ) -> &mut Self {
+        self.push(name, Value::Text(value.map(Into::into)))
+    }
+
+    pub(crate) fn int(&mut self, name: &'static str, value: i64) -> &mut Self {
+        self.push(name, Value::Int(Some(value)))
+    }
+
+    pub(crate) fn opt_int(&mut self, name: &'static str, value: Option<i64>) -> &mut Self {
+        self.push(name, Value::Int(value))
+    }
+
+    pub(crate) fn bool(&mut self, name: &'static str, value: bool) -> &mut Self {
+        self.push(name, Value::Bool(Some(value)))
+    }
+
+    pub(crate) fn opt_bool(&mut self, name: &'static str, value: Option<bool>) -> &mut Self {
+        self.push(name, Value::Bool(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rows;
+
+    fn rows(n: i64) -> Rows<'static> {
+        Rows::of(0..n, |row, i| {
+            row.text("a", format!("id_{i}"))
+                .opt_int("b", Some(i))
+                .opt_bool("c", None);
         })
     }
-}
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct TimelineRow {
-    at: i64,
-    source: String,
-    stage: String,
-    outcome: String,
-    evidence: String,
-}
-
-impl TryFrom<TimelineRow> for TimelineEntry {
-    type Error = StoreError;
-    fn try_from(r: TimelineRow) -> Result<TimelineEntry, StoreError> {
-        Ok(TimelineEntry {
-            at: from_ms(r.at),
-            source: parse("source", &r.source)?,
-            stage: parse("stage", &r.stage)?,
-            outcome: parse("timeline outcome", &r.outcome)?,
-            evidence: json(&r.evidence)?,
-        })
+    /// PostgreSQL's statement is one text for any number of rows, so that it
+    /// is parsed once per connection, with one value bound per column.
+    #[test]
+    fn unnest_binds_an_array_per_column_whatever_the_rows() {
+        let sql = |n| {
+            let rows = rows(n);
+            let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+                "INSERT INTO t ({}) ",
+                rows.column_list()
+            ));
+            rows.unnest(&mut query);
+            query.into_string()
+        };
+        assert_eq!(
+            sql(1),
+            "INSERT INTO t (a, b, c) SELECT * FROM UNNEST($1, $2, $3)"
+        );
+        assert_eq!(sql(1), sql(500));
     }
-}
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct IncidentRow {
-    id: String,
-    run_id: String,
-    project: String,
-    workflow: String,
-    kind: String,
-    title: String,
-    status: String,
-    evidence: String,
-    opened_at: i64,
-    acknowledged_at: Option<i64>,
-    resolved_at: Option<i64>,
-    resolution: Option<String>,
-    drill: bool,
-}
-
-impl TryFrom<IncidentRow> for Incident {
-    type Error = StoreError;
-    fn try_from(r: IncidentRow) -> Result<Incident, StoreError> {
-        Ok(Incident {
-            id: uuid(&r.id)?,
-            run_id: uuid(&r.run_id)?,
-            kind: parse("incident kind", &r.kind)?,
-            status: parse("incident status", &r.status)?,
-            evidence: serde_json::from_str(&r.evidence)
-                .map_err(|e| StoreError::Corrupt(format!("incident evidence: {e}")))?,
-            project: r.project,
-            workflow: r.workflow,
-            title: r.title,
-            opened_at: from_ms(r.opened_at),
-            acknowledged_at: r.acknowledged_at.map(from_ms),
-            resolved_at: r.resolved_at.map(from_ms),
-            resolution: r.resolution,
-            drill: r.drill,
-        })
+    #[test]
+    fn values_binds_each_field_row_by_row() {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO t (a, b, c) ");
+        rows(2).values(&mut query);
+        assert_eq!(
+            query.into_string(),
+            "INSERT INTO t (a, b, c) VALUES (?, ?, ?), (?, ?, ?)"
+        );
     }
-}
 
-/// Converts fetched rows, failing on the first corrupt one.
-pub(crate) fn convert<R, T: TryFrom<R, Error = StoreError>>(
-    rows: Vec<R>,
-) -> Result<Vec<T>, StoreError> {
-    rows.into_iter().map(T::try_from).collect()
-}
-
-/// The columns of `probe_attempts`, in the order [`ProbeAttemptRow`] reads.
-macro_rules! probe_columns {
-    () => {
-        "at, duration_ms, url, status_code, observed_plan, observed_features, deploy_sha, error, matched"
-    };
-}
-pub(crate) use probe_columns;
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct ProbeAttemptRow {
-    at: i64,
-    duration_ms: i64,
-    url: String,
-    status_code: Option<i64>,
-    observed_plan: Option<String>,
-    observed_features: Option<String>,
-    deploy_sha: Option<String>,
-    error: Option<String>,
-    matched: bool,
-}
-
-impl TryFrom<ProbeAttemptRow> for crate::run::ProbeAttempt {
-    type Error = StoreError;
-    fn try_from(r: ProbeAttemptRow) -> Result<Self, StoreError> {
-        Ok(crate::run::ProbeAttempt {
-            at: from_ms(r.at),
-            duration_ms: r.duration_ms,
-            url: r.url,
-            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
-            observed_plan: r.observed_plan,
-            observed_features: string_list(r.observed_features)?,
-            deploy_sha: r.deploy_sha,
-            error: r.error,
-            matched: r.matched,
-        })
+    /// A column is changed when any one row's value differs, in value or
+    /// in being NULL; the others are not written back.
+    #[test]
+    fn changed_names_the_columns_any_row_changed() {
+        let rows = |items: [(i64, Option<&'static str>, bool); 2]| {
+            Rows::of(items, |row, (i, t, b)| {
+                row.int("n", i).opt_text("t", t).bool("b", b);
+            })
+        };
+        let before = rows([(1, Some("a"), true), (2, None, false)]);
+        let same = rows([(1, Some("a"), true), (2, None, false)]);
+        assert_eq!(same.changed(&before), Vec::<&str>::new());
+        let one_filled = rows([(1, Some("a"), true), (2, Some("b"), false)]);
+        assert_eq!(one_filled.changed(&before), vec!["t"]);
+        let one_flipped = rows([(1, Some("a"), false), (2, None, false)]);
+        assert_eq!(one_flipped.changed(&before), vec!["b"]);
     }
-}
 
-/// A run's latest probe attempt, for the sweeper.
-#[derive(sqlx::FromRow)]
-pub(crate) struct LastProbeRow {
-    run_id: String,
-    #[sqlx(flatten)]
-    probe: ProbeAttemptRow,
-}
-
-impl LastProbeRow {
-    pub(crate) fn into_parts(self) -> Result<(Uuid, crate::run::ProbeAttempt), StoreError> {
-        Ok((uuid(&self.run_id)?, self.probe.try_into()?))
+    #[test]
+    #[should_panic(expected = "a row wrote more columns than the first")]
+    fn a_row_must_not_add_columns() {
+        Rows::of([1, 2], |row, n| {
+            for _ in 0..n {
+                row.int("n", n);
+            }
+        });
     }
-}
 
-/// A claimed probe: the run, and how often it was probed before.
-#[derive(sqlx::FromRow)]
-pub(crate) struct ProbeJobRow {
-    #[sqlx(flatten)]
-    run: RunRow,
-    attempts: i64,
-}
-
-impl ProbeJobRow {
-    pub(crate) fn into_job(
-        self,
-        lease_token: &str,
-        lease_expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<crate::probe::ProbeJob, StoreError> {
-        Ok(crate::probe::ProbeJob {
-            run: self.run.try_into()?,
-            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
-            lease_token: lease_token.to_owned(),
-            lease_expires_at,
-        })
+    #[test]
+    #[should_panic(expected = "column `b` changed its type")]
+    fn a_row_must_keep_the_columns_types() {
+        Rows::of([true, false], |row, first| {
+            row.text("a", "a");
+            if first {
+                row.int("b", 1);
+            } else {
+                row.bool("b", true);
+            }
+        });
     }
-}
 
-/// The columns of `alert_deliveries`, in the order [`DeliveryRow`] reads, with
-/// the number of incidents it is about.
-macro_rules! delivery_columns {
-    () => {
-        "alert_deliveries.id, project, channel, event, status, created_at, next_attempt_at, settled_at, last_error, \
-         (SELECT COUNT(*) FROM alert_delivery_incidents l WHERE l.delivery_id = alert_deliveries.id) AS incident_count"
-    };
-}
-pub(crate) use delivery_columns;
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct DeliveryRow {
-    id: String,
-    project: String,
-    channel: String,
-    event: String,
-    status: String,
-    created_at: i64,
-    next_attempt_at: Option<i64>,
-    settled_at: Option<i64>,
-    last_error: Option<String>,
-    incident_count: i64,
-}
-
-impl TryFrom<DeliveryRow> for crate::alert::Delivery {
-    type Error = StoreError;
-    fn try_from(r: DeliveryRow) -> Result<Self, StoreError> {
-        Ok(crate::alert::Delivery {
-            id: uuid(&r.id)?,
-            event: parse("alert event", &r.event)?,
-            status: parse("delivery status", &r.status)?,
-            project: r.project,
-            channel: r.channel,
-            incident_count: r.incident_count,
-            created_at: from_ms(r.created_at),
-            next_attempt_at: r.next_attempt_at.map(from_ms),
-            settled_at: r.settled_at.map(from_ms),
-            last_error: r.last_error,
-            attempts: Vec::new(),
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct DeliveryAttemptRow {
-    at: i64,
-    duration_ms: i64,
-    status_code: Option<i64>,
-    error: Option<String>,
-}
-
-impl TryFrom<DeliveryAttemptRow> for crate::alert::DeliveryAttempt {
-    type Error = StoreError;
-    fn try_from(r: DeliveryAttemptRow) -> Result<Self, StoreError> {
-        Ok(crate::alert::DeliveryAttempt {
-            at: from_ms(r.at),
-            duration_ms: r.duration_ms,
-            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
-            error: r.error,
-        })
-    }
-}
-
-/// The columns of `drills`, in the order [`DrillRow`] reads.
-macro_rules! drill_columns {
-    () => {
-        "id, project, workflow, trigger, status, step, event_id, run_id, incident_id, started_at, \
-         finished_at, scheduled_for, report, next_step_at"
-    };
-}
-pub(crate) use drill_columns;
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct DrillRow {
-    id: String,
-    project: String,
-    workflow: String,
-    trigger: String,
-    status: String,
-    step: String,
-    event_id: String,
-    run_id: Option<String>,
-    incident_id: Option<String>,
-    started_at: i64,
-    finished_at: Option<i64>,
-    scheduled_for: Option<i64>,
-    report: String,
-    next_step_at: Option<i64>,
-}
-
-impl DrillRow {
-    pub(crate) fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-impl TryFrom<DrillRow> for crate::drill::Drill {
-    type Error = StoreError;
-    fn try_from(r: DrillRow) -> Result<Self, StoreError> {
-        let report: crate::drill::DrillReport = serde_json::from_str(&r.report)
-            .map_err(|e| StoreError::Corrupt(format!("drill report: {e}")))?;
-        Ok(crate::drill::Drill {
-            id: uuid(&r.id)?,
-            trigger: parse("drill trigger", &r.trigger)?,
-            status: parse("drill status", &r.status)?,
-            step: parse("drill step", &r.step)?,
-            run_id: r.run_id.as_deref().map(uuid).transpose()?,
-            incident_id: r.incident_id.as_deref().map(uuid).transpose()?,
-            project: r.project,
-            workflow: r.workflow,
-            event_id: r.event_id,
-            customer_id: report.customer_id,
-            subscription_id: report.subscription_id,
-            started_at: from_ms(r.started_at),
-            finished_at: r.finished_at.map(from_ms),
-            scheduled_for: r.scheduled_for.map(from_ms),
-            timings: report.timings,
-            steps: report.steps,
-            broken_link: report.broken_link,
-            step_started_at: report.step_started_at,
-            next_step_at: r.next_step_at.map(from_ms),
-        })
+    #[test]
+    #[should_panic(expected = "column 0 is `a` in the first row")]
+    fn a_row_must_name_the_columns_as_the_first_did() {
+        Rows::of([true, false], |row, first| {
+            row.text(if first { "a" } else { "b" }, "x");
+        });
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use assay::run::{BILLING_WORKFLOW, Deadlines, Expectation, RunSpec, Source};
 use assay::store::sqlite::SqliteStore;
-use assay::store::{DatabaseSettings, Store};
+use assay::store::{DatabaseSettings, Runs, Sweep};
 use chrono::Utc;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};

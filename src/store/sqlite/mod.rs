@@ -10,29 +10,24 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
+use const_format::concatcp;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::DatabaseSettings;
-use super::sql::{scope_filter, sql_store};
+use self::dialect::MIGRATOR;
+use super::{DatabaseSettings, StoreError};
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+mod dialect;
+/// The statements of `shared/`, compiled for SQLite.
+#[path = "../shared/mod.rs"]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "each backend compiles the shared statements for its own types"
+)]
+mod shared;
 
-pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
-    lease: Duration,
-    outbox: std::sync::Arc<crate::alert::Outbox>,
-    /// Committed transitions are counted here.
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// Stripe deliveries, committed in groups by the one writer.
-    ingest: super::group_commit::GroupCommit,
-    /// Always 1: the one writer connection.
-    writers: usize,
-}
+pub use shared::SqlStore as SqliteStore;
 
 impl SqliteStore {
     pub async fn connect(
@@ -56,29 +51,26 @@ impl SqliteStore {
             .max_connections(settings.max_connections)
             .connect_with(options.read_only(true))
             .await?;
-        let ingest = super::group_commit::GroupCommit::start(
-            1,
-            commit_ingest_batch(writer.clone(), metrics.clone()),
-        );
-        Ok(SqliteStore {
+        Ok(SqliteStore::new(
             writer,
             reader,
-            lease: settings.lease,
+            1,
+            settings.lease,
             outbox,
             metrics,
-            ingest,
-            writers: 1,
-        })
+        ))
     }
 
     /// SQLite's plan for the sweeper's claim, one line per step.
     pub async fn explain_sweep(&self) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(concat!("EXPLAIN QUERY PLAN ", claim_overdue_sql!("")))
-                .bind(0_i64)
-                .bind(1_i64)
-                .fetch_all(&self.reader)
-                .await?;
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(concatcp!(
+            "EXPLAIN QUERY PLAN ",
+            shared::sweep::CLAIM_OVERDUE
+        ))
+        .bind(0_i64)
+        .bind(1_i64)
+        .fetch_all(&self.reader)
+        .await?;
         Ok(rows.into_iter().map(|r| r.3).collect())
     }
 }
@@ -126,34 +118,3 @@ async fn open_writer(
         }
     }
 }
-
-/// The runs of one scope's subjects (`scope_filter!`), but for the runs of
-/// the events in `$5`; SQLite's planner looks each subject up in the index.
-macro_rules! scope_runs {
-    ($subject:literal) => {
-        concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE ",
-            scope_filter!(),
-            " AND ",
-            $subject,
-            " IN (SELECT value FROM json_each($3))",
-            " AND event_id NOT IN (SELECT value FROM json_each($5))"
-        )
-    };
-}
-
-sql_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    SqliteConnection,
-    lock = "",
-    skip_locked = "",
-    advisory_locks = "",
-    scope_runs = [
-        scope_runs!("subscription_id"),
-        scope_runs!("subscription_id IS NULL AND customer_id")
-    ],
-    rows = values
-);

@@ -1,0 +1,198 @@
+//! The prober's queue (`probe_queue`) and the attempts it records
+//! (`probe_attempts`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use const_format::concatcp;
+
+use super::claim::Queue;
+use super::runs::{fetch_run, insert, save_report, write_run};
+use super::{Conn, LOCK, SqlStore};
+use crate::probe::{ProbeJob, ProbeSchedule};
+use crate::run::{ProbeAttempt, Run, Source};
+use crate::store::records::{
+    PROBE_COLUMNS, ProbeAttemptRow, ProbeJobRow, RUN_COLUMNS, convert, probe_attempt_row,
+};
+use crate::store::rows::{ROWS_PER_STATEMENT, Rows};
+use crate::store::{ProbeQueue, RunRef, StoreError, to_ms};
+
+/// Queues a probe of each run, due at `now`, unless one is queued already.
+pub(super) async fn enqueue(
+    conn: &mut Conn,
+    runs: &[&Run],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+        let rows = Rows::of(chunk, |row, run| {
+            row.text("run_id", run.id.to_string())
+                .int("due_at", to_ms(now));
+        });
+        let mut query = insert("probe_queue", rows);
+        query.push(" ON CONFLICT (run_id) DO NOTHING");
+        query.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Records one attempt on its run.
+pub(super) async fn record_attempt(
+    conn: &mut Conn,
+    run_id: uuid::Uuid,
+    attempt: &ProbeAttempt,
+) -> Result<(), StoreError> {
+    let run_id = run_id.to_string();
+    insert(
+        "probe_attempts",
+        Rows::of([attempt], |row, attempt| {
+            probe_attempt_row(row, &run_id, attempt)
+        }),
+    )
+    .build()
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The run's latest `limit` probe attempts, oldest first.
+pub(super) async fn of_run(
+    conn: &mut Conn,
+    run_id: uuid::Uuid,
+    limit: i64,
+) -> Result<Vec<ProbeAttempt>, StoreError> {
+    let rows: Vec<ProbeAttemptRow> = sqlx::query_as(concatcp!(
+        "SELECT ",
+        PROBE_COLUMNS,
+        " FROM probe_attempts WHERE run_id = $1 ORDER BY seq DESC LIMIT $2"
+    ))
+    .bind(run_id.to_string())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut probes: Vec<ProbeAttempt> = convert(rows)?;
+    probes.reverse();
+    Ok(probes)
+}
+
+#[async_trait]
+impl ProbeQueue for SqlStore {
+    async fn claim_probes(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ProbeJob>, StoreError> {
+        let lease = self.lease(Queue::Probes, now, limit).await?;
+        if lease.claimed == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ProbeJobRow> = sqlx::query_as(concatcp!(
+            "SELECT ",
+            RUN_COLUMNS,
+            ", attempts FROM runs JOIN probe_queue ON probe_queue.run_id = runs.id ",
+            "WHERE probe_queue.lease_token = $1"
+        ))
+        .bind(&lease.token)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.into_iter()
+            .map(|row| row.into_job(&lease.token, lease.expires_at))
+            .collect()
+    }
+
+    async fn finish_probe(
+        &self,
+        job: &ProbeJob,
+        attempt: Option<(ProbeAttempt, ProbeSchedule)>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let key = RunRef::Id(job.run.id);
+        let mut run = fetch_run(&mut tx, &job.run.project, &key, true)
+            .await?
+            .ok_or(StoreError::NotFound("run"))?;
+        // If our lease expired and the run was claimed again, the work is
+        // theirs and this attempt is not recorded twice. The queue row stays
+        // locked until commit, so no claim can take it between this check
+        // and the update below.
+        let still_ours: Option<i64> = sqlx::query_scalar(concatcp!(
+            "SELECT attempts FROM probe_queue WHERE run_id = $1 AND lease_token = $2",
+            LOCK
+        ))
+        .bind(run.id.to_string())
+        .bind(&job.lease_token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if still_ours.is_none() {
+            tracing::warn!(run_id = %run.id, "a probe finished after its lease passed to another replica; dropped");
+            return Ok(false);
+        }
+        let mut next_due = None;
+        let mut seen = Vec::new();
+        if let Some((mut attempt, schedule)) = attempt {
+            attempt.matched = run.probe_matches(&attempt);
+            record_attempt(&mut tx, run.id, &attempt).await?;
+            let matched = match run.observe(&attempt, now) {
+                Some(outcome) => {
+                    save_report(
+                        &mut tx,
+                        &self.outbox,
+                        &run,
+                        &outcome,
+                        Source::Probe,
+                        now,
+                        &mut seen,
+                    )
+                    .await?;
+                    true
+                }
+                None => {
+                    write_run(&mut tx, &run, false).await?;
+                    false
+                }
+            };
+            next_due = schedule.next_due(&run, job.attempts + 1, matched, now);
+        }
+        // Only the holder of the lease moves the queue row.
+        let moved = match next_due {
+            Some(due) => {
+                sqlx::query(
+                    "UPDATE probe_queue SET due_at = $2, attempts = attempts + 1, \
+                     lease_token = NULL, lease_expires_at = NULL \
+                     WHERE run_id = $1 AND lease_token = $3",
+                )
+                .bind(run.id.to_string())
+                .bind(to_ms(due))
+                .bind(&job.lease_token)
+                .execute(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM probe_queue WHERE run_id = $1 AND lease_token = $2")
+                    .bind(run.id.to_string())
+                    .bind(&job.lease_token)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        };
+        if moved.rows_affected() == 0 {
+            // Cannot happen while the row is locked; if it does, recording
+            // nothing is the safe side.
+            tracing::warn!(run_id = %run.id, "a probe's queue row changed hands; dropped");
+            return Ok(false);
+        }
+        tx.commit().await?;
+        self.metrics.record(&seen);
+        Ok(true)
+    }
+
+    async fn release_probe(&self, job: &ProbeJob) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE probe_queue SET lease_token = NULL, lease_expires_at = NULL \
+             WHERE run_id = $1 AND lease_token = $2",
+        )
+        .bind(job.run.id.to_string())
+        .bind(&job.lease_token)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+}

@@ -7,8 +7,8 @@ use const_format::concatcp;
 use uuid::Uuid;
 
 use super::claim::Queue;
-use super::runs::{append_timeline, fetch_run, write_run};
-use super::{Db, SqlStore, probes, push_cursor};
+use super::tables::{append_timeline, fetch_run, push_cursor, record_probe_attempt, write_run};
+use super::{Db, SqlStore};
 use crate::drill::Drill;
 use crate::run::{ProbeAttempt, Run};
 use crate::store::records::{DRILL_COLUMNS, DrillRow, convert};
@@ -182,7 +182,7 @@ impl Drills for SqlStore {
             ..attempt
         };
         let entry = run.observe_for_drill(&attempt, now);
-        probes::record_attempt(&mut tx, run.id, &attempt).await?;
+        record_probe_attempt(&mut tx, run.id, &attempt).await?;
         write_run(&mut tx, &run, false).await?;
         // A drill's run: nothing to count.
         append_timeline(&mut tx, &run, &[entry], &mut Vec::new()).await?;

@@ -6,7 +6,8 @@ use const_format::concatcp;
 use uuid::Uuid;
 
 use super::outbox::{deliveries_of_incident, queue_deliveries};
-use super::{Conn, Db, LOCK, SqlStore, push_cursor};
+use super::tables::push_cursor;
+use super::{Conn, Db, LOCK, SqlStore};
 use crate::alert::Outbox;
 use crate::incident::Incident;
 use crate::store::records::{INCIDENT_COLUMNS, IncidentRow, convert};

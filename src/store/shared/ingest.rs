@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 
 use super::ordering::{lock_scopes, open_or_merge, probed_from_open, scope_runs};
-use super::runs::{append_timelines, insert, write_runs};
-use super::{Conn, Db, SqlStore, probes};
+use super::tables::{append_timelines, enqueue_probes, insert, write_runs};
+use super::{Conn, Db, SqlStore};
 use crate::metrics::{Metrics, Transition};
 use crate::run::{Run, RunSpec, TimelineEntry};
 use crate::store::group_commit::{CommitBatch, Pending, panic_message};
@@ -178,7 +178,7 @@ async fn ingest_batch(
     if let Some(now) = deliveries.iter().map(|d| d.now).min()
         && !probe_now.is_empty()
     {
-        probes::enqueue(conn, &probe_now, now).await?;
+        enqueue_probes(conn, &probe_now, now).await?;
     }
     for (i, run) in opened_for.into_iter().zip(opened) {
         outcomes[i] = Ingested::Stored {

@@ -28,10 +28,12 @@ mod ordering;
 mod outbox;
 mod probes;
 mod reads;
+mod report;
 mod runs;
 mod sessions;
 /// Public to the backend, which may read its claim's plan.
 pub(super) mod sweep;
+mod tables;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +44,6 @@ use super::dialect::{
 };
 use crate::alert::Outbox;
 use crate::metrics::Metrics;
-use crate::store::Cursor;
 use crate::store::group_commit::GroupCommit;
 
 /// A store on one database of this backend.
@@ -86,20 +87,5 @@ impl SqlStore {
             metrics,
             ingest,
         }
-    }
-}
-
-/// Continues a newest-first list (by `at`, a time column, then id) after
-/// `cursor`.
-fn push_cursor(query: &mut sqlx::QueryBuilder<Db>, at: &'static str, cursor: Option<Cursor>) {
-    if let Some(c) = cursor {
-        query
-            .push(format!(" AND ({at} < "))
-            .push_bind(c.at_ms)
-            .push(format!(" OR ({at} = "))
-            .push_bind(c.at_ms)
-            .push(" AND id < ")
-            .push_bind(c.id.to_string())
-            .push("))");
     }
 }

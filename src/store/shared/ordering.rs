@@ -5,12 +5,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::runs::{append_timeline, fetch_run, write_run};
-use super::{Conn, KEY_LOCK, SCOPE_BY_CUSTOMER, SCOPE_BY_SUBSCRIPTION, probes, push_rows};
+use super::tables::{append_timeline, enqueue_probes, fetch_run, lock_keys, write_run};
+use super::{Conn, SCOPE_BY_CUSTOMER, SCOPE_BY_SUBSCRIPTION};
 use crate::metrics::Transition;
 use crate::run::{ProbeStart, Run, RunSpec, RunStatus, Source, Subject};
 use crate::store::records::{RunRow, convert};
-use crate::store::rows::{ROWS_PER_STATEMENT, Rows};
 use crate::store::{RunRef, StoreError, to_ms};
 
 /// Whether a run just opened is probed from its opening.
@@ -37,7 +36,7 @@ pub(super) async fn open_or_merge(
         let delivered = delivered(conn, &run, source).await?;
         settle_order(conn, &mut run, delivered, now, seen).await?;
         if probed_from_open(&run) {
-            probes::enqueue(conn, &[&run], now).await?;
+            enqueue_probes(conn, &[&run], now).await?;
         }
         return Ok((run, true));
     }
@@ -103,7 +102,7 @@ async fn settle_order(
     Ok(())
 }
 
-/// Locks the ordering scopes of `runs` (see [`lock_keys`]). Two events of
+/// Locks the ordering scopes of `runs` (see `tables::lock_keys`). Two events of
 /// one subject opening at once must not both miss each other: the later
 /// waits here for the first to commit.
 pub(super) async fn lock_scopes(conn: &mut Conn, runs: &[&Run]) -> Result<(), StoreError> {
@@ -112,30 +111,6 @@ pub(super) async fn lock_scopes(conn: &mut Conn, runs: &[&Run]) -> Result<(), St
         runs.iter().copied().filter_map(subject_lock_key).collect(),
     )
     .await
-}
-
-/// Serialises the transaction on `keys` (the dialect's `KEY_LOCK`; SQLite's
-/// one writer needs none), in key order, so that writers that share several
-/// keys wait for each other instead of deadlocking.
-pub(super) async fn lock_keys(conn: &mut Conn, mut keys: Vec<String>) -> Result<(), StoreError> {
-    let Some(lock) = KEY_LOCK else {
-        return Ok(());
-    };
-    keys.sort();
-    keys.dedup();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::QueryBuilder::new(lock);
-        query.push(" FROM (");
-        push_rows(
-            &mut query,
-            Rows::of(chunk, |row, key| {
-                row.text("key", key.as_str());
-            }),
-        );
-        query.push(") AS locks (key)");
-        query.build().execute(&mut *conn).await?;
-    }
-    Ok(())
 }
 
 /// The key of the lock on a run's ordering scope.

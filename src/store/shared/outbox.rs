@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use const_format::concatcp;
 
 use super::claim::Queue;
-use super::ordering::lock_keys;
-use super::runs::insert;
+use super::tables::{insert, lock_keys};
 use super::{Conn, LOCK, SKIP_LOCKED, SqlStore};
 use crate::alert::{
     AlertEvent, Delivery, DeliveryJob, DeliveryOutcome, DeliveryStatus, GROUP_SETTLE, NewDelivery,

@@ -1,77 +1,18 @@
-//! The prober's queue (`probe_queue`) and the attempts it records
-//! (`probe_attempts`).
+//! The prober's queue (`probe_queue`): claimed with a lease, and settled by
+//! recording the attempt on its run and scheduling the next.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use const_format::concatcp;
 
 use super::claim::Queue;
-use super::runs::{fetch_run, insert, save_report, write_run};
-use super::{Conn, LOCK, SqlStore};
+use super::report::save_report;
+use super::tables::{fetch_run, record_probe_attempt, write_run};
+use super::{LOCK, SqlStore};
 use crate::probe::{ProbeJob, ProbeSchedule};
-use crate::run::{ProbeAttempt, Run, Source};
-use crate::store::records::{
-    PROBE_COLUMNS, ProbeAttemptRow, ProbeJobRow, RUN_COLUMNS, convert, probe_attempt_row,
-};
-use crate::store::rows::{ROWS_PER_STATEMENT, Rows};
+use crate::run::{ProbeAttempt, Source};
+use crate::store::records::{ProbeJobRow, RUN_COLUMNS};
 use crate::store::{ProbeQueue, RunRef, StoreError, to_ms};
-
-/// Queues a probe of each run, due at `now`, unless one is queued already.
-pub(super) async fn enqueue(
-    conn: &mut Conn,
-    runs: &[&Run],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    for chunk in runs.chunks(ROWS_PER_STATEMENT) {
-        let rows = Rows::of(chunk, |row, run| {
-            row.text("run_id", run.id.to_string())
-                .int("due_at", to_ms(now));
-        });
-        let mut query = insert("probe_queue", rows);
-        query.push(" ON CONFLICT (run_id) DO NOTHING");
-        query.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Records one attempt on its run.
-pub(super) async fn record_attempt(
-    conn: &mut Conn,
-    run_id: uuid::Uuid,
-    attempt: &ProbeAttempt,
-) -> Result<(), StoreError> {
-    let run_id = run_id.to_string();
-    insert(
-        "probe_attempts",
-        Rows::of([attempt], |row, attempt| {
-            probe_attempt_row(row, &run_id, attempt)
-        }),
-    )
-    .build()
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The run's latest `limit` probe attempts, oldest first.
-pub(super) async fn of_run(
-    conn: &mut Conn,
-    run_id: uuid::Uuid,
-    limit: i64,
-) -> Result<Vec<ProbeAttempt>, StoreError> {
-    let rows: Vec<ProbeAttemptRow> = sqlx::query_as(concatcp!(
-        "SELECT ",
-        PROBE_COLUMNS,
-        " FROM probe_attempts WHERE run_id = $1 ORDER BY seq DESC LIMIT $2"
-    ))
-    .bind(run_id.to_string())
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut probes: Vec<ProbeAttempt> = convert(rows)?;
-    probes.reverse();
-    Ok(probes)
-}
 
 #[async_trait]
 impl ProbeQueue for SqlStore {
@@ -129,7 +70,7 @@ impl ProbeQueue for SqlStore {
         let mut seen = Vec::new();
         if let Some((mut attempt, schedule)) = attempt {
             attempt.matched = run.probe_matches(&attempt);
-            record_attempt(&mut tx, run.id, &attempt).await?;
+            record_probe_attempt(&mut tx, run.id, &attempt).await?;
             let matched = match run.observe(&attempt, now) {
                 Some(outcome) => {
                     save_report(

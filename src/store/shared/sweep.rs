@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use const_format::concatcp;
 
 use super::outbox::queue_deliveries;
-use super::runs::{append_timelines, insert, write_runs};
-use super::{Conn, SKIP_LOCKED, SqlStore, probes};
+use super::tables::{append_timelines, enqueue_probes, insert, write_runs};
+use super::{Conn, SKIP_LOCKED, SqlStore};
 use crate::incident::{Incident, NewIncident};
 use crate::run::{ProbeAttempt, Run};
 use crate::store::records::{
@@ -72,7 +72,7 @@ impl Sweep for SqlStore {
         // Keep probing a failed run, so that its incident resolves itself
         // once the app grants the access.
         let probed: Vec<&Run> = failed.iter().filter(|r| r.probe_start.is_some()).collect();
-        probes::enqueue(&mut tx, &probed, now).await?;
+        enqueue_probes(&mut tx, &probed, now).await?;
         let inserted = insert_incidents(&mut tx, &incidents).await?;
         swept.incidents = incidents
             .into_iter()

@@ -8,7 +8,6 @@ mod incidents;
 mod runs;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
@@ -16,28 +15,19 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::get;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
 
-use crate::config::{Config, ProjectConfig};
-use crate::store::Store;
+use crate::config::ProjectConfig;
+use crate::server::state::AppState;
 
 /// The largest Stripe event we accept. Stripe's events are a few KiB; this
 /// leaves room for expanded objects without letting a body exhaust memory.
 pub const STRIPE_BODY_LIMIT: usize = 512 * 1024;
 /// The largest SDK request body.
 pub const API_BODY_LIMIT: usize = 64 * 1024;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
 
 /// The OpenAPI document's frame: what the routes do not say themselves.
 #[derive(utoipa::OpenApi)]
@@ -109,10 +99,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented().split_for_parts().1
 }
 
+/// The API's routes, with the contract's error answers for paths and
+/// methods it does not know.
 pub fn router(state: AppState) -> Router {
     let (documented, openapi) = documented().split_for_parts();
     let openapi = Arc::new(openapi);
-    let dashboard = crate::dashboard::router(state.clone());
     Router::new()
         .merge(documented)
         .route(
@@ -133,12 +124,6 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
-        .merge(dashboard)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
 }
 
 /// A JSON body whose rejections speak the contract's error shape.

@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 
 use self::auth::{Lockout, Operator};
 use self::views::Views;
-use crate::api::AppState;
 use crate::incident::IncidentStatus;
 use crate::run::{RunStatus, Stage};
+use crate::server::state::AppState;
 use crate::store::{Cursor, IncidentFilter, RunFilter, StoreError};
 
 /// What the dashboard keeps besides the app's state.

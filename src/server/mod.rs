@@ -1,14 +1,26 @@
-//! Builds and runs Assay: the HTTP server, the sweeper, the prober and the
-//! alert sender, sharing one store.
+//! Builds and runs Assay: the HTTP server (the API and the dashboard on one
+//! router, [`app`]), the sweeper, the prober, the alert sender and the drill
+//! runner, sharing one store.
+
+pub mod state;
+
+use self::state::AppState;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::worker::AlertSender;
-use crate::api::{self, AppState};
+use crate::api;
 use crate::config::Config;
+use crate::dashboard;
 use crate::drill::runner::DrillRunner;
 use crate::probe::client::ProbeClient;
 use crate::probe::worker::Prober;
@@ -91,7 +103,7 @@ pub async fn serve(
         sweep_schedule = %config.sweep.schedule_text,
         "assay is serving"
     );
-    let app = api::router(AppState {
+    let app = app(AppState {
         config,
         store,
         metrics,
@@ -111,4 +123,17 @@ pub async fn serve(
     let _ = drill_task.await;
     served?;
     Ok(())
+}
+
+/// Every route Assay serves: the API (whose answers for unknown paths and
+/// methods stand for the whole router) and the dashboard, under one request
+/// timeout and one trace span per request.
+pub fn app(state: AppState) -> Router {
+    api::router(state.clone())
+        .merge(dashboard::router(state))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
 }

@@ -26,6 +26,7 @@ pub mod store;
 pub mod stripe;
 pub mod sweeper;
 pub mod telemetry;
+pub mod worker;
 
 /// rustls needs one process-wide crypto provider (ring's) before any HTTP
 /// client is built; every place that builds one calls this first. Installing

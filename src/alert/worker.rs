@@ -4,16 +4,16 @@
 //! sent, a retry with backoff, or dead after the give-up horizon.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::channel::ChannelSender;
 use super::settings::{AlertSettings, ChannelConfig};
 use super::{DeliveryJob, DeliveryOutcome, random_unit, skip_reason};
 use crate::store::AlertQueue;
+use crate::worker::Worker;
 
 pub struct AlertSender {
     store: Arc<dyn AlertQueue>,
@@ -24,6 +24,8 @@ pub struct AlertSender {
     poll_interval: Duration,
     batch: u32,
     metrics: Arc<crate::metrics::Metrics>,
+    /// When reminders were last looked for.
+    reminders_checked: Mutex<Option<Instant>>,
 }
 
 impl AlertSender {
@@ -42,6 +44,7 @@ impl AlertSender {
             settings,
             poll_interval,
             batch: 32,
+            reminders_checked: Mutex::new(None),
         })
     }
 
@@ -159,30 +162,38 @@ impl AlertSender {
         }
     }
 
-    /// Sends until `shutdown` fires; also queues reminders when configured,
-    /// looking for them a few times per interval (at most once a minute),
-    /// not on every poll.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut reminders_checked: Option<std::time::Instant> = None;
-        loop {
-            if let Some(interval) = self.settings.reminder_interval {
-                let every = (interval / 4).min(Duration::from_secs(60));
-                if reminders_checked.is_none_or(|at| at.elapsed() >= every) {
-                    reminders_checked = Some(std::time::Instant::now());
-                    if let Err(e) = self.store.queue_reminders(crate::now(), interval).await {
-                        tracing::error!(error = %e, "queueing reminders failed");
-                    }
-                }
-            }
-            let claimed = self.tick().await;
-            if claimed < self.batch as usize {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(self.poll_interval) => {}
-                }
-            } else if shutdown.is_cancelled() {
+    /// Queues reminders when configured, looking for them a few times per
+    /// interval (at most once a minute), not on every poll.
+    async fn remind(&self) {
+        let Some(interval) = self.settings.reminder_interval else {
+            return;
+        };
+        let every = (interval / 4).min(Duration::from_secs(60));
+        {
+            let mut checked = self
+                .reminders_checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if checked.is_some_and(|at| at.elapsed() < every) {
                 return;
             }
+            *checked = Some(Instant::now());
         }
+        if let Err(e) = self.store.queue_reminders(crate::now(), interval).await {
+            tracing::error!(error = %e, "queueing reminders failed");
+        }
+    }
+}
+
+/// Sends a round of due deliveries at a time, and queues reminders.
+impl Worker for AlertSender {
+    fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// A full batch means more may be due.
+    async fn round(&self) -> bool {
+        self.remind().await;
+        self.tick().await >= self.batch as usize
     }
 }

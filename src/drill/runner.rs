@@ -16,7 +16,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{BrokenLink, Drill, DrillStep, DrillTrigger, PROBE_HEADER, StepOutcome};
@@ -28,6 +27,7 @@ use crate::incident::Incident;
 use crate::probe::client::ProbeClient;
 use crate::run::{RunStatus, Source, Stage, StageReport, after};
 use crate::store::{DrillJob, RunRef, Store, StoreError};
+use crate::worker::Worker;
 
 /// How long a drill waits for its accepted webhook's run to show up.
 const RUN_WAIT: Duration = Duration::from_secs(10);
@@ -92,6 +92,8 @@ pub struct DrillRunner {
     /// Shorter than the lease, so that no other replica takes the step over
     /// while its webhook is on the wire.
     ingest_timeout: Duration,
+    /// Each scheduled project's next schedule time.
+    next_scheduled: tokio::sync::Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 impl DrillRunner {
@@ -116,6 +118,7 @@ impl DrillRunner {
             ingest_timeout: INGEST_TIMEOUT.min(config.database.lease / 2),
             own_url,
             poll_interval: Duration::from_millis(500),
+            next_scheduled: Default::default(),
             config,
         })
     }
@@ -694,9 +697,9 @@ impl DrillRunner {
         Ok(StepOutcome::Passed(done.join("; ")))
     }
 
-    /// Starts the scheduled drills that are due; `next` holds each
-    /// project's next schedule time.
-    async fn fire_schedules(&self, next: &mut HashMap<String, DateTime<Utc>>) {
+    /// Starts the scheduled drills that are due.
+    async fn fire_schedules(&self) {
+        let mut next = self.next_scheduled.lock().await;
         let now = Utc::now();
         for project in self.config.projects.values() {
             let Some(schedule) = &project.drill.schedule else {
@@ -741,23 +744,18 @@ impl DrillRunner {
             }
         }
     }
+}
 
-    /// Runs drills and fires scheduled ones until `shutdown` fires.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut next = HashMap::new();
-        loop {
-            self.fire_schedules(&mut next).await;
-            let claimed = self.tick().await;
-            // A claim leaves the drill due again at once when its step
-            // passed: look again without waiting.
-            if claimed == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(self.poll_interval) => {}
-                }
-            } else if shutdown.is_cancelled() {
-                return;
-            }
-        }
+/// Fires the scheduled drills that are due, then takes a step of each
+/// claimed drill; a claim leaves a drill due again at once when its step
+/// passed, so a round that claimed any is followed by another.
+impl Worker for DrillRunner {
+    fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    async fn round(&self) -> bool {
+        self.fire_schedules().await;
+        self.tick().await > 0
     }
 }

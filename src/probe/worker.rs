@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::ProbeJob;
 use super::client::ProbeClient;
 use crate::run::RunStatus;
 use crate::store::ProbeQueue;
+use crate::worker::Worker;
 
 /// How many probes one replica runs at once, and how often it looks for due
 /// ones.
@@ -155,30 +155,28 @@ impl Prober {
             }
         }
     }
+}
 
-    /// Probes until `shutdown` fires, polling for due work; then lets the
-    /// probes in flight finish (each is bounded by its timeout), so that
-    /// none is cut off between its request and its record.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            // Claim as soon as a probe finishes, not at the next poll: with
-            // every slot busy, a poll's wait capped probes at `concurrency`
-            // per poll interval however fast the app answered.
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                slot = self.in_flight.acquire() => drop(slot),
-            }
-            let claimed = self.tick().await;
-            // A claim means more may be due: look again once a slot is free.
-            if claimed == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                }
-            } else if shutdown.is_cancelled() {
-                break;
-            }
-        }
+/// Probes one round at a time, as soon as a slot is free; once shutdown
+/// fires, lets the probes in flight finish (each is bounded by its
+/// timeout), so that none is cut off between its request and its record.
+impl Worker for Arc<Prober> {
+    fn poll_interval(&self) -> Duration {
+        self.settings.poll_interval
+    }
+
+    /// A slot is free: claim as soon as a probe finishes, not at the next
+    /// poll, or probes would be capped at `concurrency` per poll interval
+    /// however fast the app answered.
+    async fn ready(&self) {
+        let _slot = self.in_flight.acquire().await;
+    }
+
+    async fn round(&self) -> bool {
+        self.tick().await > 0
+    }
+
+    async fn drain(&self) {
         let all = u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX);
         let longest = self
             .clients

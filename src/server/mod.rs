@@ -26,6 +26,7 @@ use crate::probe::client::ProbeClient;
 use crate::probe::worker::Prober;
 use crate::store;
 use crate::sweeper::Sweeper;
+use crate::worker;
 use std::collections::HashMap;
 
 /// Runs until `shutdown` fires, on a listener the caller bound (tests bind
@@ -71,14 +72,14 @@ pub async fn serve(
         format!("http://{reachable}"),
     )
     .map_err(|e| anyhow::anyhow!("the drill runner: {e}"))?;
-    let drill_task = tokio::spawn(drill_runner.run(shutdown.child_token()));
+    let drill_task = tokio::spawn(worker::run(drill_runner, shutdown.child_token()));
     let prober = Arc::new(Prober::new(
         store.clone(),
         clients,
         config.prober,
         metrics.clone(),
     ));
-    let prober_task = tokio::spawn(prober.run(shutdown.child_token()));
+    let prober_task = tokio::spawn(worker::run(prober, shutdown.child_token()));
     let channels = config
         .projects
         .values()
@@ -96,7 +97,7 @@ pub async fn serve(
         metrics.clone(),
     )
     .map_err(|e| anyhow::anyhow!("the alert sender: {e}"))?;
-    let alert_task = tokio::spawn(alert_sender.run(shutdown.child_token()));
+    let alert_task = tokio::spawn(worker::run(alert_sender, shutdown.child_token()));
     tracing::info!(
         addr = %listener.local_addr()?,
         projects = ?config.projects.keys().collect::<Vec<_>>(),

@@ -174,15 +174,25 @@ def config_seeds():
 
 def config_dict():
     """libFuzzer dictionary: the variable names and file keys the loader
-    knows, read from its source so the list cannot go stale."""
+    knows, read from its source so the list cannot go stale. A key list
+    (`KEYS`, `GLOBAL_KEYS`, `PROJECT_KEYS`) gives each key's variable,
+    `ASSAY_<PREFIX><KEY>`."""
     names, keys = set(), set()
-    for rel in ["config.rs", "probe/settings.rs", "alert/settings.rs", "drill/settings.rs"]:
+    prefixes = {"GLOBAL_KEYS": "", "PROJECT_KEYS": "", "KEYS": ""}
+    for rel, prefix in [("config/mod.rs", ""), ("config/raw.rs", ""), ("probe/settings.rs", "PROBE_"),
+                        ("alert/settings.rs", ""), ("drill/settings.rs", "DRILL_")]:
         text = (ROOT / "src" / rel).read_text()
         names.update(re.findall(r'"(ASSAY_[A-Z_]+)"', text))
-        keys.update(re.findall(r"^    (\w+): (?:Option|Vec|BTreeMap)<", text, re.M))
+        keys.update(re.findall(r"^    pub (\w+): (?:Option|Vec|BTreeMap|Secret|String|RawProbe|RawDrill)\b", text, re.M))
+        for listed in re.findall(r"const (?:GLOBAL_KEYS|PROJECT_KEYS|KEYS): \[&str; \d+\] = \[(.*?)\];", text, re.S):
+            for key in re.findall(r'"(\w+)"', listed):
+                names.add(f"ASSAY_{prefix}{key.upper()}")
+                keys.add(key)
+    keys.discard("_project_defaults")
+    keys.add("project_defaults")
     tokens = [f"\n#env {n}=" for n in sorted(names)] + [f"{k} = " for k in sorted(keys)]
     tokens += ["[projects.default]", "[projects.default.probe]", "[projects.default.drill]",
-               "[[projects.default.channels]]", "[[operators]]", "#nofile", "whsec_",
+               "[[projects.default.channels]]", "[[operators]]", "[project_defaults]", "#nofile", "whsec_",
                "postgres://", "sqlite://", "off", "true", "ms", "y", "${"]
     lines = ["".join(f"\\x{b:02x}" if b in b'"\\' or not 32 <= b < 127 else chr(b)
                      for b in t.encode()) for t in tokens]

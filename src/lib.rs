@@ -22,6 +22,7 @@ pub mod plan;
 pub mod probe;
 pub mod run;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod stripe;
 pub mod sweeper;

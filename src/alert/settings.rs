@@ -8,14 +8,15 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::RetryPolicy;
 use super::templates::Templates;
-use crate::config::Secret;
-use crate::probe::settings::OneOrMany;
+use crate::settings::{
+    CredentialUrl, REDACTED, Scalar, Secret, TextOrList, duration_or, shown_url, text, whole_number,
+};
 
-/// The variables that configure one project's channels.
+/// The variables that make a project's channels (see [`with_env_channels`]).
 pub const VARIABLES: [&str; 6] = [
     "ASSAY_SLACK_WEBHOOK_URL",
     "ASSAY_SMTP_URL",
@@ -61,18 +62,68 @@ pub struct ChannelConfig {
     pub drill_only: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileChannel {
-    name: Option<String>,
-    kind: String,
-    url: Option<String>,
-    secret: Option<String>,
-    smtp_url: Option<String>,
-    from: Option<String>,
-    to: Option<OneOrMany>,
+/// A channel as the file or the variables give it; [`load_channels`]
+/// checks it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of channel settings")]
+pub struct RawChannel {
+    #[serde(default, deserialize_with = "text")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub kind: Option<String>,
+    /// A Slack URL embeds its token, so every channel's URL is read as a
+    /// secret; a webhook's is shown without user info or query string.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub smtp_url: Option<CredentialUrl>,
+    #[serde(default, deserialize_with = "text")]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<TextOrList>,
     /// Only for failure drills.
-    drill: Option<bool>,
+    #[serde(default)]
+    pub drill: Option<bool>,
+}
+
+impl Serialize for RawChannel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            name: &'a Option<String>,
+            kind: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            url: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            secret: &'a Option<Secret>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            smtp_url: &'a Option<CredentialUrl>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            from: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            to: &'a Option<TextOrList>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            drill: &'a Option<bool>,
+        }
+        let url = self.url.as_ref().map(|url| match self.kind.as_deref() {
+            Some("webhook") => shown_url(url.expose()),
+            _ => REDACTED.to_owned(),
+        });
+        Shown {
+            name: &self.name,
+            kind: &self.kind,
+            url,
+            secret: &self.secret,
+            smtp_url: &self.smtp_url,
+            from: &self.from,
+            to: &self.to,
+            drill: &self.drill,
+        }
+        .serialize(s)
+    }
 }
 
 /// The process-wide alert settings.
@@ -90,54 +141,52 @@ pub struct AlertSettings {
     pub timeout: Duration,
 }
 
-/// The process-wide alert settings as the file gives them.
-#[derive(Debug, Default)]
-pub(crate) struct FileAlerts {
+/// The process-wide alert settings as the layers give them (their keys are
+/// the top level's `public_url`, `alert_templates_dir`, `alert_retry_*`,
+/// ...).
+#[derive(Debug, Clone, Default)]
+pub struct RawAlerts {
     pub public_url: Option<String>,
     pub templates_dir: Option<String>,
     pub retry_initial: Option<String>,
     pub retry_max: Option<String>,
     pub give_up_after: Option<String>,
     pub reminder_interval: Option<String>,
-    pub group_threshold: Option<usize>,
+    pub group_threshold: Option<Scalar>,
     pub timeout: Option<String>,
 }
 
 impl AlertSettings {
-    /// Reads and checks the settings (the templates included); problems go
-    /// to `errors`. `bind` gives the dashboard's address when no public URL
-    /// is set.
-    pub(crate) fn load(
-        file: FileAlerts,
-        env: &dyn Fn(&str) -> Option<String>,
-        bind: &str,
-        errors: &mut Vec<String>,
-    ) -> AlertSettings {
-        let setting = |name: &str, file: Option<String>| env(name).or(file);
-        let mut duration = |name: &str, file: Option<String>, default: &str| {
-            let text = setting(name, file).unwrap_or_else(|| default.to_owned());
-            match humantime::parse_duration(text.trim()) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    errors.push(format!(
-                        "{name}: `{text}` is not a duration above zero, e.g. `5s`"
-                    ));
-                    humantime::parse_duration(default).unwrap_or_default()
-                }
-            }
+    /// Checks the settings (the templates included); problems go to
+    /// `errors`. `bind` gives the dashboard's address when no public URL is
+    /// set.
+    pub fn load(raw: RawAlerts, bind: &str, errors: &mut Vec<String>) -> AlertSettings {
+        let mut duration = |name: &str, key: &str, value: Option<String>| {
+            duration_or(&format!("{name} / {key}"), value.as_deref(), "1s", errors)
         };
         let retry = RetryPolicy {
-            initial: duration("ASSAY_ALERT_RETRY_INITIAL", file.retry_initial, "5s"),
-            max: duration("ASSAY_ALERT_RETRY_MAX", file.retry_max, "10m"),
-            give_up_after: duration("ASSAY_ALERT_GIVE_UP_AFTER", file.give_up_after, "24h"),
+            initial: duration(
+                "ASSAY_ALERT_RETRY_INITIAL",
+                "alert_retry_initial",
+                raw.retry_initial,
+            ),
+            max: duration("ASSAY_ALERT_RETRY_MAX", "alert_retry_max", raw.retry_max),
+            give_up_after: duration(
+                "ASSAY_ALERT_GIVE_UP_AFTER",
+                "alert_give_up_after",
+                raw.give_up_after,
+            ),
         };
-        let timeout = duration("ASSAY_ALERT_TIMEOUT", file.timeout, "10s");
-        let reminder_interval =
-            match setting("ASSAY_ALERT_REMINDER_INTERVAL", file.reminder_interval) {
-                None => None,
-                Some(text) if matches!(text.trim(), "" | "off" | "never") => None,
-                Some(text) => Some(duration("ASSAY_ALERT_REMINDER_INTERVAL", Some(text), "1h")),
-            };
+        let timeout = duration("ASSAY_ALERT_TIMEOUT", "alert_timeout", raw.timeout);
+        let reminder_interval = match raw.reminder_interval {
+            None => None,
+            Some(text) if matches!(text.trim(), "" | "off" | "never") => None,
+            Some(text) => Some(duration(
+                "ASSAY_ALERT_REMINDER_INTERVAL",
+                "alert_reminder_interval",
+                Some(text),
+            )),
+        };
         if retry.max < retry.initial {
             errors
                 .push("ASSAY_ALERT_RETRY_MAX is shorter than ASSAY_ALERT_RETRY_INITIAL".to_owned());
@@ -148,18 +197,14 @@ impl AlertSettings {
                     .to_owned(),
             );
         }
-        let group_threshold = match env("ASSAY_ALERT_GROUP_THRESHOLD") {
-            Some(text) => text.trim().parse::<usize>().ok(),
-            None => Some(file.group_threshold.unwrap_or(5)),
-        }
-        .filter(|n| *n >= 2)
-        .unwrap_or_else(|| {
-            errors.push(
-                "ASSAY_ALERT_GROUP_THRESHOLD: must be a whole number of at least 2".to_owned(),
-            );
-            5
-        });
-        let public_url = match setting("ASSAY_PUBLIC_URL", file.public_url) {
+        let group_threshold = whole_number(
+            "ASSAY_ALERT_GROUP_THRESHOLD / alert_group_threshold",
+            raw.group_threshold.as_ref(),
+            2..=usize::MAX,
+            5,
+            errors,
+        );
+        let public_url = match raw.public_url {
             Some(text) => match http_url("ASSAY_PUBLIC_URL", &text) {
                 Ok(url) => url.as_str().trim_end_matches('/').to_owned(),
                 Err(e) => {
@@ -169,15 +214,15 @@ impl AlertSettings {
             },
             None => format!("http://{bind}"),
         };
-        let dir = setting("ASSAY_ALERT_TEMPLATES_DIR", file.templates_dir);
-        let templates = match Templates::load(dir.as_deref().map(std::path::Path::new)) {
-            Ok(templates) => templates,
-            Err(problems) => {
-                errors.extend(problems);
-                Templates::load(None)
-                    .unwrap_or_else(|_| unreachable!("the built-in templates compile"))
-            }
-        };
+        let templates =
+            match Templates::load(raw.templates_dir.as_deref().map(std::path::Path::new)) {
+                Ok(templates) => templates,
+                Err(problems) => {
+                    errors.extend(problems);
+                    Templates::load(None)
+                        .unwrap_or_else(|_| unreachable!("the built-in templates compile"))
+                }
+            };
         AlertSettings {
             public_url,
             templates: Arc::new(templates),
@@ -208,7 +253,7 @@ fn channel(
     what: &str,
     name: String,
     kind: &str,
-    parts: FileChannel,
+    parts: RawChannel,
     errors: &mut Vec<String>,
 ) -> Option<ChannelConfig> {
     let what = format!("{what}: channel `{name}`");
@@ -224,12 +269,10 @@ fn channel(
                     "{what}: a slack channel needs `url` (ASSAY_SLACK_WEBHOOK_URL)"
                 ));
             };
-            if let Err(e) = http_url(&what, &url) {
+            if let Err(e) = http_url(&what, url.expose()) {
                 return fail(e);
             }
-            ChannelKind::Slack {
-                url: Secret::new(url),
-            }
+            ChannelKind::Slack { url }
         }
         "email" => {
             let (Some(smtp_url), Some(from), Some(to)) = (parts.smtp_url, parts.from, parts.to)
@@ -239,7 +282,7 @@ fn channel(
                 ));
             };
             if let Err(e) =
-                lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&smtp_url)
+                lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(smtp_url.expose())
             {
                 // The error may quote the URL, which may hold a password.
                 let _ = e;
@@ -252,7 +295,7 @@ fn channel(
                 Err(e) => return fail(e),
             };
             let to: Vec<String> = to
-                .into_list()
+                .items()
                 .into_iter()
                 .filter(|t| !t.trim().is_empty())
                 .collect();
@@ -267,7 +310,7 @@ fn channel(
                 }
             }
             ChannelKind::Email {
-                smtp_url: Secret::new(smtp_url),
+                smtp_url: Secret::new(smtp_url.expose()),
                 from,
                 to: checked,
             }
@@ -278,17 +321,19 @@ fn channel(
                     "{what}: a webhook channel needs `url` and `secret` (ASSAY_ALERT_WEBHOOK_URL, ASSAY_ALERT_WEBHOOK_SECRET)"
                 ));
             };
-            if let Err(e) = http_url(&what, &url) {
+            if let Err(e) = http_url(&what, url.expose()) {
                 return fail(e);
             }
-            if !secret.starts_with("whsec_") || standardwebhooks::Webhook::new(&secret).is_err() {
+            if !secret.expose().starts_with("whsec_")
+                || standardwebhooks::Webhook::new(secret.expose()).is_err()
+            {
                 return fail(format!(
                     "{what}: the secret must be `whsec_` followed by base64, as Standard Webhooks secrets are"
                 ));
             }
             ChannelKind::Webhook {
-                url: url.trim().to_owned(),
-                secret: Secret::new(secret),
+                url: url.expose().trim().to_owned(),
+                secret,
             }
         }
         other => {
@@ -304,18 +349,64 @@ fn channel(
     })
 }
 
-/// One project's channels: the file's, then the ones the contract's
-/// variables make (named `slack`, `email` and `webhook`, replacing a file
-/// channel of that name).
-pub(crate) fn load_channels(
-    what: &str,
-    file: Vec<FileChannel>,
+/// The channels the contract's variables make for the project they
+/// configure: named `slack`, `email` and `webhook`, each replacing a
+/// channel of that name from the file.
+pub fn with_env_channels(
+    mut channels: Vec<RawChannel>,
     var: &dyn Fn(&str) -> Option<String>,
+) -> Vec<RawChannel> {
+    let made = |kind: &str| RawChannel {
+        name: Some(kind.to_owned()),
+        kind: Some(kind.to_owned()),
+        ..RawChannel::default()
+    };
+    let mut from_env = Vec::new();
+    if let Some(url) = var("ASSAY_SLACK_WEBHOOK_URL") {
+        from_env.push(RawChannel {
+            url: Some(Secret::new(url)),
+            ..made("slack")
+        });
+    }
+    let email = [
+        "ASSAY_SMTP_URL",
+        "ASSAY_ALERT_EMAIL_FROM",
+        "ASSAY_ALERT_EMAIL_TO",
+    ];
+    if email.iter().any(|v| var(v).is_some()) {
+        from_env.push(RawChannel {
+            smtp_url: var("ASSAY_SMTP_URL").map(CredentialUrl::new),
+            from: var("ASSAY_ALERT_EMAIL_FROM"),
+            to: var("ASSAY_ALERT_EMAIL_TO").map(TextOrList::Text),
+            ..made("email")
+        });
+    }
+    let url = var("ASSAY_ALERT_WEBHOOK_URL");
+    let secret = var("ASSAY_ALERT_WEBHOOK_SECRET");
+    if url.is_some() || secret.is_some() {
+        from_env.push(RawChannel {
+            url: url.map(Secret::new),
+            secret: secret.map(Secret::new),
+            ..made("webhook")
+        });
+    }
+    for channel in from_env {
+        channels.retain(|c| c.name.as_ref().or(c.kind.as_ref()) != channel.name.as_ref());
+        channels.push(channel);
+    }
+    channels
+}
+
+/// Checks one project's channels; problems go to `errors`, prefixed with
+/// `what`. A channel without a name is named after its kind.
+pub fn load_channels(
+    what: &str,
+    raw: Vec<RawChannel>,
     errors: &mut Vec<String>,
 ) -> Vec<ChannelConfig> {
     let mut channels: Vec<ChannelConfig> = Vec::new();
-    for mut entry in file {
-        let kind = std::mem::take(&mut entry.kind);
+    for mut entry in raw {
+        let kind = entry.kind.take().unwrap_or_default();
         let name = entry.name.take().unwrap_or_else(|| kind.clone());
         if channels.iter().any(|c| c.name == name) {
             errors.push(format!(
@@ -325,47 +416,6 @@ pub(crate) fn load_channels(
         }
         channels.extend(channel(what, name, &kind, entry, errors));
     }
-    let from_env = [
-        (
-            "slack",
-            FileChannel {
-                url: var("ASSAY_SLACK_WEBHOOK_URL"),
-                ..FileChannel::default()
-            },
-            var("ASSAY_SLACK_WEBHOOK_URL").is_some(),
-        ),
-        (
-            "email",
-            FileChannel {
-                smtp_url: var("ASSAY_SMTP_URL"),
-                from: var("ASSAY_ALERT_EMAIL_FROM"),
-                to: var("ASSAY_ALERT_EMAIL_TO").map(OneOrMany::One),
-                ..FileChannel::default()
-            },
-            [
-                "ASSAY_SMTP_URL",
-                "ASSAY_ALERT_EMAIL_FROM",
-                "ASSAY_ALERT_EMAIL_TO",
-            ]
-            .iter()
-            .any(|v| var(v).is_some()),
-        ),
-        (
-            "webhook",
-            FileChannel {
-                url: var("ASSAY_ALERT_WEBHOOK_URL"),
-                secret: var("ASSAY_ALERT_WEBHOOK_SECRET"),
-                ..FileChannel::default()
-            },
-            var("ASSAY_ALERT_WEBHOOK_URL").is_some() || var("ASSAY_ALERT_WEBHOOK_SECRET").is_some(),
-        ),
-    ];
-    for (kind, parts, set) in from_env {
-        if set && let Some(made) = channel(what, kind.to_owned(), kind, parts, errors) {
-            channels.retain(|c| c.name != kind);
-            channels.push(made);
-        }
-    }
     channels
 }
 
@@ -373,14 +423,14 @@ pub(crate) fn load_channels(
 mod tests {
     use super::*;
 
-    fn load(file: Vec<FileChannel>, env: &[(&str, &str)]) -> (Vec<ChannelConfig>, Vec<String>) {
+    fn load(file: Vec<RawChannel>, env: &[(&str, &str)]) -> (Vec<ChannelConfig>, Vec<String>) {
         let mut errors = Vec::new();
         let var = |name: &str| {
             env.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
         };
-        let channels = load_channels("project `p`", file, &var, &mut errors);
+        let channels = load_channels("project `p`", with_env_channels(file, &var), &mut errors);
         (channels, errors)
     }
 
@@ -416,16 +466,16 @@ mod tests {
     fn every_bad_channel_is_reported() {
         let (channels, errors) = load(
             vec![
-                FileChannel {
-                    kind: "pager".into(),
-                    ..FileChannel::default()
+                RawChannel {
+                    kind: Some("pager".into()),
+                    ..RawChannel::default()
                 },
-                FileChannel {
-                    kind: "email".into(),
-                    smtp_url: Some("ftp://mail".into()),
+                RawChannel {
+                    kind: Some("email".into()),
+                    smtp_url: Some(CredentialUrl::new("ftp://mail")),
                     from: Some("assay@example.com".into()),
-                    to: Some(OneOrMany::One("x".into())),
-                    ..FileChannel::default()
+                    to: Some(TextOrList::Text("x".into())),
+                    ..RawChannel::default()
                 },
             ],
             &[

@@ -251,7 +251,7 @@ impl DrillRunner {
         let url = format!("{base}/hooks/stripe/{}", project.name);
         // What reports and logs show: no user info or query, where a token
         // could hide.
-        let shown = crate::probe::client::shown_url(&url);
+        let shown = crate::settings::shown_url(&url);
         let body = serde_json::to_vec(&drill.event(project.drill.lookup_key.as_deref(), now))
             .unwrap_or_default();
         let signature = crate::stripe::signature::sign(&body, secret.expose(), now.timestamp());

@@ -1,29 +1,28 @@
-//! A project's drill settings (`[projects.<name>.drill]`, or the
-//! `ASSAY_DRILL_*` variables for the project they configure), validated with
-//! the rest of the configuration.
+//! A project's drill settings: `[projects.<name>.drill]` over
+//! `[project_defaults.drill]`, with the `ASSAY_DRILL_<KEY>` variables over
+//! both for the project they configure, checked with the rest of the
+//! configuration.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::DrillTimings;
 use crate::plan::PlanMap;
 use crate::run::NO_PLAN;
+use crate::settings::{ShownUrl, duration_or, text};
 
-/// The variables that configure one project's drills.
-pub const VARIABLES: [&str; 6] = [
-    "ASSAY_DRILL_SCHEDULE",
-    "ASSAY_DRILL_DEADLINE",
-    "ASSAY_DRILL_SWEEP_GRACE",
-    "ASSAY_DRILL_ALERT_TIMEOUT",
-    "ASSAY_DRILL_PLAN",
-    "ASSAY_DRILL_INGEST_URL",
+/// The keys of a project's drill table; each has the variable
+/// `ASSAY_DRILL_<KEY>`.
+pub const KEYS: [&str; 6] = [
+    "schedule",
+    "deadline",
+    "sweep_grace",
+    "alert_timeout",
+    "plan",
+    "ingest_url",
 ];
-
-pub const DEFAULT_DEADLINE: &str = "10s";
-pub const DEFAULT_SWEEP_GRACE: &str = "30s";
-pub const DEFAULT_ALERT_TIMEOUT: &str = "2m";
 /// The drill plan when the plan map names none.
 pub const FALLBACK_PLAN: &str = "drill";
 
@@ -71,54 +70,49 @@ impl DrillSettings {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileDrill {
-    schedule: Option<String>,
-    deadline: Option<String>,
-    sweep_grace: Option<String>,
-    alert_timeout: Option<String>,
-    plan: Option<String>,
-    ingest_url: Option<String>,
+/// A project's drill table as the layers give it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of drill settings")]
+pub struct RawDrill {
+    #[serde(default, deserialize_with = "text")]
+    pub schedule: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub deadline: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub sweep_grace: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub alert_timeout: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub ingest_url: Option<ShownUrl>,
 }
 
 impl DrillSettings {
-    /// Reads one project's drill settings; problems go to `errors`.
-    pub(crate) fn load(
+    /// Checks one project's drill table; problems go to `errors`.
+    pub fn load(
         what: &str,
-        file: Option<FileDrill>,
-        var: &dyn Fn(&str) -> Option<String>,
+        raw: RawDrill,
         plans: &PlanMap,
         errors: &mut Vec<String>,
     ) -> DrillSettings {
-        let file = file.unwrap_or_default();
-        // The configuration's one duration check; a bad value is reported
-        // and the default stands in, so that loading goes on.
-        let mut duration = |name: &str, key: &str, file: Option<String>, default: &str| {
-            let text = var(name).or(file).unwrap_or_else(|| default.to_owned());
-            crate::config::parse_duration(&format!("{what}: {name} / drill.{key}"), &text, errors)
-                .unwrap_or_else(|| humantime::parse_duration(default).unwrap_or_default())
+        let mut duration = |name: &str, key: &str, value: Option<String>| {
+            duration_or(
+                &format!("{what}: {name} / drill.{key}"),
+                value.as_deref(),
+                "1s",
+                errors,
+            )
         };
-        let deadline = duration(
-            "ASSAY_DRILL_DEADLINE",
-            "deadline",
-            file.deadline,
-            DEFAULT_DEADLINE,
-        );
-        let sweep_grace = duration(
-            "ASSAY_DRILL_SWEEP_GRACE",
-            "sweep_grace",
-            file.sweep_grace,
-            DEFAULT_SWEEP_GRACE,
-        );
+        let deadline = duration("ASSAY_DRILL_DEADLINE", "deadline", raw.deadline);
+        let sweep_grace = duration("ASSAY_DRILL_SWEEP_GRACE", "sweep_grace", raw.sweep_grace);
         let alert_timeout = duration(
             "ASSAY_DRILL_ALERT_TIMEOUT",
             "alert_timeout",
-            file.alert_timeout,
-            DEFAULT_ALERT_TIMEOUT,
+            raw.alert_timeout,
         );
-        let schedule = var("ASSAY_DRILL_SCHEDULE")
-            .or(file.schedule)
+        let schedule = raw
+            .schedule
             .filter(|text| !matches!(text.trim(), "" | "off" | "never"))
             .and_then(|text| match cron::Schedule::from_str(text.trim()) {
                 Ok(schedule) => Some(DrillSchedule {
@@ -134,8 +128,8 @@ impl DrillSettings {
             });
         // The plan a paying drill customer gets: the one named, else the
         // first the plan map gives.
-        let plan = var("ASSAY_DRILL_PLAN")
-            .or(file.plan)
+        let plan = raw
+            .plan
             .map(|p| p.trim().to_owned())
             .or_else(|| {
                 plans
@@ -155,8 +149,9 @@ impl DrillSettings {
             .iter()
             .find(|(_, p)| **p == plan)
             .map(|(key, _)| key.clone());
-        let ingest_url = var("ASSAY_DRILL_INGEST_URL")
-            .or(file.ingest_url)
+        let ingest_url = raw
+            .ingest_url
+            .map(|url| url.expose().to_owned())
             .and_then(|text| match url::Url::parse(text.trim()) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                     Some(url)
@@ -184,39 +179,46 @@ impl DrillSettings {
 mod tests {
     use super::*;
 
-    fn load(env: &[(&str, &str)], plans: &str) -> (DrillSettings, Vec<String>) {
+    fn load(raw: RawDrill, plans: &str) -> (DrillSettings, Vec<String>) {
         let mut errors = Vec::new();
-        let var = |name: &str| {
-            env.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        };
         let plans: PlanMap = plans.parse().unwrap();
-        let settings = DrillSettings::load("project `p`", None, &var, &plans, &mut errors);
+        let settings = DrillSettings::load("project `p`", raw, &plans, &mut errors);
         (settings, errors)
+    }
+
+    /// The table as the defaults layer gives it.
+    fn defaults() -> RawDrill {
+        RawDrill {
+            schedule: Some("off".into()),
+            deadline: Some("10s".into()),
+            sweep_grace: Some("30s".into()),
+            alert_timeout: Some("2m".into()),
+            ..RawDrill::default()
+        }
     }
 
     #[test]
     fn defaults_take_the_plan_from_the_plan_map() {
-        let (s, errors) = load(&[], "free_key=none,pro_monthly=pro");
+        let (s, errors) = load(defaults(), "free_key=none,pro_monthly=pro");
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(s.plan, "pro");
         assert_eq!(s.lookup_key.as_deref(), Some("pro_monthly"));
         assert_eq!(s.deadline, Duration::from_secs(10));
         assert!(s.schedule.is_none());
-        let (s, _) = load(&[], "");
+        let (s, _) = load(defaults(), "");
         assert_eq!((s.plan.as_str(), s.lookup_key), (FALLBACK_PLAN, None));
     }
 
     #[test]
     fn every_bad_setting_is_reported() {
         let (_, errors) = load(
-            &[
-                ("ASSAY_DRILL_SCHEDULE", "every tuesday"),
-                ("ASSAY_DRILL_DEADLINE", "0s"),
-                ("ASSAY_DRILL_PLAN", "none"),
-                ("ASSAY_DRILL_INGEST_URL", "ftp://x"),
-            ],
+            RawDrill {
+                schedule: Some("every tuesday".into()),
+                deadline: Some("0s".into()),
+                plan: Some("none".into()),
+                ingest_url: Some(serde_json::from_value(serde_json::json!("ftp://x")).unwrap()),
+                ..defaults()
+            },
             "",
         );
         let all = errors.join("\n");

@@ -2,12 +2,14 @@
 //! instead of taking the app's word for it.
 //!
 //! This module holds when to probe a run again ([`ProbeSchedule`]); what an
-//! attempt does to the run is [`crate::run`]'s. [`client`] makes the HTTP
-//! request safely and [`worker`] runs the probes of every replica through
-//! the store's claim mechanism.
+//! attempt does to the run is [`crate::run`]'s. [`settings`] reads a
+//! project's probe settings, [`url`] renders the probe's URL, [`client`]
+//! makes the HTTP request safely and [`worker`] runs the probes of every
+//! replica through the store's claim mechanism.
 
 pub mod client;
 pub mod settings;
+pub mod url;
 pub mod worker;
 
 use std::fmt;

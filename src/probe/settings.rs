@@ -1,44 +1,40 @@
-//! The probe's settings, per project, from `[projects.<name>.probe]` and the
-//! `ASSAY_PROBE_*` variables, validated as a whole like the rest of the
-//! configuration.
+//! The probe's settings, per project: `[projects.<name>.probe]` over
+//! `[project_defaults.probe]`, with the `ASSAY_PROBE_<KEY>` variables over
+//! both for the project they configure, checked as a whole like the rest
+//! of the configuration.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ProbeSchedule;
-use crate::config::Secret;
+use super::url::sample_url;
 use crate::run::ProbeStart;
+use crate::settings::{Scalar, Secret, TextOrList, TextOrTable, duration_or, text, whole_number};
 
-pub const DEFAULT_PLAN_POINTER: &str = "/plan";
-pub const DEFAULT_DEPLOY_SHA_HEADER: &str = "x-deploy-sha";
-
-/// The variables that configure one project's probe.
-pub const VARIABLES: [&str; 17] = [
-    "ASSAY_PROBE_URL",
-    "ASSAY_PROBE_METHOD",
-    "ASSAY_PROBE_HEADERS",
-    "ASSAY_PROBE_PLAN_POINTER",
-    "ASSAY_PROBE_FEATURES_POINTER",
-    "ASSAY_PROBE_DEPLOY_SHA_HEADER",
-    "ASSAY_PROBE_DEPLOY_SHA_POINTER",
-    "ASSAY_PROBE_ALLOW_HOSTS",
-    "ASSAY_PROBE_START",
-    "ASSAY_PROBE_INTERVAL",
-    "ASSAY_PROBE_MAX_INTERVAL",
-    "ASSAY_PROBE_RESOLVE_WINDOW",
-    "ASSAY_PROBE_TIMEOUT",
-    "ASSAY_PROBE_CONNECT_TIMEOUT",
-    "ASSAY_PROBE_MAX_BODY_BYTES",
-    "ASSAY_PROBE_HOST_CONCURRENCY",
-    "ASSAY_PROBE_HOST_RATE",
+/// The keys of a project's probe table; each has the variable
+/// `ASSAY_PROBE_<KEY>`.
+pub const KEYS: [&str; 17] = [
+    "url",
+    "method",
+    "headers",
+    "plan_pointer",
+    "features_pointer",
+    "deploy_sha_header",
+    "deploy_sha_pointer",
+    "allow_hosts",
+    "start",
+    "interval",
+    "max_interval",
+    "resolve_window",
+    "timeout",
+    "connect_timeout",
+    "max_body_bytes",
+    "host_concurrency",
+    "host_rate",
 ];
-
-/// The fields a probe URL template may use.
-pub const TEMPLATE_FIELDS: [&str; 4] = ["customer_id", "subscription_id", "event_id", "project"];
 
 /// Where probes may go. The URL's host must be a listed name or an address
 /// inside a listed network. Every address a name resolves to must be inside
@@ -136,43 +132,55 @@ pub struct ProbeConfig {
     pub host_rate: u32,
 }
 
-/// A string, or a list of strings.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+/// A project's probe table as the layers give it; [`ProbeConfig::load`]
+/// checks it. The defaults layer fills every key but `url` and the optional
+/// ones.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of probe settings")]
+pub struct RawProbe {
+    #[serde(default, deserialize_with = "text")]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub method: Option<String>,
+    /// A table, or the `Name=value,...` text of ASSAY_PROBE_HEADERS; the
+    /// values may name variables and are never shown.
+    #[serde(default)]
+    pub headers: Option<TextOrTable<Secret>>,
+    #[serde(default, deserialize_with = "text")]
+    pub plan_pointer: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub features_pointer: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub deploy_sha_header: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub deploy_sha_pointer: Option<String>,
+    #[serde(default)]
+    pub allow_hosts: Option<TextOrList>,
+    #[serde(default, deserialize_with = "text")]
+    pub start: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub interval: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub max_interval: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub resolve_window: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub max_body_bytes: Option<Scalar>,
+    #[serde(default)]
+    pub host_concurrency: Option<Scalar>,
+    #[serde(default)]
+    pub host_rate: Option<Scalar>,
 }
 
-impl OneOrMany {
-    pub(crate) fn into_list(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
-            OneOrMany::Many(list) => list,
-        }
+impl RawProbe {
+    /// No URL: the project is not probed (and its table is not shown).
+    pub fn is_unset(&self) -> bool {
+        self.url.is_none()
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileProbe {
-    url: Option<String>,
-    method: Option<String>,
-    headers: Option<BTreeMap<String, String>>,
-    plan_pointer: Option<String>,
-    features_pointer: Option<String>,
-    deploy_sha_header: Option<String>,
-    deploy_sha_pointer: Option<String>,
-    allow_hosts: Option<OneOrMany>,
-    start: Option<String>,
-    interval: Option<String>,
-    max_interval: Option<String>,
-    resolve_window: Option<String>,
-    timeout: Option<String>,
-    connect_timeout: Option<String>,
-    max_body_bytes: Option<usize>,
-    host_concurrency: Option<usize>,
-    host_rate: Option<usize>,
 }
 
 /// Replaces every `${VAR}` with the variable's value, so that a token comes
@@ -192,32 +200,17 @@ fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     Ok(out)
 }
 
-/// The URL rendered with harmless sample values, to validate a template.
-pub fn sample_url(template: &str) -> Result<url::Url, String> {
-    let rendered = super::client::render_url(template, &|field| Some(format!("sample_{field}")))?;
-    let url = url::Url::parse(&rendered).map_err(|e| format!("`{rendered}` is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{rendered}` is not http or https"));
-    }
-    if url.host_str().is_none() {
-        return Err(format!("`{rendered}` has no host"));
-    }
-    Ok(url)
-}
-
 impl ProbeConfig {
-    /// Reads one project's probe settings; `None` when no URL is set (the
-    /// project is not probed). Problems go to `errors`, prefixed with `what`.
-    pub(crate) fn load(
+    /// Checks one project's probe table; `None` when it sets no URL (the
+    /// project is not probed). `process_env` gives the variables that
+    /// header values name. Problems go to `errors`, prefixed with `what`.
+    pub fn load(
         what: &str,
-        file: Option<FileProbe>,
-        var: &dyn Fn(&str) -> Option<String>,
+        raw: RawProbe,
         process_env: &dyn Fn(&str) -> Option<String>,
         errors: &mut Vec<String>,
     ) -> Option<ProbeConfig> {
-        let mut f = file.unwrap_or_default();
-        let setting = |name: &str, file: Option<String>| var(name).or(file);
-        let url_template = setting("ASSAY_PROBE_URL", f.url.take())?;
+        let url_template = raw.url?;
         let mut error = |msg: String| errors.push(format!("{what}: {msg}"));
 
         let sample = match sample_url(&url_template) {
@@ -227,9 +220,7 @@ impl ProbeConfig {
                 None
             }
         };
-        let method = setting("ASSAY_PROBE_METHOD", f.method.take())
-            .unwrap_or_else(|| "GET".into())
-            .to_ascii_uppercase();
+        let method = raw.method.unwrap_or_default().to_ascii_uppercase();
         // The answer's body carries the plan, so HEAD cannot serve.
         if !matches!(method.as_str(), "GET" | "POST") {
             error(format!(
@@ -237,8 +228,9 @@ impl ProbeConfig {
             ));
         }
         // `Name=value,...`: a value with a comma needs the file's table.
-        let header_entries: Vec<(String, String)> = match var("ASSAY_PROBE_HEADERS") {
-            Some(text) => text
+        let header_entries: Vec<(String, String)> = match raw.headers {
+            Some(TextOrTable::Text(text)) => text
+                .expose()
                 .split(',')
                 .filter(|e| !e.trim().is_empty())
                 .filter_map(|e| match e.split_once('=') {
@@ -246,13 +238,17 @@ impl ProbeConfig {
                     None => {
                         error(format!(
                             "ASSAY_PROBE_HEADERS: `{}` is not `Name=value`",
-                            e.trim()
+                            e.trim().split('=').next().unwrap_or_default()
                         ));
                         None
                     }
                 })
                 .collect(),
-            None => f.headers.take().unwrap_or_default().into_iter().collect(),
+            Some(TextOrTable::Table(table)) => table
+                .into_iter()
+                .map(|(k, v)| (k, v.expose().to_owned()))
+                .collect(),
+            None => Vec::new(),
         };
         let mut headers = Vec::new();
         for (name, value) in header_entries {
@@ -279,41 +275,31 @@ impl ProbeConfig {
             }
             Some(value)
         };
-        let plan_pointer = pointer(
-            "ASSAY_PROBE_PLAN_POINTER",
-            setting("ASSAY_PROBE_PLAN_POINTER", f.plan_pointer.take()),
-            &mut error,
-        )
-        .unwrap_or_else(|| DEFAULT_PLAN_POINTER.into());
+        let plan_pointer =
+            pointer("ASSAY_PROBE_PLAN_POINTER", raw.plan_pointer, &mut error).unwrap_or_default();
         let features_pointer = pointer(
             "ASSAY_PROBE_FEATURES_POINTER",
-            setting("ASSAY_PROBE_FEATURES_POINTER", f.features_pointer.take()),
+            raw.features_pointer,
             &mut error,
         );
         let deploy_sha_pointer = pointer(
             "ASSAY_PROBE_DEPLOY_SHA_POINTER",
-            setting(
-                "ASSAY_PROBE_DEPLOY_SHA_POINTER",
-                f.deploy_sha_pointer.take(),
-            ),
+            raw.deploy_sha_pointer,
             &mut error,
         );
-        let deploy_sha_header =
-            setting("ASSAY_PROBE_DEPLOY_SHA_HEADER", f.deploy_sha_header.take())
-                .unwrap_or_else(|| DEFAULT_DEPLOY_SHA_HEADER.into())
-                .to_ascii_lowercase();
+        let deploy_sha_header = raw
+            .deploy_sha_header
+            .unwrap_or_default()
+            .to_ascii_lowercase();
 
-        let allow_entries = match var("ASSAY_PROBE_ALLOW_HOSTS") {
-            Some(text) => OneOrMany::One(text).into_list(),
-            None => match f.allow_hosts.take() {
-                Some(list) => list.into_list(),
-                // By default, only the host the URL names.
-                None => sample
-                    .as_ref()
-                    .and_then(|u| u.host_str())
-                    .map(|h| vec![h.trim_matches(['[', ']']).to_owned()])
-                    .unwrap_or_default(),
-            },
+        let allow_entries = match raw.allow_hosts {
+            Some(list) => list.items(),
+            // By default, only the host the URL names.
+            None => sample
+                .as_ref()
+                .and_then(|u| u.host_str())
+                .map(|h| vec![h.trim_matches(['[', ']']).to_owned()])
+                .unwrap_or_default(),
         };
         let allow = AllowList::parse(&allow_entries).unwrap_or_else(|e| {
             error(format!("ASSAY_PROBE_ALLOW_HOSTS / probe.allow_hosts: {e}"));
@@ -327,7 +313,8 @@ impl ProbeConfig {
             ));
         }
 
-        let start = setting("ASSAY_PROBE_START", f.start.take())
+        let start = raw
+            .start
             .map(|s| s.parse::<ProbeStart>())
             .transpose()
             .unwrap_or_else(|e| {
@@ -335,63 +322,52 @@ impl ProbeConfig {
                 None
             })
             .unwrap_or(ProbeStart::Open);
-        // The variable, else the file's value, else the default.
-        let mut duration = |name: &str, file: Option<String>, default: &str| {
-            let text = setting(name, file).unwrap_or_else(|| default.to_owned());
-            match humantime::parse_duration(text.trim()) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    error(format!(
-                        "{name}: `{text}` is not a duration above zero, e.g. `5s`"
-                    ));
-                    humantime::parse_duration(default).unwrap_or_default()
-                }
-            }
+        let mut problems = Vec::new();
+        let mut duration = |name: &str, key: &str, value: Option<String>| {
+            duration_or(
+                &format!("{name} / probe.{key}"),
+                value.as_deref(),
+                "1s",
+                &mut problems,
+            )
         };
-        let initial = duration("ASSAY_PROBE_INTERVAL", f.interval.take(), "5s");
-        let max = duration("ASSAY_PROBE_MAX_INTERVAL", f.max_interval.take(), "1m");
-        let resolve_window = duration("ASSAY_PROBE_RESOLVE_WINDOW", f.resolve_window.take(), "24h");
-        let timeout = duration("ASSAY_PROBE_TIMEOUT", f.timeout.take(), "5s");
+        let initial = duration("ASSAY_PROBE_INTERVAL", "interval", raw.interval);
+        let max = duration("ASSAY_PROBE_MAX_INTERVAL", "max_interval", raw.max_interval);
+        let resolve_window = duration(
+            "ASSAY_PROBE_RESOLVE_WINDOW",
+            "resolve_window",
+            raw.resolve_window,
+        );
+        let timeout = duration("ASSAY_PROBE_TIMEOUT", "timeout", raw.timeout);
         let connect_timeout = duration(
             "ASSAY_PROBE_CONNECT_TIMEOUT",
-            f.connect_timeout.take(),
-            "2s",
+            "connect_timeout",
+            raw.connect_timeout,
         );
-        let mut count =
-            |name: &str, value: Option<String>, file: Option<usize>, default: usize, max: usize| {
-                let parsed = match value {
-                    Some(text) => text.trim().parse::<usize>().ok(),
-                    None => Some(file.unwrap_or(default)),
-                };
-                match parsed.filter(|n| (1..=max).contains(n)) {
-                    Some(n) => n,
-                    None => {
-                        error(format!("{name}: must be a whole number from 1 to {max}"));
-                        default
-                    }
-                }
-            };
-        let max_body_bytes = count(
-            "ASSAY_PROBE_MAX_BODY_BYTES",
-            var("ASSAY_PROBE_MAX_BODY_BYTES"),
-            f.max_body_bytes,
+        let max_body_bytes = whole_number(
+            "ASSAY_PROBE_MAX_BODY_BYTES / probe.max_body_bytes",
+            raw.max_body_bytes.as_ref(),
+            1..=16 * 1024 * 1024,
             64 * 1024,
-            16 * 1024 * 1024,
+            &mut problems,
         );
-        let host_concurrency = count(
-            "ASSAY_PROBE_HOST_CONCURRENCY",
-            var("ASSAY_PROBE_HOST_CONCURRENCY"),
-            f.host_concurrency,
+        let host_concurrency = whole_number(
+            "ASSAY_PROBE_HOST_CONCURRENCY / probe.host_concurrency",
+            raw.host_concurrency.as_ref(),
+            1..=1024,
             4,
-            1024,
+            &mut problems,
         );
-        let host_rate = count(
-            "ASSAY_PROBE_HOST_RATE",
-            var("ASSAY_PROBE_HOST_RATE"),
-            f.host_rate,
+        let host_rate = whole_number(
+            "ASSAY_PROBE_HOST_RATE / probe.host_rate",
+            raw.host_rate.as_ref(),
+            1..=10_000,
             50,
-            10_000,
-        ) as u32;
+            &mut problems,
+        );
+        for problem in problems {
+            error(problem);
+        }
         if max < initial {
             error(format!(
                 "ASSAY_PROBE_MAX_INTERVAL ({}) is shorter than ASSAY_PROBE_INTERVAL ({})",

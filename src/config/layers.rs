@@ -1,0 +1,165 @@
+//! The configuration's sources as layers, each over the one before: the
+//! defaults compiled into the binary (`default.toml`), the operator's file,
+//! then the `ASSAY_*` variables, one layer per variable so that a value
+//! that does not fit its key is reported with the variable that gave it.
+
+use std::path::Path;
+
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+
+/// The defaults, commented: what every setting is until a file or a
+/// variable says otherwise.
+pub const DEFAULTS: &str = include_str!("default.toml");
+
+/// One source's settings, named as an error names it.
+pub(super) struct Layer {
+    name: String,
+    table: toml::Table,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        figment::providers::Serialized::defaults(&self.table).data()
+    }
+}
+
+impl Layer {
+    pub(super) fn defaults() -> Layer {
+        Layer {
+            name: "the built-in defaults".to_owned(),
+            table: toml::from_str(DEFAULTS).unwrap_or_default(),
+        }
+    }
+
+    /// The operator's file. A file that is not TOML is refused with its
+    /// path, line and column and the parser's message, never the quoted
+    /// line: it may hold a secret (a password in a mistyped key's value).
+    pub(super) fn file(path: &Path) -> Result<Layer, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let table = toml::from_str::<toml::Table>(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(" line {line}, column {column}")
+                })
+                .unwrap_or_default();
+            format!("{}{at}: {}", path.display(), e.message().trim())
+        })?;
+        Ok(Layer {
+            name: path.display().to_string(),
+            table,
+        })
+    }
+
+    /// The names of the projects the layer's `projects` table holds.
+    pub(super) fn projects(&self) -> Option<Vec<String>> {
+        let projects = self.table.get("projects")?.as_table()?;
+        Some(projects.keys().cloned().collect())
+    }
+
+    /// The variable `name` setting the key at `path` to `value`, as text:
+    /// the key's own check reads it.
+    pub(super) fn variable(name: &str, path: &[&str], value: &str) -> Layer {
+        Layer {
+            name: name.to_owned(),
+            table: nest(path, toml::Value::String(value.to_owned())),
+        }
+    }
+
+    /// An empty table at `path`, so that the key exists (the project the
+    /// variables configure, when no file names it).
+    pub(super) fn table(name: &str, path: &[&str]) -> Layer {
+        Layer {
+            name: name.to_owned(),
+            table: nest(path, toml::Value::Table(toml::Table::new())),
+        }
+    }
+}
+
+/// `value` at the key path `path`, in nested tables.
+fn nest(path: &[&str], value: toml::Value) -> toml::Table {
+    let mut value = value;
+    for key in path.iter().skip(1).rev() {
+        let mut table = toml::Table::new();
+        table.insert((*key).to_owned(), value);
+        value = toml::Value::Table(table);
+    }
+    let mut root = toml::Table::new();
+    if let Some(first) = path.first() {
+        root.insert((*first).to_owned(), value);
+    }
+    root
+}
+
+/// The sources in order, each over the last.
+pub(super) fn merged(layers: impl IntoIterator<Item = Layer>) -> Figment {
+    layers
+        .into_iter()
+        .fold(Figment::new(), |figment, layer| figment.merge(layer))
+}
+
+/// Every problem a figment reports, one line each: the source that gave
+/// the value (a file's path, a variable's name), the key (under `prefix`,
+/// the table the figment was focused on), and what is wrong.
+pub(super) fn problems(error: figment::Error, prefix: &str) -> Vec<String> {
+    error
+        .into_iter()
+        .map(|e| {
+            let source = e
+                .metadata
+                .as_ref()
+                .map_or_else(|| "the configuration".to_owned(), |m| m.name.to_string());
+            let key: Vec<&str> = prefix
+                .split('.')
+                .filter(|k| !k.is_empty())
+                .chain(e.path.iter().map(String::as_str))
+                .collect();
+            if key.is_empty() {
+                format!("{source}: {}", e.kind)
+            } else {
+                format!("{source}: `{}`: {}", key.join("."), e.kind)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_toml() {
+        let table: toml::Table = toml::from_str(DEFAULTS).expect("default.toml parses");
+        assert_eq!(table["bind"].as_str(), Some("127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn a_later_layer_wins_key_by_key() {
+        let figment = merged([
+            Layer::defaults(),
+            Layer::variable("ASSAY_BIND", &["bind"], "127.0.0.1:9"),
+            Layer::variable(
+                "ASSAY_DEADLINE_RECONCILED",
+                &["projects", "acme", "deadline_reconciled"],
+                "30s",
+            ),
+        ]);
+        let bind: String = figment.extract_inner("bind").unwrap();
+        assert_eq!(bind, "127.0.0.1:9");
+        let deadline: String = figment
+            .extract_inner("projects.acme.deadline_reconciled")
+            .unwrap();
+        assert_eq!(deadline, "30s");
+        let schedule: String = figment.extract_inner("sweep_schedule").unwrap();
+        assert_eq!(schedule, "*/5 * * * * *", "the defaults stay beneath");
+    }
+}

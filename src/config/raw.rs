@@ -1,0 +1,118 @@
+//! The configuration as the layers give it, before it is checked: every key
+//! a file may hold (an unknown one is refused with its name), every value
+//! as written. Serialised, it is what `assay check-config` prints: secrets
+//! show themselves redacted.
+
+use std::collections::BTreeMap;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::settings::RawChannel;
+use crate::drill::settings::RawDrill;
+use crate::probe::settings::RawProbe;
+use crate::settings::{CredentialUrl, Scalar, Secret, TextOrList, TextOrTable, text};
+
+/// The process-wide settings. A project's table is read on its own, over
+/// `project_defaults` ([`RawProject`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of settings")]
+pub(super) struct RawGlobal {
+    #[serde(default, deserialize_with = "text")]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub database_url: Option<CredentialUrl>,
+    #[serde(default)]
+    pub database_max_connections: Option<Scalar>,
+    #[serde(default, deserialize_with = "text")]
+    pub database_statement_timeout: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub lease_duration: Option<String>,
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    #[serde(default, deserialize_with = "text")]
+    pub sweep_schedule: Option<String>,
+    #[serde(default)]
+    pub sweep_batch_size: Option<Scalar>,
+    #[serde(default)]
+    pub probe_concurrency: Option<Scalar>,
+    #[serde(default, deserialize_with = "text")]
+    pub probe_poll_interval: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub public_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub alert_templates_dir: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub alert_retry_initial: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub alert_retry_max: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub alert_give_up_after: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub alert_reminder_interval: Option<String>,
+    #[serde(default)]
+    pub alert_group_threshold: Option<Scalar>,
+    #[serde(default, deserialize_with = "text")]
+    pub alert_timeout: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub alert_poll_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<RawOperator>,
+    /// Read with each project, which it stands beneath.
+    #[serde(default, skip_serializing, rename = "project_defaults")]
+    pub _project_defaults: Option<IgnoredAny>,
+    /// Only the names: each project is read on its own.
+    #[serde(default, skip_serializing)]
+    pub projects: BTreeMap<String, IgnoredAny>,
+}
+
+/// A named dashboard operator: only the SHA-256 of their token is kept.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with an operator's name and token_sha256"
+)]
+pub(super) struct RawOperator {
+    pub name: String,
+    pub token_sha256: Secret,
+}
+
+/// One project's table, over `project_defaults`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of project settings")]
+pub(super) struct RawProject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_webhook_secret: Option<TextOrList<Secret>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_sha256: Option<Secret>,
+    /// A table, or the `KEY=plan,...` text of ASSAY_PLAN_MAP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_map: Option<TextOrTable>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_priority: Option<TextOrList>,
+    #[serde(default, deserialize_with = "text")]
+    pub deadline_reconciled: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub deadline_access_asserted: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub grace_period: Option<String>,
+    #[serde(default)]
+    pub paused_keeps_access: Option<Scalar>,
+    #[serde(default, skip_serializing_if = "RawProbe::is_unset")]
+    pub probe: RawProbe,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<RawChannel>,
+    #[serde(default)]
+    pub drill: RawDrill,
+}
+
+/// What `assay check-config` prints: the settings in effect, every layer
+/// applied, secrets redacted.
+#[derive(Serialize)]
+pub(super) struct Shown<'a> {
+    #[serde(flatten)]
+    pub global: &'a RawGlobal,
+    pub projects: &'a BTreeMap<String, RawProject>,
+}

@@ -1,0 +1,404 @@
+//! The primitives every section of the configuration is read with: values
+//! that must never be shown (and show themselves redacted when the
+//! effective settings are printed), lists and tables that a variable writes
+//! as text, and the checks that report a bad value with the variable and
+//! key it came from. Each subsystem's settings module validates its own
+//! section with these; [`crate::config`] layers the sources and assembles
+//! the sections.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What a secret shows instead of itself.
+pub const REDACTED: &str = "[redacted]";
+
+/// A value that must never be printed or logged. It serialises as
+/// [`REDACTED`], so the printed settings are derived from the values read.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// A URL that may carry a password (a database's, an SMTP server's): it
+/// serialises with the password replaced.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct CredentialUrl(String);
+
+impl CredentialUrl {
+    pub fn new(value: impl Into<String>) -> CredentialUrl {
+        CredentialUrl(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CredentialUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl Serialize for CredentialUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact_url(&self.0))
+    }
+}
+
+/// A URL with any password replaced, whether it is written before the host
+/// or as a `password` query parameter (sqlx reads both).
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("redacted"));
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "redacted".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+/// A URL as it may be stored and shown: without query string or user info,
+/// where a token could hide.
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
+    }
+}
+
+/// A URL that is shown without what could be a token in it (user info, a
+/// query string), as [`shown_url`] does.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ShownUrl(String);
+
+impl ShownUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ShownUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shown_url(&self.0))
+    }
+}
+
+impl Serialize for ShownUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&shown_url(&self.0))
+    }
+}
+
+/// A single value as a file writes it (a number, a boolean, a string) or
+/// as a variable does (always text): checked by the setting that reads it,
+/// so that every bad value is reported, not only the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Scalar {
+    /// The value as text: the variable's, or what the file wrote.
+    pub fn text(&self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Float(x) => x.to_string(),
+            Scalar::Text(t) => t.trim().to_owned(),
+        }
+    }
+}
+
+/// A whole number in `range`, or `default` when unset; a bad value is
+/// reported as `what` and `default` stands in.
+pub fn whole_number<T>(
+    what: &str,
+    value: Option<&Scalar>,
+    range: std::ops::RangeInclusive<T>,
+    default: T,
+    errors: &mut Vec<String>,
+) -> T
+where
+    T: Copy + PartialOrd + TryFrom<i64> + fmt::Display + std::str::FromStr,
+{
+    let Some(value) = value else {
+        return default;
+    };
+    let parsed = match value {
+        Scalar::Int(n) => T::try_from(*n).ok(),
+        Scalar::Text(t) => t.trim().parse::<T>().ok(),
+        _ => None,
+    };
+    match parsed.filter(|n| range.contains(n)) {
+        Some(n) => n,
+        None => {
+            errors.push(format!(
+                "{what}: must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ));
+            default
+        }
+    }
+}
+
+/// A boolean (`true`, `false`, or as a variable writes it, `1`/`0`,
+/// `yes`/`no`), or `default` when unset.
+pub fn boolean(
+    what: &str,
+    value: Option<&Scalar>,
+    default: bool,
+    errors: &mut Vec<String>,
+) -> bool {
+    match value {
+        None => default,
+        Some(Scalar::Bool(b)) => *b,
+        Some(other) => match other.text().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            text => {
+                errors.push(format!("{what}: `{text}` is not true or false"));
+                default
+            }
+        },
+    }
+}
+
+/// A duration as humantime writes it (`90s`, `5m`, `1h`), above zero.
+pub fn parse_duration(what: &str, text: &str, errors: &mut Vec<String>) -> Option<Duration> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => {
+            errors.push(format!("{what}: must be longer than zero"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(format!(
+                "{what}: `{text}` is not a duration ({e}); use e.g. `90s`, `5m`, `1h`"
+            ));
+            None
+        }
+    }
+}
+
+/// The duration `text` gives, or `default`'s when it is unset or bad (a bad
+/// one is reported), so that loading goes on and every problem is found.
+pub fn duration_or(
+    what: &str,
+    text: Option<&str>,
+    default: &str,
+    errors: &mut Vec<String>,
+) -> Duration {
+    let fallback = || humantime::parse_duration(default).unwrap_or_default();
+    match text {
+        Some(text) => parse_duration(what, text, errors).unwrap_or_else(fallback),
+        None => fallback(),
+    }
+}
+
+/// The non-empty, trimmed entries of a comma-separated list.
+pub fn comma_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A list, written as a TOML array or as the comma-separated text a
+/// variable holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TextOrList<T = String> {
+    Text(T),
+    List(Vec<T>),
+}
+
+impl TextOrList<String> {
+    /// The entries: the text split at commas, or the array's items.
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            TextOrList::Text(text) => comma_list(text),
+            TextOrList::List(list) => list.clone(),
+        }
+    }
+}
+
+impl TextOrList<Secret> {
+    /// The secrets, each array item split at commas too.
+    pub fn secrets(&self) -> Vec<Secret> {
+        let parts: Vec<&Secret> = match self {
+            TextOrList::Text(one) => vec![one],
+            TextOrList::List(list) => list.iter().collect(),
+        };
+        parts
+            .into_iter()
+            .flat_map(|s| comma_list(s.expose()))
+            .map(Secret::new)
+            .collect()
+    }
+}
+
+/// A table, or the `KEY=value,...` text a variable holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TextOrTable<T = String> {
+    Text(T),
+    Table(BTreeMap<String, T>),
+}
+
+/// Reads a string that must be one; a number or a boolean where text is
+/// wanted is read as its text.
+pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Scalar>::deserialize(d)?.map(|s| s.text()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_serialise_redacted_and_urls_without_credentials() {
+        #[derive(Serialize)]
+        struct Shown {
+            token: Secret,
+            db: CredentialUrl,
+            hook: ShownUrl,
+        }
+        let shown = Shown {
+            token: Secret::new("hunter2"),
+            db: CredentialUrl::new("postgres://assay:hunter2@db:5432/assay"),
+            hook: ShownUrl("https://user:pw@ops.example/assay?token=hunter2".into()),
+        };
+        let text = toml::to_string(&shown).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("pw@"), "{text}");
+        assert!(text.contains("token = \"[redacted]\""), "{text}");
+        assert!(
+            text.contains("postgres://assay:redacted@db:5432/assay"),
+            "{text}"
+        );
+        assert!(text.contains("https://ops.example/assay"), "{text}");
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), REDACTED);
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://assay:hunter2@db:5432/assay"),
+            "postgres://assay:redacted@db:5432/assay"
+        );
+        assert_eq!(redact_url("sqlite://assay.db"), "sqlite://assay.db");
+        let query = redact_url("postgres://db/assay?user=a&password=hunter2&sslmode=require");
+        assert!(!query.contains("hunter2"), "{query}");
+        assert!(query.contains("sslmode=require"), "{query}");
+    }
+
+    #[test]
+    fn shown_urls_hide_what_could_be_a_token() {
+        assert_eq!(
+            shown_url("http://user:pw@app:3000/access/cus_1?token=s3cret#x"),
+            "http://app:3000/access/cus_1"
+        );
+        assert_eq!(shown_url("not a url?token=s3cret"), "not a url");
+    }
+
+    #[test]
+    fn scalars_from_a_file_or_a_variable_are_checked_alike() {
+        let mut errors = Vec::new();
+        let from_file = Scalar::Int(12);
+        let from_env = Scalar::Text(" 12 ".into());
+        assert_eq!(
+            whole_number("n", Some(&from_file), 1..=20u32, 5, &mut errors),
+            12
+        );
+        assert_eq!(
+            whole_number("n", Some(&from_env), 1..=20u32, 5, &mut errors),
+            12
+        );
+        assert!(errors.is_empty());
+        assert_eq!(
+            whole_number("N / n", Some(&Scalar::Int(0)), 1..=20u32, 5, &mut errors),
+            5
+        );
+        assert!(!boolean(
+            "b",
+            Some(&Scalar::Text("maybe".into())),
+            false,
+            &mut errors
+        ));
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].starts_with("N / n: must be a whole number from 1 to 20"));
+        assert!(boolean(
+            "b",
+            Some(&Scalar::Text("yes".into())),
+            false,
+            &mut errors
+        ));
+    }
+
+    #[test]
+    fn lists_come_as_arrays_or_comma_separated_text() {
+        let text = TextOrList::Text("a, b,,c".to_owned());
+        assert_eq!(text.items(), ["a", "b", "c"]);
+        let secrets =
+            TextOrList::List(vec![Secret::new("whsec_a,whsec_b"), Secret::new("whsec_c")]);
+        let all: Vec<String> = secrets
+            .secrets()
+            .iter()
+            .map(|s| s.expose().to_owned())
+            .collect();
+        assert_eq!(all, ["whsec_a", "whsec_b", "whsec_c"]);
+    }
+}

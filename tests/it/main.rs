@@ -1,29 +1,17 @@
-//! Integration tests: the real server on an ephemeral port, a temp SQLite
-//! file, and real HTTP. One binary, one module per concern.
+//! Integration tests: the real server on an ephemeral port (or the whole
+//! router in process), a fresh SQLite file or PostgreSQL database per test,
+//! and real peers. One module per feature; the hazards that threaten a
+//! feature (bad input, crashes, redelivery, replicas) are parts of it.
 
 mod support;
 
 mod alerts;
-mod bad_input;
-mod browser;
-mod cli;
-mod crash;
 mod dashboard;
-mod deploy;
 mod drills;
-mod example_app;
-mod expectations;
-mod hostile;
-mod idempotency;
-mod lifecycle;
-mod metrics;
-mod openapi;
+mod http;
+mod ingest;
+mod operations;
 mod probes;
-mod redelivery;
-mod replicas;
-mod shapes;
-mod shutdown;
-mod store_contract;
-mod stripe_sdk;
-mod sweeper_cost;
-mod telemetry;
+mod runs;
+mod store;
+mod sweep;

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::expectations::payment_failed;
+use crate::ingest::payment_failed;
 use crate::support::{
     Backend, Peer, TestServer, fixture, on_both_backends, subscription_created, wait_for,
 };

@@ -4,7 +4,7 @@
 //! reconciliation broken on purpose, the incident fires. Then the SDK
 //! against an Assay that is down for a while.
 
-#[path = "../../examples/billing_app/app.rs"]
+#[path = "../../../examples/billing_app/app.rs"]
 #[allow(dead_code)]
 mod app;
 

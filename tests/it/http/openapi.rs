@@ -26,7 +26,7 @@ fn operations(doc: &Value) -> BTreeSet<String> {
 /// `METHOD /path` of every row of the README's HTTP table (query strings
 /// left out).
 fn readme_operations() -> BTreeSet<String> {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let table = &readme[readme.find("## HTTP API").unwrap()..];
     table
         .lines()

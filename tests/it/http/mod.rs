@@ -1,0 +1,8 @@
+//! The HTTP contract as a whole: status codes and error shapes (in process
+//! and over a socket), the OpenAPI document, and the shapes of the API's
+//! and the alerts' JSON pinned for a fixed scenario.
+
+mod endpoints;
+mod openapi;
+mod router;
+mod shapes;

@@ -1,0 +1,18 @@
+//! The test harness, by what it provides: databases ([`db`]), a running
+//! Assay ([`server`]), Stripe's side ([`stripe`]), processes ([`process`])
+//! and peers ([`peers`]), and the one way a test waits ([`wait`]).
+
+mod db;
+mod peers;
+mod process;
+mod server;
+mod stripe;
+mod wait;
+
+pub(crate) use db::on_both_backends;
+pub use db::*;
+pub use peers::*;
+pub use process::*;
+pub use server::*;
+pub use stripe::*;
+pub use wait::wait_for;

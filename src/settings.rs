@@ -11,6 +11,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// What a secret shows instead of itself.
 pub const REDACTED: &str = "[redacted]";
@@ -40,6 +42,33 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(REDACTED)
+    }
+}
+
+/// An API key as we keep it: only its SHA-256, compared in constant time.
+/// API keys are long random tokens, so a fast hash is enough; what matters is
+/// that the key itself is not kept in memory or printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyHash([u8; 32]);
+
+impl ApiKeyHash {
+    pub fn of(key: &str) -> ApiKeyHash {
+        ApiKeyHash(Sha256::digest(key.as_bytes()).into())
+    }
+
+    pub fn from_hex(hex_digest: &str) -> Option<ApiKeyHash> {
+        let bytes = hex::decode(hex_digest.trim()).ok()?;
+        Some(ApiKeyHash(bytes.try_into().ok()?))
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        bool::from(ApiKeyHash::of(presented).0.ct_eq(&self.0))
+    }
+}
+
+impl fmt::Debug for ApiKeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[sha256 redacted]")
     }
 }
 

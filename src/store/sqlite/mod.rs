@@ -42,9 +42,10 @@ impl SqliteStore {
             .busy_timeout(settings.statement_timeout)
             .foreign_keys(true)
             // A batch's multi-row inserts keep a statement journal (to undo
-            // the statement alone), which past 64 KiB spills to a temp file:
-            // a batch of 4 KB payloads opened and wrote one each time. Kept
-            // in memory it costs no file and no writes.
+            // the statement alone), which SQLite spills to a temp file once
+            // it outgrows a small threshold: a batch of Stripe payloads
+            // would open and write one every time. Kept in memory it costs
+            // no file and no writes.
             .pragma("temp_store", "memory");
         let writer = open_writer(options.clone(), settings.statement_timeout).await?;
         let reader = SqlitePoolOptions::new()

@@ -1,0 +1,326 @@
+//! The configuration loader's tests: the layers, the checks, what is printed.
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("assay.toml");
+    if let Some(text) = file {
+        std::fs::write(&path, text).unwrap();
+    }
+    let env: HashMap<_, _> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load(Sources {
+        file: file.map(|_| path.as_path()),
+        env: &env,
+    })
+}
+
+#[test]
+fn no_file_runs_project_default_with_the_contract_defaults() {
+    let config = load(None, &[]).unwrap();
+    assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.database.url, "sqlite://assay.db");
+    assert_eq!(config.database.lease, Duration::from_secs(30));
+    let p = &config.projects["default"];
+    assert!(p.webhook_secrets.is_empty());
+    assert!(p.api_key.is_none());
+    assert_eq!(p.deadlines.reconciled, Duration::from_secs(120));
+    assert_eq!(p.deadlines.access_asserted, Duration::from_secs(600));
+    assert_eq!(config.projects.len(), 1);
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let file = r#"
+        bind = "127.0.0.1:9000"
+        [projects.default]
+        stripe_webhook_secret = ["whsec_a", "whsec_b"]
+        api_key = "file-key-0123456789"
+        plan_map = { price_1 = "pro" }
+        deadline_reconciled = "30s"
+    "#;
+    let config = load(
+        Some(file),
+        &[
+            ("ASSAY_BIND", "127.0.0.1:9001"),
+            ("ASSAY_API_KEY", "env-key-0123456789"),
+            ("ASSAY_PLAN_MAP", "price_2=team"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.bind.to_string(), "127.0.0.1:9001");
+    let p = &config.projects["default"];
+    assert_eq!(p.webhook_secrets.len(), 2);
+    assert!(p.api_key.as_ref().unwrap().matches("env-key-0123456789"));
+    assert!(!p.api_key.as_ref().unwrap().matches("file-key-0123456789"));
+    assert_eq!(p.plan_map, "price_2=team".parse().unwrap());
+    assert_eq!(p.deadlines.reconciled, Duration::from_secs(30));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let err = load(
+        None,
+        &[
+            ("ASSAY_BIND", "nowhere"),
+            ("ASSAY_STRIPE_WEBHOOK_SECRET", "sk_live_oops"),
+            ("ASSAY_DEADLINE_RECONCILED", "soon"),
+            ("ASSAY_SWEEP_SCHEDULE", "every minute"),
+            ("ASSAY_PLAN_MAP", "price_1"),
+        ],
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in ["ASSAY_BIND", "whsec_", "soon", "every minute", "price_1"] {
+        assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
+    }
+    assert!(!text.contains("sk_live_oops"), "a secret leaked:\n{text}");
+}
+
+#[test]
+fn a_sweep_batch_of_zero_is_refused_from_the_file_too() {
+    for file in ["sweep_batch_size = 0\n", "sweep_batch_size = 10001\n"] {
+        let err = load(Some(file), &[]).unwrap_err();
+        assert!(err.to_string().contains("sweep_batch_size"), "{err}");
+    }
+    assert!(load(None, &[("ASSAY_SWEEP_BATCH_SIZE", "0")]).is_err());
+}
+
+#[test]
+fn two_projects_may_not_share_an_api_key() {
+    let file = "[projects.a]\napi_key = \"same-key-0123456789\"\n[projects.b]\napi_key = \"same-key-0123456789\"\n";
+    let err = load(Some(file), &[]).unwrap_err();
+    assert!(err.to_string().contains("same API key"), "{err}");
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_refused_with_their_name() {
+    let err = load(Some("[projects.default]\nplanmap = \"x\"\n"), &[]).unwrap_err();
+    assert!(err.to_string().contains("planmap"), "{err}");
+}
+
+#[test]
+fn redacted_output_never_shows_secrets() {
+    let config = load(
+        None,
+        &[
+            ("ASSAY_STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
+            ("ASSAY_API_KEY", "key-topsecret-0123456789"),
+            ("ASSAY_ADMIN_TOKEN", "admin-topsecret"),
+        ],
+    )
+    .unwrap();
+    let text = config.redacted();
+    assert!(!text.contains("topsecret"), "{text}");
+    assert!(text.contains("[redacted]"));
+    toml::from_str::<toml::Table>(&text).expect("check-config prints valid TOML");
+    assert!(!format!("{config:?}").contains("topsecret"));
+}
+
+#[test]
+fn api_keys_match_only_their_project() {
+    let file = r#"
+        [projects.acme]
+        api_key = "acme-key-0123456789"
+        [projects.globex]
+        api_key_sha256 = "5f6cd5f0b1a3d0cf64a1c70a1a2d3e5dfc0b7aa73e2c3a8bf88a8ac2cd5c50a4"
+    "#;
+    let config = load(Some(file), &[]).unwrap();
+    assert_eq!(
+        config.projects.len(),
+        2,
+        "no implicit default beside a file's projects"
+    );
+    assert_eq!(
+        config
+            .project_for_api_key("acme-key-0123456789")
+            .map(|p| p.name.as_str()),
+        Some("acme")
+    );
+    assert!(config.project_for_api_key("acme-key-012345678").is_none());
+}
+
+#[test]
+fn project_variables_that_configure_nothing_are_refused() {
+    let file = "[projects.acme]\n";
+    let err = load(Some(file), &[("ASSAY_API_KEY", "key-0123456789abcdef")]).unwrap_err();
+    assert!(err.to_string().contains("ASSAY_PROJECT"), "{err}");
+    let config = load(
+        Some(file),
+        &[
+            ("ASSAY_API_KEY", "key-0123456789abcdef"),
+            ("ASSAY_PROJECT", "acme"),
+        ],
+    )
+    .unwrap();
+    assert!(config.projects["acme"].api_key.is_some());
+    assert_eq!(config.projects.len(), 1);
+}
+
+#[test]
+fn project_defaults_stand_beneath_every_project() {
+    let file = r#"
+        [project_defaults]
+        deadline_reconciled = "45s"
+        [projects.acme]
+        [projects.globex]
+        deadline_reconciled = "90s"
+    "#;
+    let config = load(Some(file), &[]).unwrap();
+    assert_eq!(
+        config.projects["acme"].deadlines.reconciled,
+        Duration::from_secs(45)
+    );
+    assert_eq!(
+        config.projects["globex"].deadlines.reconciled,
+        Duration::from_secs(90)
+    );
+    assert_eq!(
+        config.projects["globex"].deadlines.access_asserted,
+        Duration::from_secs(600),
+        "the built-in defaults stay beneath both"
+    );
+}
+
+#[test]
+fn a_bad_value_names_its_source_and_key() {
+    let err = load(Some("[projects.acme]\ndrill = 3\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`projects.acme.drill`"), "{err}");
+    assert!(err.contains("assay.toml"), "{err}");
+    let err = load(None, &[("ASSAY_DATABASE_MAX_CONNECTIONS", "many")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ASSAY_DATABASE_MAX_CONNECTIONS / database_max_connections"),
+        "{err}"
+    );
+}
+
+#[test]
+fn probe_settings_are_read_checked_and_never_printed() {
+    let file = r#"
+        [projects.default.probe]
+        url = "http://app.internal:3000/access/{{customer_id}}"
+        headers = { Authorization = "Bearer ${APP_TOKEN}" }
+        features_pointer = "/features"
+        interval = "2s"
+        max_interval = "1m"
+    "#;
+    let config = load(Some(file), &[("APP_TOKEN", "tok-secret-42")]).unwrap();
+    let probe = config.projects["default"].probe.clone().unwrap();
+    assert_eq!(probe.plan_pointer, "/plan");
+    assert_eq!(probe.features_pointer.as_deref(), Some("/features"));
+    assert_eq!(
+        probe.allow.names,
+        ["app.internal"],
+        "the URL's host by default"
+    );
+    assert_eq!(probe.schedule.initial, Duration::from_secs(2));
+    assert_eq!(probe.headers[0].1.expose(), "Bearer tok-secret-42");
+    let shown = config.redacted();
+    assert!(!shown.contains("tok-secret-42"), "{shown}");
+    assert!(shown.contains("app.internal"), "{shown}");
+}
+
+#[test]
+fn bad_probe_settings_are_all_reported() {
+    let err = load(
+        None,
+        &[
+            ("ASSAY_PROBE_URL", "http://app.internal/access/{{plan}}"),
+            ("ASSAY_PROBE_HEADERS", "Authorization=Bearer ${NOT_SET}"),
+            ("ASSAY_PROBE_PLAN_POINTER", "plan"),
+            ("ASSAY_PROBE_START", "later"),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    for part in [
+        "does not render",
+        "NOT_SET",
+        "not a JSON pointer",
+        "probe start",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    let err = load(
+        None,
+        &[
+            (
+                "ASSAY_PROBE_URL",
+                "http://app.internal/access/{{customer_id}}",
+            ),
+            ("ASSAY_PROBE_ALLOW_HOSTS", "other.internal"),
+            ("ASSAY_PROBE_TIMEOUT", "1m"),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not in ASSAY_PROBE_ALLOW_HOSTS"), "{err}");
+    assert!(err.contains("shorter than ASSAY_LEASE_DURATION"), "{err}");
+    let err = load(
+        None,
+        &[
+            (
+                "ASSAY_PROBE_URL",
+                "http://app.internal/access/{{customer_id}}",
+            ),
+            ("ASSAY_PROBE_HEADERS", "Authorization"),
+            ("ASSAY_PROBE_INTERVAL", "1m"),
+            ("ASSAY_PROBE_MAX_INTERVAL", "10s"),
+            ("ASSAY_PROBE_RESOLVE_WINDOW", "5s"),
+            ("ASSAY_PROBE_CONNECT_TIMEOUT", "9s"),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    for part in [
+        "is not `Name=value`",
+        "MAX_INTERVAL (10s) is shorter than ASSAY_PROBE_INTERVAL",
+        "RESOLVE_WINDOW (5s) is shorter",
+        "CONNECT_TIMEOUT (9s) is longer",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+}
+
+#[test]
+fn operators_sign_in_with_their_own_tokens() {
+    let alice = hex::encode(Sha256::digest(b"alice-token-0123456789"));
+    let file = format!(
+        "[[operators]]\nname = \"alice\"\ntoken_sha256 = \"{alice}\"\n[projects.default]\n"
+    );
+    let config = load(
+        Some(&file),
+        &[("ASSAY_ADMIN_TOKEN", "admin-token-0123456789")],
+    )
+    .unwrap();
+    assert_eq!(
+        config
+            .operator_for_token("alice-token-0123456789")
+            .as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        config
+            .operator_for_token("admin-token-0123456789")
+            .as_deref(),
+        Some("admin")
+    );
+    assert_eq!(config.operator_for_token("alice-token-012345678"), None);
+    assert!(
+        !config.redacted().contains(&alice),
+        "the hash is not printed"
+    );
+
+    let bad = "[[operators]]\nname = \"admin\"\ntoken_sha256 = \"xyz\"\n";
+    let err = load(Some(bad), &[]).unwrap_err().to_string();
+    assert!(err.contains("operator name"), "{err}");
+}

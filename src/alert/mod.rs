@@ -3,8 +3,8 @@
 //! Alerts go through an outbox. The transaction that opens (or resolves)
 //! incidents also writes their deliveries, one per channel, so an incident is
 //! never opened without its alert queued, and a crash after the commit loses
-//! nothing: the alert sender claims pending deliveries (the same lease claim
-//! as the sweeper and the prober), sends them, and records every attempt.
+//! nothing: the alert sender claims pending deliveries (with a lease, as the
+//! prober claims probes), sends them, and records every attempt.
 //!
 //! This module holds the rules, pure: [`Outbox`] decides which deliveries an
 //! event makes (one per incident, or one grouped message when many incidents

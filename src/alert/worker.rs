@@ -1,5 +1,6 @@
-//! The alert sender: claims pending deliveries (the same lease claim as the
-//! sweeper and the prober, so several replicas never send one twice), sends
+//! The alert sender: claims pending deliveries with a lease (the store's
+//! claim mechanism, as the prober's, so several replicas never send one
+//! twice), sends
 //! each through its channel, and records the attempt with what comes next:
 //! sent, a retry with backoff, or dead after the give-up horizon.
 

@@ -1,5 +1,5 @@
-//! The drill runner: claims drills whose next step is due (the same lease
-//! claim as the sweeper, so with several replicas each step is taken by
+//! The drill runner: claims drills whose next step is due with a lease (the
+//! store's claim mechanism, so with several replicas each step is taken by
 //! one), does that one step, and writes the drill back by its lease. It also
 //! starts the scheduled drills: every replica's scheduler tries, and the
 //! store keeps one drill per schedule time.

@@ -1,5 +1,5 @@
-//! The prober: claims runs due for a probe (the same claim mechanism as the
-//! sweeper, so several replicas never probe one run at once), probes them
+//! The prober: claims runs due for a probe with a lease (the store's claim
+//! mechanism, so several replicas never probe one run at once), probes them
 //! with bounded concurrency overall and per app host, paced per host, and
 //! records every attempt.
 

@@ -1,9 +1,9 @@
 //! Group commit for Stripe ingest.
 //!
 //! Every delivery must be durable before it is acknowledged, and a durable
-//! commit costs a disk flush (about a millisecond here): one transaction per
-//! delivery caps a renewal-day burst near a thousand events a second,
-//! whatever else is fast. So deliveries queue here, and a writer takes every
+//! commit costs a disk flush: one transaction per delivery would cap a
+//! renewal-day burst at the disk's flush rate, whatever else is fast. So
+//! deliveries queue here, and a writer takes every
 //! delivery that arrived while it was busy, stores them in one transaction,
 //! and answers each after that one commit. An idle writer takes the next
 //! delivery at once, so a lone delivery waits for nobody.

@@ -6,7 +6,8 @@
 //!
 //! Only the fields access depends on are decoded. A webhook body is mostly
 //! fields ingest never reads, and building all of it as a JSON tree (then
-//! dropping it) was a quarter of ingest's CPU. The body is still checked
+//! dropping it) would cost ingest much of its CPU (BENCHMARKS.md has the
+//! measurement). The body is still checked
 //! whole, as strictly as building the tree would: it is stored, and served
 //! back, as the event.
 
@@ -162,8 +163,8 @@ impl<'de> Visitor<'de> for Check<'_> {
 type Raw<'a> = Option<&'a RawValue>;
 
 /// A field that is read only if it is an object, decoded in the same pass
-/// as its parent. Kept as text and decoded again, `data` and then
-/// `data.object` (nearly the whole body) were each walked once more.
+/// as its parent, so that `data` and `data.object` (nearly the whole body)
+/// are walked once, not again from their text.
 enum Nested<T> {
     Object(T),
     /// Anything else: a string, a number, an array.

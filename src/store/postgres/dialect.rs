@@ -27,10 +27,10 @@ pub(super) const KEY_LOCK: Option<&str> =
 
 /// The runs of one scope's subscriptions, but for the batch's own events
 /// (`?` is jsonb's "holds this string"), locked: a LATERAL join looks each
-/// subject up in the index by itself. An `IN` list let the planner of a
-/// table without statistics yet (a new database on renewal day) scan the
-/// project's every run per batch, as if `project = $1` alone were
-/// selective: ingest slowed as runs accumulated.
+/// subject up in the index by itself, even where the planner of a table
+/// without statistics yet (a new database on renewal day) would take an
+/// `IN` list for a scan of the project's every run, as if `project = $1`
+/// alone were selective.
 pub(super) const SCOPE_BY_SUBSCRIPTION: &str = concatcp!(
     "SELECT ",
     RUN_COLUMNS,

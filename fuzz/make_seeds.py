@@ -178,7 +178,6 @@ def config_dict():
     (`KEYS`, `GLOBAL_KEYS`, `PROJECT_KEYS`) gives each key's variable,
     `ASSAY_<PREFIX><KEY>`."""
     names, keys = set(), set()
-    prefixes = {"GLOBAL_KEYS": "", "PROJECT_KEYS": "", "KEYS": ""}
     for rel, prefix in [("config/mod.rs", ""), ("config/raw.rs", ""), ("probe/settings.rs", "PROBE_"),
                         ("alert/settings.rs", ""), ("drill/settings.rs", "DRILL_")]:
         text = (ROOT / "src" / rel).read_text()

@@ -23,6 +23,7 @@ pub mod probe;
 pub mod run;
 pub mod server;
 pub mod settings;
+pub mod state;
 pub mod store;
 pub mod stripe;
 pub mod sweeper;

@@ -104,7 +104,7 @@ impl Serialize for CredentialUrl {
 /// or as a `password` query parameter (sqlx reads both).
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
-        return url.to_owned();
+        return without_userinfo(url);
     };
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("redacted"));
@@ -137,7 +137,17 @@ pub fn shown_url(url: &str) -> String {
             let _ = parsed.set_password(None);
             parsed.to_string()
         }
-        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
+        Err(_) => without_userinfo(url.split(['?', '#']).next().unwrap_or_default()),
+    }
+}
+
+/// Text that does not parse as a URL, for a message: what would be its
+/// user info (a password, a token) is replaced, as far as it can be told.
+fn without_userinfo(text: &str) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    match text[start..].rfind('@') {
+        Some(at) => format!("{}redacted@{}", &text[..start], &text[start + at + 1..]),
+        None => text.to_owned(),
     }
 }
 
@@ -212,11 +222,19 @@ where
     match parsed.filter(|n| range.contains(n)) {
         Some(n) => n,
         None => {
-            errors.push(format!(
-                "{what}: must be a whole number from {} to {}",
-                range.start(),
-                range.end()
-            ));
+            // An end no one writes (a type's maximum) goes unsaid.
+            let end = range.end().to_string();
+            errors.push(if end.len() > 12 {
+                format!(
+                    "{what}: must be a whole number of at least {}",
+                    range.start()
+                )
+            } else {
+                format!(
+                    "{what}: must be a whole number from {} to {end}",
+                    range.start()
+                )
+            });
             default
         }
     }
@@ -260,6 +278,11 @@ pub fn parse_duration(what: &str, text: &str, errors: &mut Vec<String>) -> Optio
         }
     }
 }
+
+/// What a duration setting that is unset or bad (and reported) stands at
+/// while loading goes on to find every other problem: the configuration is
+/// refused, so it is never used.
+pub const FALLBACK_DURATION: Duration = Duration::from_secs(1);
 
 /// The duration `text` gives, or `default`'s when it is unset or bad (a bad
 /// one is reported), so that loading goes on and every problem is found.
@@ -372,6 +395,9 @@ mod tests {
         let query = redact_url("postgres://db/assay?user=a&password=hunter2&sslmode=require");
         assert!(!query.contains("hunter2"), "{query}");
         assert!(query.contains("sslmode=require"), "{query}");
+        // A URL that does not parse still loses its password.
+        let broken = redact_url("postgres://assay:hunter2@db:notaport/assay");
+        assert_eq!(broken, "postgres://redacted@db:notaport/assay");
     }
 
     #[test]
@@ -381,6 +407,7 @@ mod tests {
             "http://app:3000/access/cus_1"
         );
         assert_eq!(shown_url("not a url?token=s3cret"), "not a url");
+        assert_eq!(shown_url("ftp:/x:s3cret@ host"), "redacted@ host");
     }
 
     #[test]

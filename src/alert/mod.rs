@@ -141,7 +141,7 @@ pub struct Outbox {
 
 /// Incidents with one cause: the same project, workflow, deploy and missed
 /// stage. A bad deploy that breaks access for 500 customers is one cause.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Cause {
     project: String,
     workflow: String,
@@ -150,6 +150,30 @@ struct Cause {
     kind: IncidentKind,
     /// A drill's incidents never share a message with real ones.
     drill: bool,
+}
+
+/// Causes sort by their names, so that one sweep's alerts are queued in
+/// the order of their stored cause keys.
+impl Ord for Cause {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let key = |c: &Cause| {
+            (
+                c.project.clone(),
+                c.workflow.clone(),
+                c.deploy_sha.clone(),
+                c.missed_stage.as_str(),
+                c.kind.as_str(),
+                c.drill,
+            )
+        };
+        key(self).cmp(&key(other))
+    }
+}
+
+impl PartialOrd for Cause {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Cause {

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::RetryPolicy;
 use super::templates::Templates;
 use crate::settings::{
-    CredentialUrl, REDACTED, Scalar, Secret, TextOrList, duration_or, shown_url, text, whole_number,
+    CredentialUrl, FALLBACK_DURATION, REDACTED, Scalar, Secret, TextOrList, parse_duration,
+    shown_url, text, whole_number,
 };
 
 /// The variables that make a project's channels (see [`with_env_channels`]).
@@ -161,42 +162,53 @@ impl AlertSettings {
     /// `errors`. `bind` gives the dashboard's address when no public URL is
     /// set.
     pub fn load(raw: RawAlerts, bind: &str, errors: &mut Vec<String>) -> AlertSettings {
+        // `None` when unset or bad (and reported): how two durations
+        // relate is checked only when both are good, so that one bad value
+        // is one problem.
         let mut duration = |name: &str, key: &str, value: Option<String>| {
-            duration_or(&format!("{name} / {key}"), value.as_deref(), "1s", errors)
+            value.and_then(|text| parse_duration(&format!("{name} / {key}"), &text, errors))
         };
-        let retry = RetryPolicy {
-            initial: duration(
-                "ASSAY_ALERT_RETRY_INITIAL",
-                "alert_retry_initial",
-                raw.retry_initial,
-            ),
-            max: duration("ASSAY_ALERT_RETRY_MAX", "alert_retry_max", raw.retry_max),
-            give_up_after: duration(
-                "ASSAY_ALERT_GIVE_UP_AFTER",
-                "alert_give_up_after",
-                raw.give_up_after,
-            ),
-        };
+        let initial = duration(
+            "ASSAY_ALERT_RETRY_INITIAL",
+            "alert_retry_initial",
+            raw.retry_initial,
+        );
+        let max = duration("ASSAY_ALERT_RETRY_MAX", "alert_retry_max", raw.retry_max);
+        let give_up_after = duration(
+            "ASSAY_ALERT_GIVE_UP_AFTER",
+            "alert_give_up_after",
+            raw.give_up_after,
+        );
         let timeout = duration("ASSAY_ALERT_TIMEOUT", "alert_timeout", raw.timeout);
         let reminder_interval = match raw.reminder_interval {
             None => None,
             Some(text) if matches!(text.trim(), "" | "off" | "never") => None,
-            Some(text) => Some(duration(
+            Some(text) => duration(
                 "ASSAY_ALERT_REMINDER_INTERVAL",
                 "alert_reminder_interval",
                 Some(text),
-            )),
+            ),
         };
-        if retry.max < retry.initial {
+        if let (Some(initial), Some(max)) = (initial, max)
+            && max < initial
+        {
             errors
                 .push("ASSAY_ALERT_RETRY_MAX is shorter than ASSAY_ALERT_RETRY_INITIAL".to_owned());
         }
-        if retry.give_up_after < retry.initial {
+        if let (Some(initial), Some(give_up_after)) = (initial, give_up_after)
+            && give_up_after < initial
+        {
             errors.push(
                 "ASSAY_ALERT_GIVE_UP_AFTER is shorter than ASSAY_ALERT_RETRY_INITIAL: a failed send would never be retried"
                     .to_owned(),
             );
         }
+        let retry = RetryPolicy {
+            initial: initial.unwrap_or(FALLBACK_DURATION),
+            max: max.unwrap_or(FALLBACK_DURATION),
+            give_up_after: give_up_after.unwrap_or(FALLBACK_DURATION),
+        };
+        let timeout = timeout.unwrap_or(FALLBACK_DURATION);
         let group_threshold = whole_number(
             "ASSAY_ALERT_GROUP_THRESHOLD / alert_group_threshold",
             raw.group_threshold.as_ref(),

@@ -1,8 +1,8 @@
 //! The alert sender: claims pending deliveries with a lease (the store's
 //! claim mechanism, as the prober's, so several replicas never send one
-//! twice), sends
-//! each through its channel, and records the attempt with what comes next:
-//! sent, a retry with backoff, or dead after the give-up horizon.
+//! twice), sends each through its channel, and records the attempt with
+//! what comes next: sent, a retry with backoff, or dead after the give-up
+//! horizon.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 pub use error::ApiError;
 
 use crate::config::ProjectConfig;
-use crate::server::state::AppState;
+use crate::state::AppState;
 
 /// The largest Stripe event we accept. Stripe's events are a few KiB; this
 /// leaves room for expanded objects without letting a body exhaust memory.

@@ -54,6 +54,22 @@ impl Layer {
                 .unwrap_or_default();
             format!("{}{at}: {}", path.display(), e.message().trim())
         })?;
+        // Tables a later layer merges into: a value of another kind there
+        // would be replaced by it, unseen, rather than refused.
+        let not_table = |key: &str| format!("{}: `{key}` must be a table", path.display());
+        for key in ["projects", "project_defaults"] {
+            if table.get(key).is_some_and(|value| !value.is_table()) {
+                return Err(not_table(key));
+            }
+        }
+        if let Some(projects) = table.get("projects").and_then(toml::Value::as_table)
+            && let Some((name, _)) = projects.iter().find(|(_, value)| !value.is_table())
+        {
+            return Err(format!(
+                "{}: `projects.{name}` must be a table of the project's settings, such as [projects.{name}]",
+                path.display()
+            ));
+        }
         Ok(Layer {
             name: path.display().to_string(),
             table,

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
-pub use self::layers::DEFAULTS;
 use self::layers::Layer;
 pub use self::project::ProjectConfig;
 use self::project::check_project;
@@ -400,6 +399,11 @@ impl Config {
                     continue;
                 }
             };
+            // The variable is the project's key, whichever form the file
+            // gives it in.
+            if *name == env_project && configures_project && env("ASSAY_API_KEY").is_some() {
+                raw.api_key_sha256 = None;
+            }
             if *name == env_project && configures_project {
                 raw.channels = crate::alert::settings::with_env_channels(
                     std::mem::take(&mut raw.channels),

@@ -62,6 +62,65 @@ fn environment_overrides_the_file() {
     assert_eq!(p.deadlines.reconciled, Duration::from_secs(30));
 }
 
+/// The variable replaces the file's key in either form, the hash too.
+#[test]
+fn the_api_key_variable_overrides_a_hashed_key_in_the_file() {
+    let hash = hex::encode(Sha256::digest(b"file-key-0123456789"));
+    let file = format!("[projects.default]\napi_key_sha256 = \"{hash}\"\n");
+    let config = load(Some(&file), &[("ASSAY_API_KEY", "env-key-0123456789")]).unwrap();
+    let key = config.projects["default"].api_key.as_ref().unwrap();
+    assert!(key.matches("env-key-0123456789"));
+    assert!(!key.matches("file-key-0123456789"));
+    // Both in the file is still one too many.
+    let both = format!("{file}api_key = \"file-key-0123456789\"\n");
+    let err = load(Some(&both), &[]).unwrap_err().to_string();
+    assert!(err.contains("not both"), "{err}");
+}
+
+/// A project (or the projects) given as something other than a table is
+/// refused, not replaced by the defaults.
+#[test]
+fn a_project_that_is_not_a_table_is_refused() {
+    for (file, named) in [
+        (
+            "[projects]\nacme = \"x\"\n",
+            "`projects.acme` must be a table",
+        ),
+        ("projects = 5\n", "`projects` must be a table"),
+        (
+            "project_defaults = \"x\"\n",
+            "`project_defaults` must be a table",
+        ),
+    ] {
+        let err = load(Some(file), &[]).unwrap_err().to_string();
+        assert!(err.contains(named), "{file}: {err}");
+    }
+}
+
+/// A bad duration is one problem: the checks of how it relates to others
+/// wait for a good value.
+#[test]
+fn a_bad_duration_is_reported_once() {
+    let err = load(
+        None,
+        &[
+            ("ASSAY_ALERT_RETRY_MAX", "bogus"),
+            (
+                "ASSAY_PROBE_URL",
+                "http://127.0.0.1:3000/access/{{customer_id}}",
+            ),
+            ("ASSAY_PROBE_TIMEOUT", "bogus"),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(err.0.len(), 2, "{:?}", err.0);
+    assert!(
+        err.0.iter().all(|e| e.contains("is not a duration")),
+        "{:?}",
+        err.0
+    );
+}
+
 #[test]
 fn every_problem_is_reported_at_once() {
     let err = load(

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::server::state::AppState;
+use crate::state::AppState;
 use crate::store::DashboardSession;
 
 pub const COOKIE: &str = "assay_session";

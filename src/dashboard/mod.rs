@@ -23,7 +23,7 @@ use self::auth::{Lockout, Operator};
 use self::views::Views;
 use crate::incident::IncidentStatus;
 use crate::run::{RunStatus, Stage};
-use crate::server::state::AppState;
+use crate::state::AppState;
 use crate::store::{Cursor, IncidentFilter, RunFilter, StoreError};
 
 /// What the dashboard keeps besides the app's state.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::DrillTimings;
 use crate::plan::PlanMap;
 use crate::run::NO_PLAN;
-use crate::settings::{ShownUrl, duration_or, text};
+use crate::settings::{ShownUrl, duration_or, shown_url, text};
 
 /// The keys of a project's drill table; each has the variable
 /// `ASSAY_DRILL_<KEY>`.
@@ -158,7 +158,8 @@ impl DrillSettings {
                 }
                 _ => {
                     errors.push(format!(
-                        "{what}: ASSAY_DRILL_INGEST_URL / drill.ingest_url: `{text}` is not an http or https base URL such as https://assay.example.com"
+                        "{what}: ASSAY_DRILL_INGEST_URL / drill.ingest_url: `{}` is not an http or https base URL such as https://assay.example.com",
+                        shown_url(&text)
                     ));
                     None
                 }

@@ -25,7 +25,7 @@ pub struct Evidence {
     pub expected_plan: Option<String>,
     pub expected_plan_reason: Option<String>,
     pub expected_features: Option<Vec<String>>,
-    #[serde(with = "millis::option")]
+    #[serde(default, with = "millis::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub keep_access_until: Option<DateTime<Utc>>,
     pub observed_plan: Option<String>,
@@ -115,7 +115,7 @@ impl Evidence {
     }
 }
 
-/// Times as evidence has always shown them: RFC 3339, UTC, milliseconds.
+/// Times as evidence shows them: RFC 3339, UTC, milliseconds.
 mod millis {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
@@ -297,7 +297,7 @@ mod tests {
     use crate::run::{Expectation, Source, StageReport};
 
     /// The evidence of a probed run, key by key and in order, as the API
-    /// and the alerts have always shown it.
+    /// and the alerts show it.
     #[test]
     fn evidence_serialises_as_the_api_shows_it() {
         let mut run = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;

@@ -63,6 +63,8 @@ impl Run {
         })
     }
 }
+
+/// Stripe does not deliver in order. When `new` opens (or learns its
 /// subject), it and the other runs of its subject settle who is current:
 /// if a newer event's run exists, `new` is superseded by the newest one;
 /// otherwise `new` supersedes every older run still open. Returns the

@@ -8,8 +8,10 @@
 //! writes the result back atomically.
 //!
 //! Where the SQL is: every statement both backends run is in `shared/`, one
-//! file per concern (ingest and ordering, runs, the sweep, the probe queue,
-//! the alert outbox, incidents, drills, sessions, read models). `shared/` is
+//! file per concern (the rows every concern reads and writes, ingest and
+//! ordering, the SDK's calls and stage reports, the sweep, the probe queue,
+//! the alert outbox, incidents, drills, sessions, read models), with the
+//! statement fragments both share in `fragments.rs`. `shared/` is
 //! compiled once per backend, as a module of [`sqlite`] and of [`postgres`],
 //! each of which brings into scope its own `Db`, its connection type, and
 //! the few clauses the two dialects spell differently. How rows are written
@@ -26,7 +28,7 @@
 //! rows only until the lease expires; then any replica claims them again.
 //! The prober claims its `probe_queue`, the alert sender `alert_deliveries`
 //! and the drill runner `drills`, all through one claim statement shape
-//! (`shared/claim.rs`). The sweeper needs no lease: it waits on nothing
+//! (`fragments.rs`, filled in per queue by `shared/claim.rs`). The sweeper needs no lease: it waits on nothing
 //! between claiming and settling, so it does both in one transaction, its
 //! rows locked (skipping those another replica has), and a replica that
 //! dies mid-sweep leaves nothing held. Exactly-once outcomes do not rest on

@@ -163,7 +163,7 @@ where
         .map_err(|e| StoreError::Corrupt(format!("{what} `{text}`: {e}")))
 }
 
-fn uuid(text: &str) -> Result<Uuid, StoreError> {
+pub(crate) fn uuid(text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("id `{text}`: {e}")))
 }
 
@@ -495,6 +495,46 @@ mod tests {
 
     fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
         from_ms(1_767_225_600_000 + ms)
+    }
+
+    /// A run's write-back names only columns a run's row writes, every one
+    /// but those fixed at opening, and sets each from the row given.
+    #[test]
+    fn a_run_upsert_writes_back_the_columns_a_row_writes() {
+        let run = distinct_run();
+        let rows = Rows::of([&run], |row, run| run_row(row, run));
+        let written = rows.column_list();
+        let written: Vec<&str> = written.split(", ").collect();
+        for column in RUN_UPDATABLE {
+            assert!(written.contains(&column), "`{column}` is not written");
+        }
+        let fixed: Vec<&&str> = written
+            .iter()
+            .filter(|c| !RUN_UPDATABLE.contains(*c))
+            .collect();
+        assert_eq!(
+            fixed,
+            [
+                &"id",
+                &"project",
+                &"workflow",
+                &"event_id",
+                &"event_type",
+                &"opened_at",
+                &"reconciled_due_at",
+                &"access_due_at",
+                &"probe_start",
+                &"drill_id"
+            ]
+            .as_slice(),
+            "only what a run opens with is never written back"
+        );
+        assert_eq!(
+            run_upsert(["stage", "status"]),
+            " ON CONFLICT (id) DO UPDATE SET stage = excluded.stage, status = excluded.status"
+        );
+        assert_eq!(run_upsert([]), " ON CONFLICT (id) DO NOTHING");
+        assert!(RUN_UPSERT_ALL.contains("superseded_by = excluded.superseded_by"));
     }
 
     /// Every field of a run with a value of its own, so that a value

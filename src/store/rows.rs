@@ -13,9 +13,9 @@
 
 use std::borrow::Cow;
 
-/// Rows per multi-row statement: under SQLite's 32,766 bound variables at
-/// the widest row (a run's 26 columns), and few enough statements that a
-/// sweep of 500 runs writes each table in one.
+/// Rows per multi-row statement, for every table: under SQLite's 32,766
+/// bound variables at the widest row (a run's 26 columns), and few enough
+/// statements that a sweep of 500 runs writes each table in one.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Default)]

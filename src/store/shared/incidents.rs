@@ -53,20 +53,19 @@ async fn save(conn: &mut Conn, incident: &Incident) -> Result<(), StoreError> {
 }
 
 /// Resolves `incident` in this transaction and queues the alerts that say
-/// so; false (nothing written) when it was resolved already.
+/// so; writes nothing when it was resolved already.
 pub(super) async fn resolve(
     conn: &mut Conn,
     outbox: &Outbox,
     incident: &mut Incident,
     resolution: String,
     now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    if !incident.resolve(now, resolution) {
-        return Ok(false);
+) -> Result<(), StoreError> {
+    if incident.resolve(now, resolution) {
+        save(conn, incident).await?;
+        queue_deliveries(conn, &outbox.resolved(incident), now).await?;
     }
-    save(conn, incident).await?;
-    queue_deliveries(conn, &outbox.resolved(incident), now).await?;
-    Ok(true)
+    Ok(())
 }
 
 #[async_trait]

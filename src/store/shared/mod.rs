@@ -12,8 +12,10 @@
 //!   subject up by index;
 //! - `push_rows`, how a multi-row statement binds its rows (`rows.rs`).
 //!
-//! Each file holds one concern: `runs` (reading and writing runs and their
-//! timelines, the SDK's calls), `ordering` (opening runs and settling which
+//! Each file holds one concern: `tables` (the rows of runs, timelines,
+//! incidents and the probe queue, read and written as every other file
+//! needs them), `runs` (the SDK's calls), `report` (what a stage report or
+//! a matching probe writes), `ordering` (opening runs and settling which
 //! event of a subject is current), `ingest` (Stripe deliveries, in group
 //! commits), `sweep`, `probes`, `incidents`, `outbox` (alert deliveries and
 //! reminders), `drills`, `sessions`, `reads` (readiness, the dashboard's

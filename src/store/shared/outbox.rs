@@ -111,8 +111,8 @@ pub(super) async fn queue_deliveries(
             }
         };
         // Many rows per statement: a grouped alert about 500
-        // incidents is a few statements, not 1,000, while the sweep
-        // holds the writer.
+        // incidents is one statement, not 500, while the sweep holds
+        // the writer.
         let ids: Vec<(usize, &uuid::Uuid)> = delivery.incident_ids.iter().enumerate().collect();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let rows = Rows::of(chunk, |row, (position, incident_id)| {

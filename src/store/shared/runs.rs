@@ -1,5 +1,5 @@
-//! Runs and their timelines: how a run is read and written back, and the
-//! SDK's calls (open a run, report a stage, read and list runs).
+//! The SDK's calls: open a run, report a stage, read and list runs (the
+//! rows themselves are read and written in `tables`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

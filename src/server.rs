@@ -2,9 +2,7 @@
 //! router, [`app`]), the sweeper, the prober, the alert sender and the drill
 //! runner, sharing one store.
 
-pub mod state;
-
-use self::state::AppState;
+use crate::state::AppState;
 
 use std::sync::Arc;
 use std::time::Duration;

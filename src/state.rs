@@ -1,4 +1,5 @@
-//! What every HTTP handler and dashboard page shares.
+//! What every HTTP handler and dashboard page shares: a leaf beneath the
+//! API, the dashboard and the server that mounts them both.
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::ProjectConfig;
-use crate::run::{BILLING_WORKFLOW, RunSpec, Source};
+use crate::run::{BILLING_WORKFLOW, Realm, RunSpec, Source};
 use crate::store::{Ingest, Ingested, StoreError, StoredEvent};
 use crate::stripe::{EventError, SignatureError, StripeEvent, verify};
 
@@ -58,9 +58,9 @@ pub async fn stripe_event(
     // A drill's run has the drill's deadlines and is never probed by the
     // prober: the drill makes its own probe.
     let drill_id = crate::drill::drill_of(&event)?;
-    let (deadlines, probe_start) = match drill_id {
-        Some(_) => (project.drill.deadlines(), None),
-        None => (project.deadlines, project.probe_start()),
+    let (deadlines, probe_start) = match Realm::of(drill_id) {
+        Realm::Drill(_) => (project.drill.deadlines(), None),
+        Realm::Customer => (project.deadlines, project.probe_start()),
     };
     let spec = event
         .run_facts(&project.access_policy(), now)
@@ -94,10 +94,10 @@ pub async fn stripe_event(
         tracing::Span::current().record("run_id", tracing::field::display(run.id));
     }
     Ok(match outcome {
-        Ingested::Duplicate => Accepted {
+        Ingested::Duplicate { run_id } => Accepted {
             event_id: event.id,
             duplicate: true,
-            run_id: None,
+            run_id,
         },
         Ingested::Stored { run } => Accepted {
             event_id: event.id,

@@ -155,7 +155,7 @@ mod tests {
                     sizes.lock().unwrap().push(batch.len());
                     for p in batch {
                         let outcome = if p.event.event_id == "evt_3" {
-                            Ingested::Duplicate
+                            Ingested::Duplicate { run_id: None }
                         } else {
                             Ingested::Stored { run: None }
                         };
@@ -185,11 +185,11 @@ mod tests {
             outcomes.push(answer.await.unwrap().unwrap());
         }
         assert_eq!(*sizes.lock().unwrap(), vec![1, 4]);
-        assert_eq!(outcomes[3], Ingested::Duplicate);
+        assert_eq!(outcomes[3], Ingested::Duplicate { run_id: None });
         assert_eq!(
             outcomes
                 .iter()
-                .filter(|o| **o == Ingested::Duplicate)
+                .filter(|o| matches!(o, Ingested::Duplicate { .. }))
                 .count(),
             1
         );

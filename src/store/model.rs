@@ -48,8 +48,9 @@ pub struct StoredEvent {
 pub enum Ingested {
     /// First delivery: stored, with the run it opened (or merged into).
     Stored { run: Option<Box<Run>> },
-    /// Seen before: nothing changed.
-    Duplicate,
+    /// Seen before: nothing changed. `run_id` is the run its first
+    /// delivery opened (or merged into), if its type opens one.
+    Duplicate { run_id: Option<Uuid> },
 }
 
 /// Position in a newest-first list: the last row's time and id.

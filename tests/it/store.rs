@@ -143,7 +143,13 @@ async fn ingest_stores_once_and_round_trips_the_run(backend: Backend) {
         .ingest_stripe_event(event("evt_1"), Some(spec("evt_1", Source::Stripe)), now)
         .await
         .unwrap();
-    assert_eq!(again, Ingested::Duplicate);
+    // A redelivery names the run its first delivery opened.
+    assert_eq!(
+        again,
+        Ingested::Duplicate {
+            run_id: Some(run.id)
+        }
+    );
 
     let detail = store
         .run_detail("default", &RunRef::EventId("evt_1".into()))

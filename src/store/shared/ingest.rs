@@ -14,7 +14,7 @@ use super::{Conn, Db, SqlStore};
 use crate::metrics::{Metrics, Transition};
 use crate::run::{Run, RunSpec, TimelineEntry};
 use crate::store::group_commit::{CommitBatch, Pending, panic_message};
-use crate::store::records::run_row;
+use crate::store::records::{run_row, uuid};
 use crate::store::rows::{ROWS_PER_STATEMENT, Rows};
 use crate::store::{Ingest, Ingested, StoreError, StoredEvent, retry_deadlocked, to_ms};
 
@@ -95,7 +95,7 @@ async fn ingest_batch(
         let rows: Vec<(String, String)> = query.build_query_as().fetch_all(&mut *conn).await?;
         inserted.extend(rows);
     }
-    let mut outcomes = vec![Ingested::Duplicate; deliveries.len()];
+    let mut outcomes = vec![Ingested::Duplicate { run_id: None }; deliveries.len()];
     let mut opening: Vec<(usize, Run, TimelineEntry)> = Vec::new();
     for i in order {
         let (project, event_id) = key(&i);
@@ -193,7 +193,27 @@ async fn ingest_batch(
             };
         }
     }
+    // A redelivery answers with the run its first delivery opened, read
+    // after this batch's runs are written: the first may be in it.
+    for (outcome, delivery) in outcomes.iter_mut().zip(deliveries) {
+        if let (Ingested::Duplicate { run_id }, Some(spec)) = (outcome, &delivery.run) {
+            *run_id = run_of_event(conn, spec).await?;
+        }
+    }
     Ok(outcomes)
+}
+
+/// The id of the run of `spec`'s event, if one is stored.
+async fn run_of_event(conn: &mut Conn, spec: &RunSpec) -> Result<Option<uuid::Uuid>, StoreError> {
+    let id: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM runs WHERE project = $1 AND workflow = $2 AND event_id = $3",
+    )
+    .bind(&spec.project)
+    .bind(&spec.workflow)
+    .bind(&spec.event_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    id.as_deref().map(uuid).transpose()
 }
 
 /// Stores `deliveries` in one transaction: all of them or none.

@@ -60,13 +60,20 @@ async fn five_concurrent_deliveries_and_sdk_calls_make_one_run_and_one_incident(
     }
     assert_eq!(server.count("stripe_events").await, 1);
     assert_eq!(server.count("runs").await, 1);
+    // Every delivery, the first or not, names the one run.
+    let run_id = server.get("/v1/runs/evt_dup").await["id"].clone();
+    assert!(run_id.is_string(), "{run_id}");
+    for (_, body) in &deliveries {
+        assert_eq!(body["run_id"], run_id, "{body}");
+    }
 
-    // Redeliveries after the fact change nothing at all.
+    // Redeliveries after the fact change nothing at all, and name the run.
     let before = server.counts().await;
     for _ in 0..3 {
         let (status, body) = server.deliver(&event).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["duplicate"], true);
+        assert_eq!(body["run_id"], run_id, "{body}");
     }
     assert_eq!(server.counts().await, before);
 
@@ -114,8 +121,18 @@ async fn a_burst_of_doubled_deliveries_is_stored_once_each(backend: Backend) {
     )
     .await;
     let mut first_by_event = std::collections::HashMap::<String, usize>::new();
+    let mut run_by_event = std::collections::HashMap::<String, Vec<String>>::new();
     for (status, body) in &answers {
         assert_eq!(*status, StatusCode::OK, "{body}");
+        run_by_event
+            .entry(body["event_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(
+                body["run_id"]
+                    .as_str()
+                    .expect("every answer names its run")
+                    .to_owned(),
+            );
         if body["duplicate"] == false {
             *first_by_event
                 .entry(body["event_id"].as_str().unwrap().to_owned())
@@ -130,6 +147,13 @@ async fn a_burst_of_doubled_deliveries_is_stored_once_each(backend: Backend) {
     assert!(
         first_by_event.values().all(|n| *n == 1),
         "{first_by_event:?}"
+    );
+    // Both copies of an event name the same run, even within one batch.
+    assert!(
+        run_by_event
+            .values()
+            .all(|ids| ids.len() == 2 && ids[0] == ids[1]),
+        "{run_by_event:?}"
     );
     assert_eq!(server.count("stripe_events").await, EVENTS as i64);
     assert_eq!(server.count("runs").await, EVENTS as i64);

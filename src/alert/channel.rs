@@ -64,10 +64,11 @@ impl ChannelSender {
             ChannelKind::Webhook { url, secret } => {
                 let body = json!({
                     "type": format!("incident.{}", job.delivery.event),
-                    "drill": job.incidents.iter().any(|i| i.realm().is_drill()),
+                    "drill": message.drill(),
+                    "headline": message.headline(),
                     "delivery_id": job.delivery.id,
                     "count": job.incidents.len(),
-                    "incidents": job.incidents,
+                    "incidents": message.linked(&job.incidents),
                     "dashboard_url": public_url,
                 });
                 let body = serde_json::to_vec(&body).unwrap_or_default();

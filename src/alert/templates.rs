@@ -259,6 +259,10 @@ impl Templates {
             };
             if drill && !rendered.contains("DRILL") {
                 missing.push(format!("{name} does not mark the message DRILL"));
+            } else if drill && name == "slack.json.hbs" && !slack_text_marked(&rendered) {
+                missing.push(format!(
+                    "{name} does not mark the message's notification text DRILL"
+                ));
             }
             if every_field {
                 for (what, value) in &wanted {
@@ -270,6 +274,15 @@ impl Templates {
         }
         missing
     }
+}
+
+/// Whether a rendered Slack message's `text`, which its notification
+/// shows, says DRILL.
+fn slack_text_marked(rendered: &str) -> bool {
+    serde_json::from_str::<Value>(rendered)
+        .ok()
+        .and_then(|message| message["text"].as_str().map(|text| text.contains("DRILL")))
+        .unwrap_or(false)
 }
 
 /// A template as the field check reads it: its name, its registry, how it
@@ -305,6 +318,15 @@ fn access(
     }
 }
 
+/// The address of an incident's page on the dashboard.
+pub fn incident_url(public_url: &str, incident: &Incident) -> String {
+    format!(
+        "{}/incidents/{}",
+        public_url.trim_end_matches('/'),
+        incident.id
+    )
+}
+
 /// One incident, flattened for templates.
 fn incident_context(incident: &Incident, public_url: &str) -> Value {
     let e = &incident.evidence;
@@ -336,7 +358,7 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
     let deadline_at = crate::run::rfc3339(&e.deadline_at);
     json!({
         "id": incident.id,
-        "url": format!("{}/incidents/{}", public_url.trim_end_matches('/'), incident.id),
+        "url": incident_url(public_url, incident),
         "title": incident.title,
         "kind": incident.kind,
         "status": incident.status,
@@ -377,6 +399,13 @@ impl Message {
             (AlertEvent::Opened, true) => format!("{count} customers: {title}"),
             (AlertEvent::Opened, false) => title.clone(),
         };
+        // A drill's message says so in its first words, where a reader and
+        // a simple filter look, on every channel.
+        let headline = if drill {
+            format!("DRILL: {headline}")
+        } else {
+            headline
+        };
         let summary = match (event, first) {
             (AlertEvent::Resolved, Some(i)) => format!(
                 "Resolved: {}",
@@ -409,6 +438,31 @@ impl Message {
                 "dashboard_url": public_url,
             }),
         }
+    }
+
+    /// Whether the message is about a drill's incidents.
+    pub fn drill(&self) -> bool {
+        self.context["drill"] == Value::Bool(true)
+    }
+
+    /// The headline, a drill's beginning with DRILL.
+    pub fn headline(&self) -> &str {
+        self.context["headline"].as_str().unwrap_or_default()
+    }
+
+    /// `incidents` as JSON, each with the address of its page.
+    pub fn linked(&self, incidents: &[Incident]) -> Vec<Value> {
+        let public_url = self.context["dashboard_url"].as_str().unwrap_or_default();
+        incidents
+            .iter()
+            .map(|incident| {
+                let mut value = serde_json::to_value(incident).unwrap_or_default();
+                if let Value::Object(fields) = &mut value {
+                    fields.insert("url".into(), incident_url(public_url, incident).into());
+                }
+                value
+            })
+            .collect()
     }
 
     fn sample(event: AlertEvent, count: usize, drill: bool) -> Message {
@@ -474,13 +528,38 @@ mod tests {
         let message = Message::sample(AlertEvent::Opened, 2, true);
         let slack = templates.slack(&message).unwrap();
         assert_eq!(slack["blocks"][0]["type"], "header");
-        assert!(slack.to_string().contains("DRILL"));
+        // A drill says so first: in the notification, the header, the subject.
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("DRILL: 2 customers"),
+            "{slack}"
+        );
+        assert!(
+            slack["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("DRILL: "),
+            "{slack}"
+        );
+        // A grouped message links to each incident it names.
+        assert!(
+            slack.to_string().contains(
+                "<http://assay.invalid/incidents/00000000-0000-0000-0000-000000000000|cus_sample>"
+            ),
+            "{slack}"
+        );
         let email = templates.email(&message).unwrap();
         assert!(
-            email.subject.starts_with("[DRILL] [Assay] 2 customers"),
+            email.subject.starts_with("[Assay] DRILL: 2 customers"),
             "{}",
             email.subject
         );
+        let real = templates
+            .email(&Message::sample(AlertEvent::Opened, 1, false))
+            .unwrap();
+        assert!(!real.subject.contains("DRILL"), "{}", real.subject);
         assert!(email.html.contains("&lt;b&gt;summary"), "HTML is escaped");
         assert!(email.text.contains("<b>summary"), "text is not");
     }
@@ -500,7 +579,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let slack = include_str!("../../templates/alerts/slack.json.hbs")
             .replace("{{incident.customer}}", "someone")
-            .replace("{{#if drill}}DRILL · {{/if}}", "");
+            .replace("{{#if drill}}DRILL · {{/if}}", "")
+            .replace("{{headline}}", "{{incident.title}}");
         std::fs::write(dir.path().join("slack.json.hbs"), slack).unwrap();
         let templates = Templates::load(Some(dir.path())).unwrap();
         let missing = templates.missing_fields(&message, "slack");
@@ -510,6 +590,17 @@ mod tests {
             missing[1].contains("the customer (`cus_sample`)"),
             "{missing:?}"
         );
+
+        // DRILL in the body only is not enough: the notification says it.
+        let slack = include_str!("../../templates/alerts/slack.json.hbs").replace(
+            "\"text\": \"{{headline}}\"",
+            "\"text\": \"{{incident.title}}\"",
+        );
+        std::fs::write(dir.path().join("slack.json.hbs"), slack).unwrap();
+        let templates = Templates::load(Some(dir.path())).unwrap();
+        let missing = templates.missing_fields(&message, "slack");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(missing[0].contains("notification text"), "{missing:?}");
     }
 
     #[test]

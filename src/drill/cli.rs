@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{Drill, DrillStatus, DrillTrigger};
+use crate::alert::DeliveryStatus;
 use crate::config::Config;
+use crate::store::{RunDetail, RunRef, Store};
 
 /// How often the command looks at the drill.
 const POLL: Duration = Duration::from_millis(200);
@@ -76,11 +78,62 @@ pub async fn in_process(
             break Ok(now);
         }
     };
+    // The drill's last alerts (its resolve alert) go out before Assay
+    // stops here, within the drill's alert timeout.
+    let run = match &outcome {
+        Ok(drill) => {
+            let run = store
+                .run_detail(&drill.project, &RunRef::EventId(drill.event_id.clone()))
+                .await
+                .ok();
+            if let Some(run) = &run {
+                let settled = Instant::now();
+                while !server.is_finished()
+                    && settled.elapsed() < drill.timings.alert_timeout()
+                    && alerts_pending(store.as_ref(), run).await?
+                {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            run
+        }
+        Err(_) => None,
+    };
     shutdown.cancel();
     if !server.is_finished() {
         let _ = server.await;
     }
+    // What could not go out by now would go out stale, whenever Assay next
+    // serves on this database: a drill leaves nothing behind.
+    if let Some(run) = run {
+        let skipped = store
+            .skip_drill_alerts(
+                &run.run.project,
+                run.run.id,
+                "the drill ended before this alert could be delivered",
+                crate::now(),
+            )
+            .await?;
+        if skipped > 0 {
+            tracing::warn!(skipped, run_id = %run.run.id, "drill alerts not delivered before the drill ended were skipped");
+        }
+    }
     outcome
+}
+
+/// Whether an alert about one of `run`'s incidents is still to be sent.
+async fn alerts_pending(store: &dyn Store, run: &RunDetail) -> anyhow::Result<bool> {
+    for incident in &run.incidents {
+        let detail = store.incident(&run.run.project, incident.id).await?;
+        if detail
+            .deliveries
+            .iter()
+            .any(|d| d.status == DeliveryStatus::Pending)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Runs a drill on a running Assay through `POST /v1/drills` and reads its

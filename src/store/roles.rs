@@ -215,6 +215,17 @@ pub trait Drills: Send + Sync {
         run_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Run, StoreError>;
+
+    /// Skips, with `reason`, the alerts still pending about a drill run's
+    /// incidents: the drill is over, and they must not go out later.
+    /// Returns how many were skipped; a run that is not a drill's has none.
+    async fn skip_drill_alerts(
+        &self,
+        project: &str,
+        run_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Dashboard sessions.

@@ -352,7 +352,10 @@ async fn an_incident_alerts_every_channel_once(backend: Backend) {
     );
     let payload: Value = serde_json::from_slice(&hooks[0].body).unwrap();
     assert_eq!(payload["type"], "incident.opened");
+    assert_eq!(payload["headline"], title);
     assert_eq!(payload["incidents"][0]["id"], id.as_str());
+    // Every channel links to the incident's page.
+    assert_eq!(payload["incidents"][0]["url"], url.as_str());
     assert_eq!(
         payload["incidents"][0]["evidence"]["deploy_sha"],
         "sha-4f2a"
@@ -615,6 +618,14 @@ async fn many_incidents_with_one_cause_make_one_grouped_alert(backend: Backend) 
         "{message}"
     );
     assert!(message.contains("sha-bad"), "{message}");
+    // Each customer it names links to that customer's incident.
+    assert_eq!(
+        message
+            .matches(&format!("<{PUBLIC_URL}/incidents/"))
+            .count(),
+        5,
+        "{message}"
+    );
     assert!(
         message.contains(&format!("and {} more", CUSTOMERS - 5)),
         "{message}"

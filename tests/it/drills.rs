@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::alerts::Receiver;
 use crate::support::{
-    Backend, NO_SETTINGS, Peer, SECRET, TestServer, now, on_both_backends, sign, wait_for,
+    Backend, NO_SETTINGS, Peer, SECRET, TestDb, TestServer, now, on_both_backends, sign, wait_for,
 };
 
 /// The messages `receiver` took on `path`, as text.
@@ -189,8 +189,15 @@ async fn a_drill_passes_end_to_end_and_alerts_only_the_drill_channel(backend: Ba
     })
     .await;
     assert_eq!(sent.len(), 2, "{sent:?}");
-    assert!(sent[0].contains("DRILL") && sent[0].contains(customer));
-    assert!(sent[1].contains("Resolved"), "{}", sent[1]);
+    assert!(sent[0].contains(customer), "{}", sent[0]);
+    // Both say DRILL first: in the notification and in the header.
+    for (message, title) in receiver.accepted("drills").iter().zip([
+        "DRILL: Customer access did not change after Stripe event",
+        "DRILL: Resolved: Customer access did not change after Stripe event",
+    ]) {
+        assert_eq!(message["text"], title, "{message}");
+        assert_eq!(message["blocks"][0]["text"]["text"], title, "{message}");
+    }
     assert!(messages(&receiver, "real").is_empty());
 
     // Not counted with real customers, anywhere.
@@ -721,12 +728,11 @@ async fn output(mut cmd: std::process::Command) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assay_drill_run_in_process_passes_and_exits_zero() {
     let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
     let mut env = quick(&[
-        (
-            "ASSAY_DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("assay.db").display()),
-        ),
+        ("ASSAY_DATABASE_URL", db.url.clone()),
         ("ASSAY_STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
         ("ASSAY_SWEEP_SCHEDULE", "* * * * * *".to_owned()),
         ("ASSAY_SLACK_WEBHOOK_URL", receiver.url("slack")),
@@ -741,8 +747,45 @@ async fn assay_drill_run_in_process_passes_and_exits_zero() {
     );
     assert!(stdout.contains("PASSED"), "{stdout}");
     assert!(stdout.contains("alert_delivered"), "{stdout}");
-    let messages = messages(&receiver, "slack");
-    assert!(messages.iter().any(|m| m.contains("DRILL")), "{messages:?}");
+    // Both alerts, the resolve alert too, went out before the command
+    // exited: nothing is left to go out, stale, when Assay next serves.
+    let sent = messages(&receiver, "slack");
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|m| m.contains("DRILL")), "{sent:?}");
+    assert!(sent[1].contains("Resolved"), "{}", sent[1]);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM alert_deliveries WHERE status <> 'sent'")
+            .await,
+        0
+    );
+
+    // A channel that never answers: the drill fails on it, and its alerts
+    // are skipped when the command ends instead of waiting in the outbox.
+    let dead = Receiver::start().await;
+    dead.state
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut down = env.clone();
+    down.retain(|(key, _)| key != "ASSAY_SLACK_WEBHOOK_URL" && key != "ASSAY_DRILL_ALERT_TIMEOUT");
+    down.push(("ASSAY_SLACK_WEBHOOK_URL".to_owned(), dead.url("slack")));
+    down.push(("ASSAY_DRILL_ALERT_TIMEOUT".to_owned(), "2s".to_owned()));
+    let out = output(assay(&["drill", "run", "--json"], &down)).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["broken_link"]["link"], "alert_not_delivered",
+        "{report:#}"
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'pending'")
+            .await,
+        0
+    );
+    assert!(
+        db.scalar("SELECT COUNT(*) FROM alert_deliveries WHERE status = 'skipped'")
+            .await
+            >= 1
+    );
 
     // Without a channel the alarm reaches nobody: exit 1, the link named.
     env.retain(|(key, _)| key != "ASSAY_SLACK_WEBHOOK_URL");

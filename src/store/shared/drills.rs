@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::claim::Queue;
 use super::tables::{append_timeline, fetch_run, push_cursor, record_probe_attempt, write_run};
 use super::{Db, SqlStore};
+use crate::alert::DeliveryStatus;
 use crate::drill::Drill;
 use crate::run::{ProbeAttempt, Run};
 use crate::store::records::{DRILL_COLUMNS, DrillRow, convert};
@@ -206,5 +207,32 @@ impl Drills for SqlStore {
         }
         tx.commit().await?;
         Ok(run)
+    }
+
+    async fn skip_drill_alerts(
+        &self,
+        project: &str,
+        run_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let skipped = sqlx::query(
+            "UPDATE alert_deliveries SET status = $3, next_attempt_at = NULL, settled_at = $4, \
+             last_error = $5, lease_token = NULL, lease_expires_at = NULL \
+             WHERE project = $1 AND status = $6 AND id IN (\
+             SELECT l.delivery_id FROM alert_delivery_incidents AS l \
+             JOIN incidents ON incidents.id = l.incident_id \
+             JOIN runs ON runs.id = incidents.run_id \
+             WHERE runs.id = $2 AND runs.drill_id IS NOT NULL)",
+        )
+        .bind(project)
+        .bind(run_id.to_string())
+        .bind(DeliveryStatus::Skipped.as_str())
+        .bind(to_ms(now))
+        .bind(reason)
+        .bind(DeliveryStatus::Pending.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(skipped.rows_affected())
     }
 }

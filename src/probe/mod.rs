@@ -39,6 +39,9 @@ pub struct ProbeSchedule {
     /// How long a failed run is still probed (every `max`), so that its
     /// incident resolves itself once the app grants the access.
     pub resolve_window: Duration,
+    /// How long before a deadline the last look is due: the probe's
+    /// timeout, so that its answer is in before the sweeper judges.
+    pub lead: Duration,
 }
 
 impl ProbeSchedule {
@@ -63,12 +66,14 @@ impl ProbeSchedule {
             _ if matched => None,
             RunStatus::Open => {
                 let next = later(self.after(attempts))?;
-                // One last look just before the next deadline (the one the
-                // sweeper will judge) is worth more than none; past it, keep
-                // looking until the sweeper decides.
+                // One last look before the next deadline (the one the
+                // sweeper will judge), early enough to be answered by then,
+                // is worth more than none; once it is done, keep looking
+                // until the sweeper decides.
                 let deadline = run.deadline_at.unwrap_or(run.access_due_at);
-                Some(if now < deadline {
-                    next.min(deadline)
+                let last_look = deadline - chrono::Duration::from_std(self.lead).ok()?;
+                Some(if now < last_look {
+                    next.min(last_look)
                 } else {
                     next
                 })
@@ -107,6 +112,7 @@ mod tests {
             initial: Duration::from_secs(60),
             max: Duration::from_secs(600),
             resolve_window: Duration::from_secs(3600),
+            lead: Duration::from_secs(5),
         }
     }
 
@@ -123,15 +129,19 @@ mod tests {
     }
 
     #[test]
-    fn an_open_run_gets_a_last_look_at_its_deadline_and_more_until_swept() {
+    fn an_open_run_gets_a_last_look_before_its_deadline_and_more_until_swept() {
         let s = schedule();
         let run = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;
         // The deadline the sweeper judges next is `reconciled`'s (2 min):
-        // the last look comes before it, not before the access deadline.
+        // the last look comes before it, not before the access deadline,
+        // and a probe's timeout before it, so its answer is in by then.
         let late = t0() + chrono::Duration::seconds(110);
+        let last_look = run.reconciled_due_at - chrono::Duration::seconds(5);
+        assert_eq!(s.next_due(&run, 1, false, late), Some(last_look));
+        // The last look done, the next comes after the deadline.
         assert_eq!(
-            s.next_due(&run, 1, false, late),
-            Some(run.reconciled_due_at)
+            s.next_due(&run, 1, false, last_look),
+            Some(last_look + chrono::Duration::seconds(60))
         );
         let past = run.reconciled_due_at + chrono::Duration::seconds(1);
         assert_eq!(
@@ -159,7 +169,10 @@ mod tests {
         assert_eq!(s.next_due(&run, 9, false, near_end), None);
 
         let mut done = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;
-        done.observe(&attempt(Some("pro"), None), t0()).unwrap();
+        assert!(matches!(
+            done.observe(&attempt(Some("pro"), None), t0()),
+            crate::run::Observation::Asserted(_)
+        ));
         assert_eq!(
             s.next_due(&done, 1, false, t0()),
             None,

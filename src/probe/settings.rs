@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::ProbeSchedule;
 use super::url::sample_url;
 use crate::run::ProbeStart;
-use crate::settings::{Scalar, Secret, TextOrList, TextOrTable, duration_or, text, whole_number};
+use crate::settings::{
+    FALLBACK_DURATION, Scalar, Secret, TextOrList, TextOrTable, parse_duration, text, whole_number,
+};
 
 /// The keys of a project's probe table; each has the variable
 /// `ASSAY_PROBE_<KEY>`.
@@ -110,7 +112,7 @@ impl AllowList {
 
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
-    /// A handlebars template over [`TEMPLATE_FIELDS`].
+    /// A handlebars template over [`super::url::TEMPLATE_FIELDS`].
     pub url_template: String,
     pub method: String,
     /// Header values, expanded from `${VAR}` at start-up; never printed or
@@ -233,12 +235,14 @@ impl ProbeConfig {
                 .expose()
                 .split(',')
                 .filter(|e| !e.trim().is_empty())
-                .filter_map(|e| match e.split_once('=') {
+                .enumerate()
+                .filter_map(|(i, e)| match e.split_once('=') {
                     Some((k, v)) => Some((k.trim().to_owned(), v.trim().to_owned())),
+                    // Not quoted: the entry may be a secret without its name.
                     None => {
                         error(format!(
-                            "ASSAY_PROBE_HEADERS: `{}` is not `Name=value`",
-                            e.trim().split('=').next().unwrap_or_default()
+                            "ASSAY_PROBE_HEADERS: entry #{} is not `Name=value`",
+                            i + 1
                         ));
                         None
                     }
@@ -323,13 +327,13 @@ impl ProbeConfig {
             })
             .unwrap_or(ProbeStart::Open);
         let mut problems = Vec::new();
+        // `None` when bad (and reported): how two durations relate is
+        // checked only when both are good, so that one bad value is one
+        // problem.
         let mut duration = |name: &str, key: &str, value: Option<String>| {
-            duration_or(
-                &format!("{name} / probe.{key}"),
-                value.as_deref(),
-                "1s",
-                &mut problems,
-            )
+            value.and_then(|text| {
+                parse_duration(&format!("{name} / probe.{key}"), &text, &mut problems)
+            })
         };
         let initial = duration("ASSAY_PROBE_INTERVAL", "interval", raw.interval);
         let max = duration("ASSAY_PROBE_MAX_INTERVAL", "max_interval", raw.max_interval);
@@ -368,27 +372,36 @@ impl ProbeConfig {
         for problem in problems {
             error(problem);
         }
-        if max < initial {
+        if let (Some(initial), Some(max)) = (initial, max)
+            && max < initial
+        {
             error(format!(
                 "ASSAY_PROBE_MAX_INTERVAL ({}) is shorter than ASSAY_PROBE_INTERVAL ({})",
                 humantime::format_duration(max),
                 humantime::format_duration(initial)
             ));
         }
-        if resolve_window < max {
+        if let (Some(max), Some(resolve_window)) = (max, resolve_window)
+            && resolve_window < max
+        {
             error(format!(
                 "ASSAY_PROBE_RESOLVE_WINDOW ({}) is shorter than ASSAY_PROBE_MAX_INTERVAL ({}): a failed run would not be probed again",
                 humantime::format_duration(resolve_window),
                 humantime::format_duration(max)
             ));
         }
-        if connect_timeout > timeout {
+        if let (Some(timeout), Some(connect_timeout)) = (timeout, connect_timeout)
+            && connect_timeout > timeout
+        {
             error(format!(
                 "ASSAY_PROBE_CONNECT_TIMEOUT ({}) is longer than ASSAY_PROBE_TIMEOUT ({}), which bounds the whole probe",
                 humantime::format_duration(connect_timeout),
                 humantime::format_duration(timeout)
             ));
         }
+        let [initial, max, resolve_window, timeout, connect_timeout] =
+            [initial, max, resolve_window, timeout, connect_timeout]
+                .map(|d| d.unwrap_or(FALLBACK_DURATION));
         Some(ProbeConfig {
             url_template,
             method,
@@ -403,6 +416,7 @@ impl ProbeConfig {
                 initial,
                 max,
                 resolve_window,
+                lead: timeout,
             },
             connect_timeout,
             timeout,

@@ -28,7 +28,7 @@ pub use expiry::{IncidentKind, Missed};
 pub use order::{Settled, Subject, settle_opened, settle_order};
 #[cfg(test)]
 pub(crate) use probe::tests as probe_tests;
-pub use probe::{ProbeAttempt, ProbeStart};
+pub use probe::{Observation, ProbeAttempt, ProbeStart};
 
 pub use crate::names::UnknownName;
 use crate::names::named_enum;
@@ -265,8 +265,10 @@ named_enum! {
 }
 
 /// Whose run this is: a real customer's, or a failure drill's. Each concern
-/// that treats drills apart (what is counted, where alerts go, what an
-/// incident says, how a run is probed) asks this one policy.
+/// of the domain that treats drills apart (the deadlines a run opens with,
+/// what is counted, where alerts go, what an incident says) asks this one
+/// policy; the store keeps it as the run's `drill_id`, by which its reads
+/// keep drills apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Realm {
     Customer,
@@ -294,6 +296,7 @@ impl Realm {
 pub(crate) fn rfc3339(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
 /// `at` plus `d`, saturating at the last instant chrono knows: a huge
 /// setting (`300000y` passes the loader) must not overflow, which panics.
 pub fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ReportOutcome, Run, RunStatus, Source, Stage, StageReport, Verdict};
+use super::{
+    Outcome, ReportOutcome, Run, RunStatus, Source, Stage, StageReport, TimelineEntry, Verdict,
+};
 use crate::names::named_enum;
 
 named_enum! {
@@ -34,7 +36,26 @@ pub struct ProbeAttempt {
     pub matched: bool,
 }
 
+/// What a probe did to a run (see [`Run::observe`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// The access matched: asserted as an SDK report would.
+    Asserted(ReportOutcome),
+    /// Anything else: kept as what the run last saw, with a timeline entry
+    /// when the probe saw other access than the run last saw.
+    Noted(Option<TimelineEntry>),
+}
+
 impl ProbeAttempt {
+    /// Where the probe looked and what it got, for a timeline entry.
+    fn summary(&self) -> serde_json::Value {
+        json!({
+            "url": self.url,
+            "status_code": self.status_code,
+            "duration_ms": self.duration_ms,
+        })
+    }
+
     /// The attempt in a sentence, for incident evidence.
     pub fn describe(&self) -> String {
         match (&self.error, &self.observed_plan, &self.observed_features) {
@@ -65,31 +86,47 @@ impl Run {
 
     /// Applies a probe's view of the customer's access. A match asserts
     /// access with source `probe`, exactly as an SDK report would (closing
-    /// the run, or resolving a failed run's incidents). A mismatch or a
-    /// failed probe only updates what the run last saw, so the evidence
-    /// shows it, without one timeline entry per attempt.
-    pub fn observe(&mut self, attempt: &ProbeAttempt, now: DateTime<Utc>) -> Option<ReportOutcome> {
-        if self.probe_matches(attempt) {
-            let report = StageReport {
-                observed_plan: attempt.observed_plan.clone(),
-                observed_features: attempt.observed_features.clone(),
-                deploy_sha: attempt.deploy_sha.clone(),
-                expected_plan: None,
-                trace_id: None,
-                evidence: Some(json!({
-                    "probe": {
-                        "url": attempt.url,
-                        "status_code": attempt.status_code,
-                        "duration_ms": attempt.duration_ms,
-                    }
-                })),
-            };
-            return self
-                .report(Stage::AccessAsserted, report, Source::Probe, now)
-                .ok();
+    /// the run, or resolving a failed run's incidents). Anything else only
+    /// updates what the run last saw, so the evidence shows it; an open
+    /// run's timeline gains a `plan_mismatch` entry when the probe saw other
+    /// access than the run last saw, not one entry per attempt.
+    pub fn observe(&mut self, attempt: &ProbeAttempt, now: DateTime<Utc>) -> Observation {
+        if self.probe_matches(attempt)
+            && let Ok(outcome) = self.report(
+                Stage::AccessAsserted,
+                StageReport {
+                    observed_plan: attempt.observed_plan.clone(),
+                    observed_features: attempt.observed_features.clone(),
+                    deploy_sha: attempt.deploy_sha.clone(),
+                    expected_plan: None,
+                    trace_id: None,
+                    evidence: Some(json!({ "probe": attempt.summary() })),
+                },
+                Source::Probe,
+                now,
+            )
+        {
+            return Observation::Asserted(outcome);
         }
+        let saw_other = self.status == RunStatus::Open
+            && attempt.error.is_none()
+            && (attempt.observed_plan.is_some() || attempt.observed_features.is_some())
+            && (attempt.observed_plan != self.observed_plan
+                || attempt.observed_features != self.observed_features);
         self.note_probe(attempt);
-        None
+        Observation::Noted(saw_other.then(|| TimelineEntry {
+            at: now,
+            source: Source::Probe,
+            stage: Stage::AccessAsserted,
+            outcome: Outcome::PlanMismatch,
+            evidence: json!({
+                "observed_plan": attempt.observed_plan,
+                "observed_features": attempt.observed_features,
+                "expected_plan": self.expected_plan,
+                "expected_features": self.expected_features,
+                "probe": attempt.summary(),
+            }),
+        }))
     }
 
     /// Keeps what a probe saw on an open run (so that the evidence shows
@@ -138,14 +175,19 @@ pub(crate) mod tests {
         };
         let mut run = Run::open(spec(unknown), t0()).0;
         // The customer's plan before the app handled the checkout.
-        assert!(run.observe(&attempt(Some("free"), None), t0()).is_none());
+        assert!(matches!(
+            run.observe(&attempt(Some("free"), None), t0()),
+            Observation::Noted(_)
+        ));
         assert_eq!(run.status, RunStatus::Open);
     }
 
     #[test]
     fn a_matching_probe_closes_the_run_as_the_probe() {
         let mut run = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;
-        let out = run.observe(&attempt(Some("pro"), None), t0()).unwrap();
+        let Observation::Asserted(out) = run.observe(&attempt(Some("pro"), None), t0()) else {
+            panic!("a match asserts access");
+        };
         assert_eq!(run.status, RunStatus::Succeeded);
         assert_eq!(out.timeline[0].source, Source::Probe);
         assert_eq!(run.deploy_sha.as_deref(), Some("sha-9"));
@@ -154,12 +196,25 @@ pub(crate) mod tests {
     #[test]
     fn a_mismatch_or_failure_only_updates_what_was_seen() {
         let mut run = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;
-        assert!(run.observe(&attempt(Some("starter"), None), t0()).is_none());
+        // The first sight of the wrong plan goes on the timeline...
+        let Observation::Noted(Some(entry)) = run.observe(&attempt(Some("starter"), None), t0())
+        else {
+            panic!("a mismatch is noted on the timeline");
+        };
+        assert_eq!(entry.outcome, Outcome::PlanMismatch);
+        assert_eq!(entry.source, Source::Probe);
+        assert_eq!(entry.evidence["observed_plan"], "starter");
+        assert_eq!(entry.evidence["expected_plan"], "pro");
         assert_eq!(run.observed_plan.as_deref(), Some("starter"));
         assert_eq!(run.status, RunStatus::Open);
-        assert!(
-            run.observe(&attempt(None, Some("timed out after 5s")), t0())
-                .is_none()
+        // ...once: the same view again adds nothing, another plan does.
+        assert_eq!(
+            run.observe(&attempt(Some("starter"), None), t0()),
+            Observation::Noted(None)
+        );
+        assert_eq!(
+            run.observe(&attempt(None, Some("timed out after 5s")), t0()),
+            Observation::Noted(None)
         );
         assert_eq!(
             run.observed_plan.as_deref(),

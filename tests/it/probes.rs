@@ -242,8 +242,23 @@ async fn access_that_flips_later_succeeds_through_probes_alone(backend: Backend)
         .iter()
         .filter(|e| e["stage"] == "access_asserted")
         .collect();
-    assert_eq!(asserted.len(), 1, "{run}");
-    assert_eq!(asserted[0]["source"], "probe");
+    // The first probe's wrong plan is on the timeline, then the match.
+    let seen: Vec<(&str, &str)> = asserted
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("probe", "plan_mismatch"), ("probe", "matched")],
+        "{run}"
+    );
+    assert_eq!(asserted[0]["evidence"]["observed_plan"], "free", "{run}");
+    assert_eq!(asserted[0]["evidence"]["expected_plan"], "pro", "{run}");
     let probes = run["probes"].as_array().unwrap();
     assert_eq!(probes.len(), 3, "{run}");
     assert_eq!(
@@ -292,6 +307,30 @@ async fn access_that_never_flips_raises_an_incident_with_the_last_probe(backend:
     assert_eq!(evidence["last_probe"]["status_code"], 200);
     assert_eq!(evidence["last_probe"]["deploy_sha"], DEPLOY_SHA);
     assert!(!evidence["guidance"].as_array().unwrap().is_empty());
+    // The timeline shows what the probes saw between opening and failing:
+    // the wrong plan once, however many probes saw it.
+    let run = server.get("/v1/runs/evt_stuck").await;
+    let outcomes: Vec<(&str, &str)> = run["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let failed = outcomes.iter().position(|(_, o)| *o == "failed").unwrap();
+    assert_eq!(
+        outcomes[..failed]
+            .iter()
+            .filter(|(s, o)| *s == "probe" && *o == "plan_mismatch")
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[0].1, "opened", "{outcomes:?}");
 
     // The app fixes the customer's access: the next probe resolves it.
     app.answer("cus_stuck", Answer::Json(json!({"plan": "pro"})));

@@ -852,6 +852,7 @@ const SCHEDULE: ProbeSchedule = ProbeSchedule {
     initial: Duration::from_secs(1),
     max: Duration::from_secs(10),
     resolve_window: Duration::from_secs(3600),
+    lead: Duration::from_secs(1),
 };
 
 fn attempt(at: DateTime<Utc>, plan: &str) -> ProbeAttempt {

@@ -7,10 +7,10 @@ use const_format::concatcp;
 
 use super::claim::Queue;
 use super::report::save_report;
-use super::tables::{fetch_run, record_probe_attempt, write_run};
+use super::tables::{append_timeline, fetch_run, record_probe_attempt, write_run};
 use super::{LOCK, SqlStore};
 use crate::probe::{ProbeJob, ProbeSchedule};
-use crate::run::{ProbeAttempt, Source};
+use crate::run::{Observation, ProbeAttempt, Source};
 use crate::store::records::{ProbeJobRow, RUN_COLUMNS};
 use crate::store::{ProbeQueue, RunRef, StoreError, to_ms};
 
@@ -72,7 +72,7 @@ impl ProbeQueue for SqlStore {
             attempt.matched = run.probe_matches(&attempt);
             record_probe_attempt(&mut tx, run.id, &attempt).await?;
             let matched = match run.observe(&attempt, now) {
-                Some(outcome) => {
+                Observation::Asserted(outcome) => {
                     save_report(
                         &mut tx,
                         &self.outbox,
@@ -85,8 +85,11 @@ impl ProbeQueue for SqlStore {
                     .await?;
                     true
                 }
-                None => {
+                Observation::Noted(entry) => {
                     write_run(&mut tx, &run, false).await?;
+                    if let Some(entry) = entry {
+                        append_timeline(&mut tx, &run, &[entry], &mut seen).await?;
+                    }
                     false
                 }
             };

@@ -13,7 +13,15 @@ use assay::config::{Config, Sources};
 #[command(
     name = "assay",
     version,
-    about = "Proves that Stripe billing events turn into customer access"
+    about = "Proves that Stripe billing events turn into customer access",
+    long_about = "Proves that Stripe billing events turn into customer access.\n\n\
+        Each accepted Stripe event opens a run that must reach `reconciled`, then \
+        `access_asserted`, before its deadlines; the app reports stages through its SDK \
+        and Assay probes the app's access itself. A missed deadline opens an incident \
+        that is alerted to Slack, email or a signed webhook.",
+    after_help = "Settings: ASSAY_* variables over a TOML file (--config) over the built-in \
+        defaults; `assay check-config` shows them. Documentation: README.md in Assay's \
+        repository (quickstart, configuration, HTTP API, incident evidence)."
 )]
 struct Cli {
     /// TOML configuration file; ASSAY_* variables override it.
@@ -25,13 +33,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server and the sweeper; applies migrations on start.
+    /// Run Assay: the HTTP API, the dashboard, the sweeper, the prober, the
+    /// alert sender and the drill runner, in one process.
+    ///
+    /// Applies the database's migrations first, then says on standard error
+    /// what is configured and what is missing (a webhook secret, an API key,
+    /// a dashboard sign-in, an alert channel). Stops on SIGTERM or Ctrl-C
+    /// after the requests and work in flight are done.
     Serve,
-    /// Apply database migrations and exit.
+    /// Apply the database's migrations and exit.
     Migrate,
-    /// Load and validate the configuration, print it with secrets redacted.
-    CheckConfig,
-    /// Failure drills: prove that the alarm rings.
+    /// Check the configuration: print the settings in effect, secrets
+    /// redacted, and warn of what is missing.
+    ///
+    /// Every problem is listed at once, each naming its variable and file
+    /// key; exits 2 if the settings do not load. Warnings (a setting
+    /// missing, a placeholder value, an ASSAY_* variable Assay does not
+    /// read) go to standard error; with --strict they exit 1.
+    CheckConfig {
+        /// Exit 1 on any warning, as a deploy pipeline's check.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Failure drills: prove, in staging, that the alarm rings.
+    ///
+    /// A drill sends a signed test-mode Stripe event through the webhook
+    /// path, lets its run miss its deadline, and checks that the incident
+    /// opens with its evidence and that its alert is delivered; then it
+    /// resolves what it opened. Drill runs and incidents never count as a
+    /// customer's.
     Drill {
         #[command(subcommand)]
         command: DrillCommand,
@@ -98,8 +128,18 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::CheckConfig => {
+        Command::CheckConfig { strict } => {
             print!("{}", config.redacted());
+            for warning in config.warnings() {
+                eprintln!("assay: warning: {warning}");
+            }
+            if strict && !config.warnings().is_empty() {
+                eprintln!(
+                    "assay: {} warning(s), and --strict refuses them",
+                    config.warnings().len()
+                );
+                return ExitCode::FAILURE;
+            }
             Ok(())
         }
         Command::Migrate => assay::store::connect(&config.database)
@@ -153,6 +193,10 @@ async fn main() -> ExitCode {
         Command::Serve => match tokio::net::TcpListener::bind(config.bind).await {
             Err(e) => Err(anyhow::anyhow!("cannot listen on {}: {e}", config.bind)),
             Ok(listener) => {
+                eprintln!("{}", config.summary());
+                for warning in config.warnings() {
+                    tracing::warn!(%warning, "the configuration lacks something");
+                }
                 let token = CancellationToken::new();
                 tokio::spawn(shutdown_signal(token.clone()));
                 assay::server::serve(config, listener, token).await

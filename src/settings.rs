@@ -279,6 +279,27 @@ pub fn parse_duration(what: &str, text: &str, errors: &mut Vec<String>) -> Optio
     }
 }
 
+/// The candidate closest to `found`, when one is close enough to be what
+/// was meant: a mistyped key, variable or template field.
+pub fn did_you_mean<'a>(
+    found: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::jaro_winkler(found, candidate), candidate))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+/// `; did you mean `x`?` when a candidate is close to `found`, else nothing.
+pub fn suggestion<'a>(found: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(found, candidates)
+        .map(|name| format!("; did you mean `{name}`?"))
+        .unwrap_or_default()
+}
+
 /// What a duration setting that is unset or bad (and reported) stands at
 /// while loading goes on to find every other problem: the configuration is
 /// refused, so it is never used.
@@ -383,6 +404,24 @@ mod tests {
         );
         assert!(text.contains("https://ops.example/assay"), "{text}");
         assert_eq!(format!("{:?}", Secret::new("hunter2")), REDACTED);
+    }
+
+    #[test]
+    fn a_near_miss_is_suggested_and_a_stranger_is_not() {
+        let keys = [
+            "deadline_reconciled",
+            "deadline_access_asserted",
+            "grace_period",
+        ];
+        assert_eq!(
+            did_you_mean("deadline_reconcild", keys),
+            Some("deadline_reconciled")
+        );
+        assert_eq!(did_you_mean("colour", keys), None);
+        assert_eq!(
+            suggestion("grace_periods", keys),
+            "; did you mean `grace_period`?"
+        );
     }
 
     #[test]

@@ -139,10 +139,20 @@ pub(super) fn problems(error: figment::Error, prefix: &str) -> Vec<String> {
                 .filter(|k| !k.is_empty())
                 .chain(e.path.iter().map(String::as_str))
                 .collect();
+            // figment's own words for an unknown key quote the list of
+            // known ones twice over; say it as an operator reads it.
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(found, known) => format!(
+                    "not a key Assay knows (the keys here are {}){}",
+                    known.join(", "),
+                    crate::settings::suggestion(found, known.iter().copied())
+                ),
+                kind => kind.to_string(),
+            };
             if key.is_empty() {
-                format!("{source}: {}", e.kind)
+                format!("{source}: {what}")
             } else {
-                format!("{source}: `{}`: {}", key.join("."), e.kind)
+                format!("{source}: `{}`: {what}", key.join("."))
             }
         })
         .collect()

@@ -11,6 +11,7 @@
 mod layers;
 mod project;
 mod raw;
+mod review;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -114,6 +115,8 @@ pub struct Config {
     pub projects: BTreeMap<String, ProjectConfig>,
     /// The settings in effect as `assay check-config` prints them.
     shown: String,
+    /// What the settings lack (see `review`).
+    warnings: Vec<String>,
 }
 
 impl Config {
@@ -479,9 +482,33 @@ impl Config {
                 alert_poll_interval,
                 projects,
                 shown,
+                warnings: Vec::new(),
+            })
+            .map(|mut config| {
+                let known: Vec<String> = GLOBAL_KEYS
+                    .iter()
+                    .map(|key| variable("", key))
+                    .chain(project_variables().into_iter().map(|(name, _)| name))
+                    .chain(channel_variables.iter().map(|name| (*name).to_owned()))
+                    .collect();
+                let unknown = review::unknown_variables(sources.env, &known);
+                config.warnings = review::warnings(&config, unknown);
+                config
             }),
             _ => Err(ConfigError(errors)),
         }
+    }
+
+    /// What the settings lack or hold that looks wrong, though they load:
+    /// each names the variable and file key that sets it.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// What is configured and what is missing, in one block, as `serve`
+    /// says it on start.
+    pub fn summary(&self) -> String {
+        review::summary(self)
     }
 
     /// The effective settings as TOML, every layer applied, with every

@@ -160,7 +160,10 @@ fn two_projects_may_not_share_an_api_key() {
 #[test]
 fn unknown_keys_in_the_file_are_refused_with_their_name() {
     let err = load(Some("[projects.default]\nplanmap = \"x\"\n"), &[]).unwrap_err();
-    assert!(err.to_string().contains("planmap"), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("`projects.default.planmap`"), "{text}");
+    assert!(text.contains("did you mean `plan_map`?"), "{text}");
+    assert!(!text.contains("expected `one of"), "{text}");
 }
 
 #[test]
@@ -302,7 +305,7 @@ fn bad_probe_settings_are_all_reported() {
     .unwrap_err()
     .to_string();
     for part in [
-        "does not render",
+        "names `plan`, which a run does not have",
         "NOT_SET",
         "not a JSON pointer",
         "probe start",

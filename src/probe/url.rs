@@ -46,8 +46,28 @@ pub fn render_url(
     })
 }
 
+/// The names a template's `{{...}}` expressions give, as written.
+fn named_fields(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|rest| rest.split("}}").next())
+        .map(|inner| inner.trim_matches(['{', '}', '~']).trim())
+}
+
 /// The URL rendered with harmless sample values, to validate a template.
+/// A field a run does not have is named, with the one likely meant.
 pub fn sample_url(template: &str) -> Result<url::Url, String> {
+    if let Some(name) = named_fields(template).find(|name| {
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !TEMPLATE_FIELDS.contains(name)
+    }) {
+        return Err(format!(
+            "the URL template names `{name}`, which a run does not have (it may name {}){}",
+            TEMPLATE_FIELDS.join(", "),
+            crate::settings::suggestion(name, TEMPLATE_FIELDS)
+        ));
+    }
     let rendered = render_url(template, &|field| Some(format!("sample_{field}")))?;
     let url = url::Url::parse(&rendered).map_err(|e| format!("`{rendered}` is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -90,5 +110,16 @@ mod tests {
             "the run has no usable subscription_id for the probe URL"
         );
         assert!(render_url("http://app/c/{{customer_id}}", &no_subscription).is_ok());
+    }
+
+    #[test]
+    fn a_mistyped_field_is_named_with_the_one_meant() {
+        let err = sample_url("http://app/access/{{ customer_idd }}").unwrap_err();
+        assert_eq!(
+            err,
+            "the URL template names `customer_idd`, which a run does not have (it may name customer_id, subscription_id, event_id, project); did you mean `customer_id`?"
+        );
+        assert!(!err.contains("Some("), "no library text: {err}");
+        assert!(sample_url("http://app/access/{{customer_id}}").is_ok());
     }
 }

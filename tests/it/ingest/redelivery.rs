@@ -529,6 +529,7 @@ async fn play(
     let store = connect(&config.database).await.unwrap();
 
     let mut delivered = BTreeSet::new();
+    let mut run_of_event = std::collections::HashMap::new();
     let mut outcomes = Vec::new();
     for op in schedule {
         match op {
@@ -552,7 +553,11 @@ async fn play(
                     accepted.event_id,
                     now
                 );
-                prop_assert_eq!(accepted.run_id.is_some(), first);
+                // Every delivery names the event's run: a redelivery, the
+                // one its first delivery opened.
+                let run_id = accepted.run_id.expect("every event here opens a run");
+                let opened = *run_of_event.entry(*i).or_insert(run_id);
+                prop_assert_eq!(run_id, opened, "redelivery of {}", accepted.event_id);
             }
             Op::Act(action, now) => {
                 outcomes.push(act(&*store, project, scenario, action, *now).await)

@@ -43,6 +43,53 @@ fn check_config_fails_clearly_on_bad_settings() {
 }
 
 #[test]
+fn check_config_warns_of_what_is_missing_and_strict_refuses_it() {
+    let lacking = || {
+        let mut cmd = assay();
+        cmd.arg("check-config")
+            .env("ASSAY_STRIPE_WEBHOOK_SECRET", "whsec_replace_me")
+            // Misspelled: ignored but for the warning.
+            .env("ASSAY_DEADLINE_RECONCILD", "5m");
+        cmd
+    };
+    let out = lacking().output().unwrap();
+    assert!(out.status.success(), "warnings alone do not fail");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "ASSAY_DEADLINE_RECONCILD is not a variable Assay reads; did you mean ASSAY_DEADLINE_RECONCILED?",
+        "no dashboard sign-in: set ASSAY_ADMIN_TOKEN",
+        "webhook secret #1 is a placeholder",
+        "no API key",
+        "no alert channel",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+    let out = lacking().arg("--strict").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--strict refuses them"));
+
+    // Complete, it passes --strict without a word on standard error.
+    let out = assay()
+        .args(["check-config", "--strict"])
+        .env("ASSAY_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef")
+        .env("ASSAY_API_KEY", "api-key-0123456789abcdef")
+        .env("ASSAY_ADMIN_TOKEN", "admin-token-0123456789")
+        .env("ASSAY_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/alerts")
+        .env(
+            "ASSAY_ALERT_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
 fn check_config_reads_a_file_and_names_unknown_keys() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("assay.toml");
@@ -54,6 +101,10 @@ fn check_config_reads_a_file_and_names_unknown_keys() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("stripe_secret"), "{stderr}");
+    assert!(
+        stderr.contains("did you mean `stripe_webhook_secret`?"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -159,4 +210,11 @@ fn help_lists_the_commands() {
     for command in ["serve", "migrate", "check-config"] {
         assert!(stdout.contains(command), "{stdout}");
     }
+    assert!(
+        stdout.contains("README.md"),
+        "says where the docs are: {stdout}"
+    );
+    let out = assay().args(["check-config", "--help"]).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("--strict"), "{stdout}");
 }

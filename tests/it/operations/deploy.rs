@@ -125,11 +125,51 @@ fn the_example_environment_is_a_valid_configuration() {
         }
     }
     let out = cmd.arg("check-config").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // As shipped, it says what to replace before it is used.
+    for expected in [
+        "webhook secret #1 is a placeholder",
+        "ASSAY_ADMIN_TOKEN / admin_token is a placeholder",
+        "no alert channel",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+}
+
+/// The example file and environment, their placeholders filled in as the
+/// environment's comment says and a channel set, pass `--strict`.
+#[test]
+fn the_example_files_pass_strict_once_filled_in() {
+    let text = std::fs::read_to_string(root().join("deploy/assay.env.example")).unwrap();
+    let mut cmd = assay_command();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((key, value)) = line.split_once('=') {
+            let value = match key {
+                "ASSAY_STRIPE_WEBHOOK_SECRET" => "whsec_5f0c2d9a4b7e81c3".to_owned(),
+                _ if value.contains("replace") => "3b9f1c7e5a2d8046b1e9c3f7a5d20e84".to_owned(),
+                _ => value.to_owned(),
+            };
+            cmd.env(key, value);
+        }
+    }
+    let out = cmd
+        .env("ASSAY_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/alerts")
+        .env(
+            "ASSAY_ALERT_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .arg("--config")
+        .arg(root().join("deploy/assay.example.toml"))
+        .args(["check-config", "--strict"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr, "");
 }
 
 #[test]

@@ -44,13 +44,16 @@ pub(super) fn unknown_variables(env: &HashMap<String, String>, known: &[String])
             !known.iter().any(|k| k == *name) && !OTHER_VARIABLES.contains(&name.as_str())
         })
         .map(|name| {
+            // Compared without the prefix every name shares, which would
+            // make any two look alike.
             let candidates = known
                 .iter()
                 .map(String::as_str)
-                .chain(OTHER_VARIABLES.iter().copied());
-            match did_you_mean(name, candidates) {
+                .chain(OTHER_VARIABLES.iter().copied())
+                .map(|name| name.trim_start_matches("ASSAY_"));
+            match did_you_mean(name.trim_start_matches("ASSAY_"), candidates) {
                 Some(meant) => {
-                    format!("{name} is not a variable Assay reads; did you mean {meant}?")
+                    format!("{name} is not a variable Assay reads; did you mean ASSAY_{meant}?")
                 }
                 None => format!(
                     "{name} is not a variable Assay reads (README, \"Configuration\", lists them)"

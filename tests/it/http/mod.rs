@@ -1,7 +1,9 @@
-//! The HTTP contract as a whole: status codes and error shapes (in process
-//! and over a socket), the OpenAPI document, and the shapes of the API's
-//! and the alerts' JSON pinned for a fixed scenario.
+//! The HTTP contract as a whole: `docs/CONTRACT.md` kept true, status
+//! codes and error shapes (in process and over a socket), the OpenAPI
+//! document, and the shapes of the API's and the alerts' JSON pinned for a
+//! fixed scenario.
 
+mod contract;
 mod endpoints;
 mod openapi;
 mod router;

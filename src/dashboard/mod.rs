@@ -325,6 +325,13 @@ async fn runs_page(
         cursor: cursor(q.cursor.as_deref()),
     };
     let page = d.app.store.list_runs(&project, &run_filter).await?;
+    let failed: Vec<uuid::Uuid> = page
+        .data
+        .iter()
+        .filter(|run| run.status == RunStatus::Failed)
+        .map(|run| run.id)
+        .collect();
+    let incidents = d.app.store.first_incidents(&project, &failed).await?;
     let summary = d.summary(&project).await?;
     let next = page.next_cursor.as_ref().map(|cursor| {
         views::query_url(
@@ -345,6 +352,7 @@ async fn runs_page(
         &q.stage,
         &q.customer_id,
         &page.data,
+        &incidents,
         &summary,
         next,
         REFRESH_SECS,

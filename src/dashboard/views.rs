@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::drill::{Drill, DrillStatus};
 use crate::incident::Incident;
-use crate::run::{Run, RunStatus, Stage};
+use crate::run::{Run, RunStatus, Stage, Verdict};
 use crate::store::{IncidentDetail, RunDetail, RunSummary};
 
 const TEMPLATES: [(&str, &str); 7] = [
@@ -74,13 +74,55 @@ fn time(at: &DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// A duration in words: `45s`, `3m 20s`, `2h 5m`.
+/// A duration in words: `340 ms`, `4.2s`, `45s`, `3m 20s`, `2h 5m`;
+/// never a rounded-down `0s`.
 fn span(ms: i64) -> String {
-    let secs = ms.unsigned_abs() / 1000;
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+    let ms = ms.unsigned_abs();
+    let secs = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..10_000 => format!("{}.{}s", secs, (ms % 1000) / 100),
+        10_000..60_000 => format!("{secs}s"),
+        60_000..3_600_000 => format!("{}m {}s", secs / 60, secs % 60),
         _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+/// How long ago, in the words an operator skims: `12s ago`, `4 min ago`,
+/// `2 h 5 min ago`, `3 d ago`.
+fn ago(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86_400 => format!("{} h {} min ago", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
+/// What the app was last seen to grant, and whether it is not what the run
+/// expects: a mismatch is flagged, never shown like a match.
+fn access_seen(run: &Run) -> (String, bool) {
+    let seen = match (&run.observed_plan, &run.observed_features) {
+        (Some(plan), _) => plan.clone(),
+        (None, Some(features)) => format!("features [{}]", features.join(", ")),
+        (None, None) => return ("—".to_owned(), false),
+    };
+    let mismatch = run.verdict(
+        run.observed_plan.as_deref(),
+        run.observed_features.as_deref(),
+    ) == Verdict::Mismatch;
+    if mismatch {
+        (
+            format!(
+                "saw {}, expected {}",
+                cut(&seen, 60),
+                cut(&expected(run), 60)
+            ),
+            true,
+        )
+    } else {
+        (format!("saw {}", cut(&seen, 60)), false)
     }
 }
 
@@ -145,6 +187,7 @@ pub fn runs_page(
     stage: &Option<String>,
     customer_id: &Option<String>,
     runs: &[Run],
+    incidents: &std::collections::HashMap<uuid::Uuid, uuid::Uuid>,
     summary: &RunSummary,
     next: Option<String>,
     refresh: u32,
@@ -172,17 +215,21 @@ pub fn runs_page(
                 Some(at) => (format!("in {}", span((at - now).num_milliseconds())), false),
                 None => ("—".to_owned(), false),
             };
+            let (seen, mismatch) = access_seen(run);
             json!({
                 "url": format!("/runs/{}/{}", run.project, run.id),
                 "customer": run.customer_id.clone().unwrap_or_else(|| "unknown customer".to_owned()),
                 "event_type": run.event_type,
                 "event_id": run.event_id,
-                "expected": cut(&expected(run), 60),
+                "age": format!("opened {}", ago((now - run.opened_at).num_milliseconds())),
+                "expected": cut(&expected(run), 200),
                 "stage": run.stage,
                 "steps": steps(run),
                 "deadline": deadline,
                 "overdue": overdue,
-                "last_probe": run.observed_plan.as_ref().map_or_else(|| "—".to_owned(), |p| format!("saw {}", cut(p, 40))),
+                "seen": seen,
+                "mismatch": mismatch,
+                "incident_url": incidents.get(&run.id).map(|id| format!("/incidents/{id}")),
                 "status": run.status,
             })
         })
@@ -399,9 +446,30 @@ mod tests {
 
     #[test]
     fn durations_read_as_words() {
+        assert_eq!(span(340), "340 ms", "never a misleading 0s");
+        assert_eq!(span(4_250), "4.2s");
         assert_eq!(span(45_000), "45s");
         assert_eq!(span(200_000), "3m 20s");
         assert_eq!(span(7_500_000), "2h 5m");
+        assert_eq!(ago(12_000), "12s ago");
+        assert_eq!(ago(250_000), "4 min ago");
+        assert_eq!(ago(7_500_000), "2 h 5 min ago");
+        assert_eq!(ago(3 * 86_400_000), "3 d ago");
+    }
+
+    #[test]
+    fn a_mismatch_is_flagged_and_a_match_is_not() {
+        use crate::run::Expectation;
+        use crate::run::tests::{spec, t0};
+        let mut run = Run::open(spec(Expectation::Plan("pro".into())), t0()).0;
+        assert_eq!(access_seen(&run), ("—".to_owned(), false));
+        run.observed_plan = Some("starter".into());
+        assert_eq!(
+            access_seen(&run),
+            ("saw starter, expected pro".to_owned(), true)
+        );
+        run.observed_plan = Some("pro".into());
+        assert_eq!(access_seen(&run), ("saw pro".to_owned(), false));
     }
 
     #[test]

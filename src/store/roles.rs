@@ -257,6 +257,14 @@ pub trait ReadModels: Send + Sync {
     /// How things stand now, for the metrics' gauges: counted through
     /// indexes, so a scrape costs what is open, not what is stored.
     async fn standing(&self, now: DateTime<Utc>) -> Result<crate::metrics::Standing, StoreError>;
+
+    /// The first incident of each of `runs` that has one, by run id, for
+    /// the dashboard's runs list to link to.
+    async fn first_incidents(
+        &self,
+        project: &str,
+        runs: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Uuid>, StoreError>;
 }
 
 /// Every role: what the HTTP layer, the dashboard and the drill runner hold.

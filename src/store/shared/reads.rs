@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{MIGRATOR, SqlStore};
 use crate::metrics::Standing;
+use crate::store::records::uuid;
 use crate::store::{Health, ReadModels, RunSummary, StoreError, to_ms};
 
 #[async_trait]
@@ -24,6 +25,28 @@ impl Health for SqlStore {
 
 #[async_trait]
 impl ReadModels for SqlStore {
+    async fn first_incidents(
+        &self,
+        project: &str,
+        runs: &[uuid::Uuid],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, uuid::Uuid>, StoreError> {
+        let mut first = std::collections::HashMap::new();
+        // A page of runs at most: one indexed read each.
+        for run in runs {
+            let id: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM incidents WHERE project = $1 AND run_id = $2 ORDER BY opened_at, id LIMIT 1",
+            )
+            .bind(project)
+            .bind(run.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+            if let Some(id) = id {
+                first.insert(*run, uuid(&id)?);
+            }
+        }
+        Ok(first)
+    }
+
     async fn run_summary(
         &self,
         project: &str,

@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver
 //! (chromedriver): sign in, see the open run of a signed Stripe event,
-//! follow it to its incident, acknowledge it, and see the change. A
-//! screenshot of each page is saved under `target/screenshots/`.
+//! follow it to its incident, acknowledge it, and see the change; and the
+//! worked example's customer read on a phone-sized screen. A screenshot of
+//! each page is saved under `target/screenshots/`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -233,4 +234,137 @@ async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(bac
     server.stop().await;
 }
 
-on_both_backends!(an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it);
+/// Signs `browser` in with the admin token, from any page.
+async fn sign_in(browser: &Client, server: &TestServer) {
+    browser.goto(&server.url("/signin")).await.unwrap();
+    browser
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("h1"))
+        .await
+        .unwrap();
+}
+
+/// Fails when the page is wider than the window: something overflows.
+async fn fits_the_window(browser: &Client, page: &str) {
+    let widths = browser
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (content, window) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+    assert!(
+        content <= window,
+        "{page}: {content} px of content in a {window} px window"
+    );
+}
+
+/// The worked example's customer, as an operator sees it on a phone: the
+/// wrong plan flagged on the runs list with the run's age, the failed run
+/// linking to its incident, and nothing wider than a 390 px screen.
+/// Screenshots of the runs, run and incident pages are saved.
+async fn the_worked_example_reads_at_a_glance_on_a_phone(backend: Backend) {
+    if !browser_available() {
+        return;
+    }
+    let settings: Vec<(&str, &str)> = SETTINGS
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.starts_with("ASSAY_DEADLINE"))
+        .chain([
+            ("ASSAY_DEADLINE_RECONCILED", "20s"),
+            ("ASSAY_DEADLINE_ACCESS_ASSERTED", "30s"),
+        ])
+        .collect();
+    let Some(server) = TestServer::start(backend, &settings).await else {
+        return;
+    };
+    let name = format!("{backend:?}").to_lowercase();
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser.set_window_size(390, 844).await.unwrap();
+
+    let event = subscription_created("evt_demo_1", "cus_demo", "sub_demo", "price_pro");
+    assert_eq!(server.deliver(&event).await.0, 200);
+    server
+        .report("evt_demo_1", "reconciled", json!({"deploy_sha": "9f2c1ab"}))
+        .await;
+    server
+        .report(
+            "evt_demo_1",
+            "access_asserted",
+            json!({"observed_plan": "starter"}),
+        )
+        .await;
+
+    sign_in(&browser, &server).await;
+    browser.goto(&server.url("/")).await.unwrap();
+    let mismatch = text_of(&browser, "tbody .mismatch").await;
+    assert_eq!(mismatch, "✗ saw starter, expected pro");
+    assert!(text_of(&browser, "tbody .age").await.starts_with("opened "));
+    fits_the_window(&browser, "the runs page").await;
+    screenshot(&browser, &format!("{name}-phone-runs")).await;
+
+    // The deadline passes (moved to now, not waited for): the failed row
+    // links to its incident.
+    server
+        .db
+        .execute("UPDATE runs SET reconciled_due_at = 0, access_due_at = 0, deadline_at = 0")
+        .await;
+    server.wait_for_incidents(1).await;
+    browser.goto(&server.url("/?status=failed")).await.unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("tbody a.incident-link"))
+        .await
+        .unwrap();
+    fits_the_window(&browser, "the failed runs").await;
+    browser
+        .find(Locator::LinkText("cus_demo"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "h1", "Run for cus_demo failed").await;
+    fits_the_window(&browser, "the run page").await;
+    screenshot(&browser, &format!("{name}-phone-run")).await;
+    browser.back().await.unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("tbody a.incident-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#incident-status", "open").await;
+    fits_the_window(&browser, "the incident page").await;
+    screenshot(&browser, &format!("{name}-phone-incident")).await;
+
+    browser.close().await.unwrap();
+    server.stop().await;
+}
+
+on_both_backends!(
+    an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it,
+    the_worked_example_reads_at_a_glance_on_a_phone,
+);

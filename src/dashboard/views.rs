@@ -70,8 +70,29 @@ pub fn query_url(path: &str, pairs: &[(&str, Option<&str>)]) -> String {
     format!("{path}?{}", url.finish())
 }
 
+/// A time as the API, the alerts and the evidence write it (RFC 3339,
+/// UTC, milliseconds): one format everywhere an operator compares them.
 fn time(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    crate::run::rfc3339(at)
+}
+
+/// A timeline entry's evidence as key and value pairs, for reading.
+fn pairs(evidence: &Value) -> Vec<Value> {
+    match evidence {
+        Value::Object(fields) => fields
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, value)| {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                json!({"key": key, "value": cut(&text, 300)})
+            })
+            .collect(),
+        Value::Null => Vec::new(),
+        other => vec![json!({"key": "", "value": cut(&other.to_string(), 300)})],
+    }
 }
 
 /// A duration in words: `340 ms`, `4.2s`, `45s`, `3m 20s`, `2h 5m`;
@@ -304,6 +325,7 @@ fn stripe_link(livemode: Option<bool>, kind: &str, id: &Option<String>) -> Optio
 }
 
 pub fn run_page(detail: &RunDetail, event: Option<&str>) -> Value {
+    let now = crate::now();
     let run = &detail.run;
     let pretty = event.map(|raw| {
         serde_json::from_str::<Value>(raw)
@@ -320,9 +342,9 @@ pub fn run_page(detail: &RunDetail, event: Option<&str>) -> Value {
             "event_id": run.event_id,
             "stage": run.stage,
             "status": run.status,
-            "opened_at": time(&run.opened_at),
-            "reconciled_due_at": time(&run.reconciled_due_at),
-            "access_due_at": time(&run.access_due_at),
+            "opened_at": when(&run.opened_at, now),
+            "reconciled_due_at": when(&run.reconciled_due_at, now),
+            "access_due_at": when(&run.access_due_at, now),
         },
         "customer": run.customer_id.clone().unwrap_or_else(|| "unknown customer".to_owned()),
         "subscription": run.subscription_id.clone().unwrap_or_else(|| "none".to_owned()),
@@ -333,10 +355,11 @@ pub fn run_page(detail: &RunDetail, event: Option<&str>) -> Value {
         "deploy_sha": run.deploy_sha.clone().unwrap_or_else(|| "not reported".to_owned()),
         "timeline": detail.timeline.iter().map(|e| json!({
             "at": time(&e.at),
+            "ago": ago((now - e.at).num_milliseconds()),
             "source": e.source,
             "stage": e.stage,
             "outcome": e.outcome,
-            "evidence": cut(&e.evidence.to_string(), 400),
+            "evidence": pairs(&e.evidence),
         })).collect::<Vec<_>>(),
         "probe_count": detail.probe_count,
         "probes": detail.probes.iter().rev().map(|p| json!({
@@ -379,27 +402,125 @@ pub fn incidents_page(
     })
 }
 
+/// A guidance step as text and code parts: the backticks of its quoted
+/// ids and commands become code, not literal marks.
+fn rendered_step(step: &str) -> Vec<Value> {
+    step.split('`')
+        .enumerate()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(i, text)| json!({"text": text, "code": i % 2 == 1}))
+        .collect()
+}
+
+/// A time as the dashboard shows it: as the API writes it, and how long ago.
+fn when(at: &DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let ms = (now - *at).num_milliseconds();
+    if ms >= 0 {
+        format!("{} ({})", time(at), ago(ms))
+    } else {
+        format!("{} (in {})", time(at), span(-ms))
+    }
+}
+
+/// A value, or its reason for being missing, or nothing to show.
+fn or_reason(value: Option<&str>, reason: Option<&str>) -> Option<String> {
+    match (value, reason) {
+        (Some(value), _) => Some(value.to_owned()),
+        (None, Some(reason)) => Some(format!("unknown: {reason}")),
+        (None, None) => None,
+    }
+}
+
 pub fn incident_page(detail: &IncidentDetail) -> Value {
+    let now = crate::now();
     let incident = &detail.incident;
-    // Every field of the evidence, in its order, as a key and a value.
-    let fields = serde_json::to_value(&incident.evidence).unwrap_or_default();
-    let evidence: Vec<Value> = fields
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(key, _)| !matches!(key.as_str(), "summary" | "guidance"))
-        // The drill marks say nothing on a real customer's incident.
-        .filter(|(key, _)| incident.drill || !matches!(key.as_str(), "drill" | "drill_id"))
-        .map(|(key, value)| {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Null => "—".to_owned(),
-                other => other.to_string(),
-            };
-            json!({"key": key, "value": cut(&text, 500)})
-        })
-        .collect();
+    let e = &incident.evidence;
+    let access = |plan: Option<&str>, features: Option<&[String]>, reason: Option<&str>| match (
+        plan, features,
+    ) {
+        (Some(plan), _) => Some(plan.to_owned()),
+        (None, Some(features)) => Some(format!("features [{}]", features.join(", "))),
+        (None, None) => reason.map(|r| format!("unknown: {r}")),
+    };
+    let expected = access(
+        e.expected_plan.as_deref(),
+        e.expected_features.as_deref(),
+        e.expected_plan_reason.as_deref(),
+    );
+    let observed = access(
+        e.observed_plan.as_deref(),
+        e.observed_features.as_deref(),
+        e.observed_plan_reason.as_deref(),
+    );
+    let differs = (e.observed_plan.is_some() || e.observed_features.is_some())
+        && (e.observed_plan != e.expected_plan || e.observed_features != e.expected_features);
+    // Who is affected, with what they should have against what they have.
+    let affected: Vec<Value> = [
+        ("Customer", e.customer_id.clone(), false),
+        ("Subscription", e.subscription_id.clone(), false),
+        ("Should have", expected, false),
+        ("Has", observed, differs),
+    ]
+    .into_iter()
+    .filter_map(|(label, value, bad)| {
+        value.map(|v| json!({"label": label, "value": cut(&v, 500), "bad": bad}))
+    })
+    .collect();
+    // The rest of the evidence, labelled, empty fields left out.
+    let facts: Vec<Value> = [
+        (
+            "Stripe event",
+            Some(format!("{} · {}", e.event_id, e.event_type)),
+        ),
+        (
+            "Mode",
+            e.livemode
+                .map(|live| if live { "live" } else { "test" }.to_owned()),
+        ),
+        (
+            "Deploy",
+            or_reason(e.deploy_sha.as_deref(), e.deploy_sha_reason.as_deref()),
+        ),
+        (
+            "Missed",
+            Some(format!(
+                "{}, due {}",
+                e.missed_stage,
+                when(&e.deadline_at, now)
+            )),
+        ),
+        ("Last reached", Some(e.last_stage.to_string())),
+        ("Run opened", Some(when(&e.run_opened_at, now))),
+        (
+            "Keep access until",
+            e.keep_access_until.as_ref().map(|at| when(at, now)),
+        ),
+        (
+            "Last probe",
+            e.last_probe
+                .is_none()
+                .then(|| e.last_probe_reason.clone())
+                .flatten(),
+        ),
+        (
+            "Project",
+            Some(format!("{} · workflow {}", e.project, e.workflow)),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(label, value)| value.map(|v| json!({"label": label, "value": cut(&v, 500)})))
+    .collect();
     let status = incident.status;
+    let duration = match incident.resolved_at {
+        Some(at) => format!(
+            "resolved after {}",
+            span((at - incident.opened_at).num_milliseconds())
+        ),
+        None => format!(
+            "open for {}",
+            span((now - incident.opened_at).num_milliseconds())
+        ),
+    };
     json!({
         "title": incident.title,
         "drill": incident.drill,
@@ -409,11 +530,23 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
             "status": status,
             "project": incident.project,
         },
-        "summary": incident.evidence.summary,
+        "summary": e.summary,
+        "opened": when(&incident.opened_at, now),
+        "duration": duration,
+        "resolution": incident.resolution,
         "open_actions": status != crate::incident::IncidentStatus::Resolved,
         "can_acknowledge": status == crate::incident::IncidentStatus::Open,
-        "evidence": evidence,
-        "guidance": incident.evidence.guidance,
+        "affected": affected,
+        "facts": facts,
+        "last_probe": e.last_probe.as_ref().map(|p| json!({
+            "at": when(&p.at, now),
+            "url": p.url,
+            "status_code": p.status_code,
+            "took": span(p.duration_ms),
+            "saw": access(p.observed_plan.as_deref(), p.observed_features.as_deref(), None),
+            "error": p.error,
+        })),
+        "guidance": e.guidance.iter().map(|step| rendered_step(step)).collect::<Vec<_>>(),
         "run_url": format!("/runs/{}/{}", incident.project, incident.run_id),
         "deliveries": detail.deliveries.iter().map(|d| json!({
             "channel": d.channel,
@@ -455,6 +588,18 @@ mod tests {
         assert_eq!(ago(250_000), "4 min ago");
         assert_eq!(ago(7_500_000), "2 h 5 min ago");
         assert_eq!(ago(3 * 86_400_000), "3 d ago");
+    }
+
+    #[test]
+    fn guidance_quotes_become_code() {
+        assert_eq!(
+            rendered_step("report `access_asserted` for evt_1"),
+            vec![
+                json!({"text": "report ", "code": false}),
+                json!({"text": "access_asserted", "code": true}),
+                json!({"text": " for evt_1", "code": false}),
+            ]
+        );
     }
 
     #[test]

@@ -277,7 +277,8 @@ async fn fits_the_window(browser: &Client, page: &str) {
 
 /// The worked example's customer, as an operator sees it on a phone: the
 /// wrong plan flagged on the runs list with the run's age, the failed run
-/// linking to its incident, and nothing wider than a 390 px screen.
+/// linking to its incident, whose page says who is affected and what to do
+/// first, and nothing wider than a 390 px screen.
 /// Screenshots of the runs, run and incident pages are saved.
 async fn the_worked_example_reads_at_a_glance_on_a_phone(backend: Backend) {
     if !browser_available() {
@@ -359,6 +360,23 @@ async fn the_worked_example_reads_at_a_glance_on_a_phone(backend: Backend) {
     wait_for_text(&browser, "#incident-status", "open").await;
     fits_the_window(&browser, "the incident page").await;
     screenshot(&browser, &format!("{name}-phone-incident")).await;
+    // Who is affected and what to do come first, then the evidence; the
+    // guidance's quoted ids are code, not backticks; the wrong plan stands
+    // out.
+    let mut headings = Vec::new();
+    for h2 in browser.find_all(Locator::Css("main h2")).await.unwrap() {
+        headings.push(h2.text().await.unwrap());
+    }
+    assert_eq!(
+        headings[..3],
+        ["Who is affected", "What to do", "Evidence"],
+        "{headings:?}"
+    );
+    let guidance = text_of(&browser, "ol.guidance").await;
+    assert!(!guidance.contains('`'), "{guidance}");
+    assert!(browser.find(Locator::Css("ol.guidance code")).await.is_ok());
+    assert_eq!(text_of(&browser, "dd .mismatch").await, "starter");
+    assert!(text_of(&browser, "main").await.contains("open for "));
 
     browser.close().await.unwrap();
     server.stop().await;

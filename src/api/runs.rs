@@ -230,6 +230,7 @@ pub async fn list(
         status: parse_filter(query.status.as_deref())?,
         stage: parse_filter(query.stage.as_deref())?,
         customer_id: query.customer_id,
+        customer_id_prefix: None,
         drill: query.drill.unwrap_or(false),
         limit,
         cursor,

@@ -320,7 +320,13 @@ async fn runs_page(
         drill: false,
         status: filter::<RunStatus>(Some(&status_text)),
         stage: filter::<Stage>(q.stage.as_deref()),
-        customer_id: q.customer_id.clone().filter(|c| !c.trim().is_empty()),
+        customer_id: None,
+        customer_id_prefix: q
+            .customer_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
         limit: PAGE_SIZE,
         cursor: cursor(q.cursor.as_deref()),
     };

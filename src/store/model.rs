@@ -85,6 +85,9 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub stage: Option<Stage>,
     pub customer_id: Option<String>,
+    /// Runs whose customer id begins with this, as it is written (no
+    /// wildcards): the dashboard's search box.
+    pub customer_id_prefix: Option<String>,
     /// Drill runs instead of real customers' (the two never mix).
     pub drill: bool,
     pub limit: u32,

@@ -316,6 +316,26 @@ async fn lists_page_newest_first_and_filter(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(filtered.data.len(), 1);
+    // The dashboard's search finds by prefix, taken as written.
+    for (prefix, found) in [
+        ("cus_evt_", 8),
+        ("cus_evt_3", 1),
+        ("cus_evt%", 0),
+        ("cus_%", 0),
+    ] {
+        let page = store
+            .list_runs(
+                "default",
+                &RunFilter {
+                    customer_id_prefix: Some(prefix.into()),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.data.len(), found, "{prefix}");
+    }
     assert!(
         store
             .list_runs(

@@ -109,6 +109,15 @@ impl Runs for SqlStore {
                 .push(" AND customer_id = ")
                 .push_bind(customer.clone());
         }
+        // A prefix compared as text, character for character: no LIKE
+        // wildcards to escape, and no collation's idea of order.
+        if let Some(prefix) = &filter.customer_id_prefix {
+            query
+                .push(" AND substr(customer_id, 1, ")
+                .push_bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
+                .push(") = ")
+                .push_bind(prefix.clone());
+        }
         query.push(if filter.drill {
             " AND drill_id IS NOT NULL"
         } else {

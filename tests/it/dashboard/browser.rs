@@ -329,7 +329,11 @@ async fn the_worked_example_reads_at_a_glance_on_a_phone(backend: Backend) {
         .execute("UPDATE runs SET reconciled_due_at = 0, access_due_at = 0, deadline_at = 0")
         .await;
     server.wait_for_incidents(1).await;
-    browser.goto(&server.url("/?status=failed")).await.unwrap();
+    // Searched for by the start of its customer id.
+    browser
+        .goto(&server.url("/?status=failed&customer_id=cus_de"))
+        .await
+        .unwrap();
     browser
         .wait()
         .at_most(Duration::from_secs(20))

@@ -104,7 +104,11 @@ impl Serialize for CredentialUrl {
 /// or as a `password` query parameter (sqlx reads both).
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
-        return without_userinfo(url);
+        // Not a URL: its query, which may name a password, is not shown.
+        return match url.split_once('?') {
+            Some((before, _)) => format!("{}?[redacted]", without_userinfo(before)),
+            None => without_userinfo(url),
+        };
     };
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("redacted"));
@@ -437,6 +441,8 @@ mod tests {
         // A URL that does not parse still loses its password.
         let broken = redact_url("postgres://assay:hunter2@db:notaport/assay");
         assert_eq!(broken, "postgres://redacted@db:notaport/assay");
+        let broken = redact_url("postgres://assay@db:54x2/assay?password=hunter2");
+        assert_eq!(broken, "postgres://redacted@db:54x2/assay?[redacted]");
     }
 
     #[test]

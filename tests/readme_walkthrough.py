@@ -18,6 +18,7 @@ import http.cookiejar
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,6 +70,11 @@ def assignments(block):
         if re.match(r"^(export )?[A-Za-z_][A-Za-z0-9_]*=", line) and "$(" not in line)
 
 
+def read(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
 def get(path, headers=None):
     request = urllib.request.Request(BASE + path, headers=headers or {})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -92,15 +98,19 @@ def main():
         fail("the serve block no longer runs `cargo run --release --`")
     serve_block = serve_block.replace("cargo run --release --", f"exec {binary}")
 
+    # A CI job that is cancelled sends SIGTERM: the children go with us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = tempfile.mkdtemp(prefix="assay-readme-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
     children = []
     try:
-        receiver_log = open(os.path.join(work, "receiver.log"), "w+")
+        # The children write in append mode and this script reads through
+        # handles of its own, so that no read moves where they write.
+        receiver_log = open(os.path.join(work, "receiver.log"), "a")
         children.append(subprocess.Popen(["bash", "-c", receiver_block], cwd=work, env=env,
                                          stdout=receiver_log, stderr=subprocess.STDOUT,
                                          start_new_session=True))
-        serve_log = open(os.path.join(work, "serve.log"), "w+")
+        serve_log = open(os.path.join(work, "serve.log"), "a")
         children.append(subprocess.Popen(["bash", "-c", serve_block], cwd=work, env=env,
                                          stdout=serve_log, stderr=subprocess.STDOUT,
                                          start_new_session=True))
@@ -113,8 +123,10 @@ def main():
                 return False
         wait_for("assay serve to be ready", ready, timeout=60)
         wait_for("the receiver to listen", lambda: not port_free(9000), timeout=30)
-        serve_log.seek(0)
-        said = serve_log.read()
+        def said_by_serve():
+            text = read(os.path.join(work, "serve.log"))
+            return text if "nothing is missing" in text or "missing or doubtful" in text else None
+        said = wait_for("serve to say what is configured", said_by_serve, timeout=10)
         if "nothing is missing" not in said:
             fail(f"serve did not say that nothing is missing:\n{said}")
 
@@ -157,8 +169,7 @@ def main():
                 fail(f"evidence `{key}` is {got!r}, the README shows {value!r}")
 
         def alert(kind):
-            receiver_log.seek(0)
-            for line in receiver_log.read().splitlines():
+            for line in read(os.path.join(work, "receiver.log")).splitlines():
                 if line.startswith("{") and json.loads(line).get("type") == kind:
                     return json.loads(line)
             return None
@@ -180,12 +191,17 @@ def main():
         browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         form = urllib.parse.urlencode({"token": "demo-admin-0123456789abcdef", "next": "/"}).encode()
         with browser.open(BASE + "/signin", data=form, timeout=10) as page:
-            runs_page = page.read().decode()
-        if "evt_demo_1" not in runs_page and "cus_demo" not in runs_page:
-            with browser.open(BASE + f"/incidents/{incident['id']}", timeout=10) as page:
-                incident_page = page.read().decode()
-            if "cus_demo" not in incident_page:
-                fail("after signing in, the dashboard shows neither the run nor the incident")
+            if "Sign out admin" not in page.read().decode():
+                fail("signing in with the admin token did not open the dashboard")
+        with browser.open(BASE + f"/runs/default/{answer['run_id']}", timeout=10) as page:
+            run_page = page.read().decode()
+        for shown in ("cus_demo", "plan_mismatch", "access_now_matches"):
+            if shown not in run_page:
+                fail(f"the run's page does not show {shown}")
+        with browser.open(BASE + f"/incidents/{incident['id']}", timeout=10) as page:
+            incident_page = page.read().decode()
+        if "cus_demo" not in incident_page or "resolved" not in incident_page:
+            fail("the incident's page does not show the resolved incident of cus_demo")
         print("readme_walkthrough: the worked example does what the README says")
     finally:
         # Each child leads its own process group: the group goes, the
@@ -199,7 +215,12 @@ def main():
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                child.wait(timeout=15)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -152,8 +152,9 @@ struct Cause {
     drill: bool,
 }
 
-/// Causes sort by their names, so that one sweep's alerts are queued in
-/// the order of their stored cause keys.
+/// Causes sort field by field, stages and kinds by their names, so that
+/// one sweep's alerts are queued in the order they were when those were
+/// text.
 impl Ord for Cause {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         let key = |c: &Cause| {

@@ -491,6 +491,16 @@ impl Config {
                     .chain(project_variables().into_iter().map(|(name, _)| name))
                     .chain(channel_variables.iter().map(|name| (*name).to_owned()))
                     .collect();
+                // Variables a probe header names as `${NAME}` are read too.
+                let file_text = path
+                    .as_deref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                let referenced = review::referenced_variables(
+                    std::iter::once(file_text.as_str())
+                        .chain(sources.env.values().map(String::as_str)),
+                );
+                let known: Vec<String> = known.into_iter().chain(referenced).collect();
                 let unknown = review::unknown_variables(sources.env, &known);
                 config.warnings = review::warnings(&config, unknown);
                 config

@@ -34,7 +34,17 @@ fn placeholder(secret: &Secret) -> bool {
         .any(|marker| text.contains(marker))
 }
 
-/// The `ASSAY_*` variables in `env` that Assay does not read, each with
+/// The names `${NAME}` in `texts` gives: variables a probe header reads.
+pub(super) fn referenced_variables<'a>(texts: impl Iterator<Item = &'a str>) -> Vec<String> {
+    texts
+        .flat_map(|text| text.split("${").skip(1))
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.trim().to_owned()))
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// The `ASSAY_*` variables in `env` that Assay does not read (`known`
+/// holds those it does, the ones probe headers name included), each with
 /// the one likely meant: a misspelled variable is otherwise ignored.
 pub(super) fn unknown_variables(env: &HashMap<String, String>, known: &[String]) -> Vec<String> {
     let mut unknown: Vec<String> = env

@@ -121,6 +121,37 @@ fn a_bad_duration_is_reported_once() {
     );
 }
 
+/// A misspelled variable is named with the one meant; a variable a probe
+/// header reads is not unknown.
+#[test]
+fn unknown_variables_are_warned_of_and_header_variables_are_known() {
+    let config = load(
+        None,
+        &[
+            (
+                "ASSAY_PROBE_URL",
+                "http://127.0.0.1:3000/access/{{customer_id}}",
+            ),
+            (
+                "ASSAY_PROBE_HEADERS",
+                "Authorization=Bearer ${ASSAY_APP_TOKEN}",
+            ),
+            ("ASSAY_APP_TOKEN", "app-token"),
+            ("ASSAY_DEADLINE_RECONCILD", "5m"),
+        ],
+    )
+    .unwrap();
+    let unknown: Vec<&String> = config
+        .warnings()
+        .iter()
+        .filter(|w| w.contains("is not a variable Assay reads"))
+        .collect();
+    assert_eq!(
+        unknown,
+        [&"ASSAY_DEADLINE_RECONCILD is not a variable Assay reads; did you mean ASSAY_DEADLINE_RECONCILED?".to_owned()]
+    );
+}
+
 #[test]
 fn every_problem_is_reported_at_once() {
     let err = load(

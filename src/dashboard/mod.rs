@@ -316,6 +316,15 @@ async fn runs_page(
 ) -> PageResult {
     let project = d.project(q.project.as_deref())?;
     let status_text = status_or_open(q.status.as_deref());
+    if let Some(customer) = q.customer_id.as_deref()
+        && !customer.trim().is_empty()
+        && !crate::api::is_clean_field(customer)
+    {
+        return Err(PageError(
+            StatusCode::BAD_REQUEST,
+            "A customer id is up to 255 printable characters",
+        ));
+    }
     let run_filter = RunFilter {
         drill: false,
         status: filter::<RunStatus>(Some(&status_text)),

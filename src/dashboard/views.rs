@@ -452,8 +452,20 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
         e.observed_features.as_deref(),
         e.observed_plan_reason.as_deref(),
     );
-    let differs = (e.observed_plan.is_some() || e.observed_features.is_some())
-        && (e.observed_plan != e.expected_plan || e.observed_features != e.expected_features);
+    // Red only where there is something to compare: a plan against a plan,
+    // or a feature set against a feature set.
+    let differs = match (&e.observed_plan, &e.expected_plan) {
+        (Some(seen), Some(wanted)) => seen != wanted,
+        _ => match (&e.observed_features, &e.expected_features) {
+            (Some(seen), Some(wanted)) => {
+                let (mut seen, mut wanted) = (seen.clone(), wanted.clone());
+                seen.sort();
+                wanted.sort();
+                seen != wanted
+            }
+            _ => false,
+        },
+    };
     // Who is affected, with what they should have against what they have.
     let affected: Vec<Value> = [
         ("Customer", e.customer_id.clone(), false),

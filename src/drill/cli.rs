@@ -73,67 +73,80 @@ pub async fn in_process(
             }
             _ = tokio::time::sleep(POLL) => {}
         }
-        let now = store.drill(&project.name, drill.id).await?;
-        if now.status != DrillStatus::Running || started.elapsed() > limit {
-            break Ok(now);
-        }
-    };
-    // The drill's last alerts (its resolve alert) go out before Assay
-    // stops here, within the drill's alert timeout.
-    let run = match &outcome {
-        Ok(drill) => {
-            let run = store
-                .run_detail(&drill.project, &RunRef::EventId(drill.event_id.clone()))
-                .await
-                .ok();
-            if let Some(run) = &run {
-                let settled = Instant::now();
-                while !server.is_finished()
-                    && settled.elapsed() < drill.timings.alert_timeout()
-                    && alerts_pending(store.as_ref(), run).await?
-                {
-                    tokio::time::sleep(POLL).await;
-                }
+        match store.drill(&project.name, drill.id).await {
+            Ok(now) if now.status != DrillStatus::Running || started.elapsed() > limit => {
+                break Ok(now);
             }
-            run
+            Ok(_) => {}
+            Err(e) => break Err(anyhow::Error::from(e).context("reading the drill failed")),
         }
-        Err(_) => None,
     };
+    // The drill's run, found by its event id whatever became of the drill.
+    let run = store
+        .run_detail(&project.name, &RunRef::EventId(drill.event_id.clone()))
+        .await
+        .ok();
+    // Its last alerts (the resolve alert) go out before Assay stops here,
+    // within the drill's alert timeout.
+    if let (Ok(_), Some(run)) = (&outcome, &run) {
+        let settled = Instant::now();
+        while !server.is_finished()
+            && settled.elapsed() < drill.timings.alert_timeout()
+            && alerts_pending(store.as_ref(), run).await
+        {
+            tokio::time::sleep(POLL).await;
+        }
+    }
     shutdown.cancel();
     if !server.is_finished() {
         let _ = server.await;
     }
     // What could not go out by now would go out stale, whenever Assay next
-    // serves on this database: a drill leaves nothing behind.
+    // serves on this database: a drill leaves nothing behind, however it
+    // ended.
     if let Some(run) = run {
-        let skipped = store
+        match store
             .skip_drill_alerts(
                 &run.run.project,
                 run.run.id,
                 "the drill ended before this alert could be delivered",
                 crate::now(),
             )
-            .await?;
-        if skipped > 0 {
-            tracing::warn!(skipped, run_id = %run.run.id, "drill alerts not delivered before the drill ended were skipped");
+            .await
+        {
+            Ok(0) => {}
+            Ok(skipped) => {
+                tracing::warn!(skipped, run_id = %run.run.id, "drill alerts not delivered before the drill ended were skipped")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, run_id = %run.run.id, "the drill's undelivered alerts could not be skipped")
+            }
         }
     }
     outcome
 }
 
-/// Whether an alert about one of `run`'s incidents is still to be sent.
-async fn alerts_pending(store: &dyn Store, run: &RunDetail) -> anyhow::Result<bool> {
+/// Whether an alert about one of `run`'s incidents is still to be sent; a
+/// store that cannot answer ends the wait.
+async fn alerts_pending(store: &dyn Store, run: &RunDetail) -> bool {
     for incident in &run.incidents {
-        let detail = store.incident(&run.run.project, incident.id).await?;
-        if detail
-            .deliveries
-            .iter()
-            .any(|d| d.status == DeliveryStatus::Pending)
-        {
-            return Ok(true);
+        match store.incident(&run.run.project, incident.id).await {
+            Ok(detail)
+                if detail
+                    .deliveries
+                    .iter()
+                    .any(|d| d.status == DeliveryStatus::Pending) =>
+            {
+                return true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the drill's alerts");
+                return false;
+            }
         }
     }
-    Ok(false)
+    false
 }
 
 /// Runs a drill on a running Assay through `POST /v1/drills` and reads its

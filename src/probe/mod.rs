@@ -71,7 +71,10 @@ impl ProbeSchedule {
                 // is worth more than none; once it is done, keep looking
                 // until the sweeper decides.
                 let deadline = run.deadline_at.unwrap_or(run.access_due_at);
-                let last_look = deadline - chrono::Duration::from_std(self.lead).ok()?;
+                let last_look = chrono::Duration::from_std(self.lead)
+                    .ok()
+                    .and_then(|lead| deadline.checked_sub_signed(lead))
+                    .unwrap_or(deadline);
                 Some(if now < last_look {
                     next.min(last_look)
                 } else {

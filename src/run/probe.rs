@@ -88,8 +88,9 @@ impl Run {
     /// access with source `probe`, exactly as an SDK report would (closing
     /// the run, or resolving a failed run's incidents). Anything else only
     /// updates what the run last saw, so the evidence shows it; an open
-    /// run's timeline gains a `plan_mismatch` entry when the probe saw other
-    /// access than the run last saw, not one entry per attempt.
+    /// run's timeline gains a `plan_mismatch` entry when the probe saw
+    /// access that mismatches the expectation and differs from what the run
+    /// last saw, not one entry per attempt.
     pub fn observe(&mut self, attempt: &ProbeAttempt, now: DateTime<Utc>) -> Observation {
         if self.probe_matches(attempt)
             && let Ok(outcome) = self.report(
@@ -108,11 +109,20 @@ impl Run {
         {
             return Observation::Asserted(outcome);
         }
+        let sorted = |features: &Option<Vec<String>>| {
+            features.clone().map(|mut f| {
+                f.sort();
+                f
+            })
+        };
         let saw_other = self.status == RunStatus::Open
             && attempt.error.is_none()
-            && (attempt.observed_plan.is_some() || attempt.observed_features.is_some())
+            && self.verdict(
+                attempt.observed_plan.as_deref(),
+                attempt.observed_features.as_deref(),
+            ) == Verdict::Mismatch
             && (attempt.observed_plan != self.observed_plan
-                || attempt.observed_features != self.observed_features);
+                || sorted(&attempt.observed_features) != sorted(&self.observed_features));
         self.note_probe(attempt);
         Observation::Noted(saw_other.then(|| TimelineEntry {
             at: now,
@@ -174,11 +184,12 @@ pub(crate) mod tests {
             reason: "no line items".into(),
         };
         let mut run = Run::open(spec(unknown), t0()).0;
-        // The customer's plan before the app handled the checkout.
-        assert!(matches!(
+        // The customer's plan before the app handled the checkout: not a
+        // mismatch either, with nothing to compare against.
+        assert_eq!(
             run.observe(&attempt(Some("free"), None), t0()),
-            Observation::Noted(_)
-        ));
+            Observation::Noted(None)
+        );
         assert_eq!(run.status, RunStatus::Open);
     }
 

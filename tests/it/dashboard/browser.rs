@@ -127,24 +127,30 @@ async fn wait_for_text(browser: &Client, css: &str, expected: &str) {
     }
 }
 
-async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(backend: Backend) {
-    if !browser_available() {
-        return;
-    }
+/// Assay with the dashboard's settings and these deadlines, and a
+/// browser's driver beside it.
+async fn start(backend: Backend, reconciled: &str, access: &str) -> Option<(TestServer, Driver)> {
     let settings: Vec<(&str, &str)> = SETTINGS
         .iter()
         .copied()
         .filter(|(k, _)| !k.starts_with("ASSAY_DEADLINE"))
         .chain([
-            ("ASSAY_DEADLINE_RECONCILED", "4s"),
-            ("ASSAY_DEADLINE_ACCESS_ASSERTED", "5s"),
+            ("ASSAY_DEADLINE_RECONCILED", reconciled),
+            ("ASSAY_DEADLINE_ACCESS_ASSERTED", access),
         ])
         .collect();
-    let Some(server) = TestServer::start(backend, &settings).await else {
+    let server = TestServer::start(backend, &settings).await?;
+    Some((server, Driver::start().await))
+}
+
+async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(backend: Backend) {
+    if !browser_available() {
+        return;
+    }
+    let Some((server, driver)) = start(backend, "4s", "5s").await else {
         return;
     };
     let name = format!("{backend:?}").to_lowercase();
-    let driver = Driver::start().await;
     let browser = driver.browser().await;
 
     // A signed test event opens a run.
@@ -169,20 +175,7 @@ async fn an_operator_follows_an_open_run_to_its_incident_and_acknowledges_it(bac
             .starts_with("/signin")
     );
     screenshot(&browser, &format!("{name}-1-signin")).await;
-    browser
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_TOKEN)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&browser, &server).await;
     let link = browser
         .wait()
         .at_most(Duration::from_secs(20))
@@ -284,20 +277,10 @@ async fn the_worked_example_reads_at_a_glance_on_a_phone(backend: Backend) {
     if !browser_available() {
         return;
     }
-    let settings: Vec<(&str, &str)> = SETTINGS
-        .iter()
-        .copied()
-        .filter(|(k, _)| !k.starts_with("ASSAY_DEADLINE"))
-        .chain([
-            ("ASSAY_DEADLINE_RECONCILED", "20s"),
-            ("ASSAY_DEADLINE_ACCESS_ASSERTED", "30s"),
-        ])
-        .collect();
-    let Some(server) = TestServer::start(backend, &settings).await else {
+    let Some((server, driver)) = start(backend, "20s", "30s").await else {
         return;
     };
     let name = format!("{backend:?}").to_lowercase();
-    let driver = Driver::start().await;
     let browser = driver.browser().await;
     browser.set_window_size(390, 844).await.unwrap();
 

@@ -156,6 +156,9 @@ async fn sessions_are_http_only_and_forms_need_their_csrf_token(backend: Backend
         .as_str()
         .unwrap()
         .to_owned();
+    // A customer search that no id could match is refused, never a 500.
+    let (status, html) = page(&server, &cookie, "/?customer_id=cus%00x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
     let (status, html) = page(&server, &cookie, &format!("/incidents/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(

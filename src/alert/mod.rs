@@ -157,17 +157,7 @@ struct Cause {
 /// text.
 impl Ord for Cause {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let key = |c: &Cause| {
-            (
-                c.project.clone(),
-                c.workflow.clone(),
-                c.deploy_sha.clone(),
-                c.missed_stage.as_str(),
-                c.kind.as_str(),
-                c.drill,
-            )
-        };
-        key(self).cmp(&key(other))
+        self.order().cmp(&other.order())
     }
 }
 
@@ -178,6 +168,18 @@ impl PartialOrd for Cause {
 }
 
 impl Cause {
+    /// What causes sort by, borrowed.
+    fn order(&self) -> (&str, &str, Option<&str>, &str, &str, bool) {
+        (
+            &self.project,
+            &self.workflow,
+            self.deploy_sha.as_deref(),
+            self.missed_stage.as_str(),
+            self.kind.as_str(),
+            self.drill,
+        )
+    }
+
     /// The cause as stored on a delivery.
     fn key(&self) -> String {
         format!(

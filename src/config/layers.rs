@@ -76,6 +76,11 @@ impl Layer {
         })
     }
 
+    /// The layer's settings as TOML text (what a scan for `${NAME}` reads).
+    pub(super) fn text(&self) -> String {
+        self.table.to_string()
+    }
+
     /// The names of the projects the layer's `projects` table holds.
     pub(super) fn projects(&self) -> Option<Vec<String>> {
         let projects = self.table.get("projects")?.as_table()?;

@@ -229,6 +229,7 @@ impl Config {
         let creates_project = file_projects.is_empty() || env("ASSAY_PROJECT").is_some();
         let configures_project = creates_project || file_projects.contains(&env_project);
         let mut sources_in_order = vec![Layer::defaults()];
+        let file_text = file.as_ref().map(Layer::text).unwrap_or_default();
         sources_in_order.extend(file);
         for key in GLOBAL_KEYS {
             let name = variable("", key);
@@ -492,10 +493,6 @@ impl Config {
                     .chain(channel_variables.iter().map(|name| (*name).to_owned()))
                     .collect();
                 // Variables a probe header names as `${NAME}` are read too.
-                let file_text = path
-                    .as_deref()
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                    .unwrap_or_default();
                 let referenced = review::referenced_variables(
                     std::iter::once(file_text.as_str())
                         .chain(sources.env.values().map(String::as_str)),

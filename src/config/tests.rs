@@ -150,6 +150,18 @@ fn unknown_variables_are_warned_of_and_header_variables_are_known() {
         unknown,
         [&"ASSAY_DEADLINE_RECONCILD is not a variable Assay reads; did you mean ASSAY_DEADLINE_RECONCILED?".to_owned()]
     );
+    // The same header in the file.
+    let file = "[projects.default.probe]\nurl = \"http://127.0.0.1:3000/access/{{customer_id}}\"\n\
+                [projects.default.probe.headers]\nAuthorization = \"Bearer ${ASSAY_APP_TOKEN}\"\n";
+    let config = load(Some(file), &[("ASSAY_APP_TOKEN", "app-token")]).unwrap();
+    assert!(
+        !config
+            .warnings()
+            .iter()
+            .any(|w| w.contains("ASSAY_APP_TOKEN")),
+        "{:?}",
+        config.warnings()
+    );
 }
 
 #[test]

@@ -124,10 +124,11 @@ fn ago(ms: i64) -> String {
 /// What the app was last seen to grant, and whether it is not what the run
 /// expects: a mismatch is flagged, never shown like a match.
 fn access_seen(run: &Run) -> (String, bool) {
-    let seen = match (&run.observed_plan, &run.observed_features) {
-        (Some(plan), _) => plan.clone(),
-        (None, Some(features)) => format!("features [{}]", features.join(", ")),
-        (None, None) => return ("—".to_owned(), false),
+    let Some(seen) = access(
+        run.observed_plan.as_deref(),
+        run.observed_features.as_deref(),
+    ) else {
+        return ("—".to_owned(), false);
     };
     let mismatch = run.verdict(
         run.observed_plan.as_deref(),
@@ -154,25 +155,32 @@ fn cut(text: &str, limit: usize) -> String {
     }
 }
 
-fn expected(run: &Run) -> String {
-    match (
-        &run.expected_plan,
-        &run.expected_features,
-        &run.expected_plan_reason,
-    ) {
-        (Some(plan), _, _) => plan.clone(),
-        (None, Some(features), _) => format!("features [{}]", features.join(", ")),
-        (None, None, Some(reason)) => format!("unknown ({reason})"),
-        (None, None, None) => "unknown".to_owned(),
+/// Access as a plan, or else a feature set; `None` when neither is known.
+fn access(plan: Option<&str>, features: Option<&[String]>) -> Option<String> {
+    match (plan, features) {
+        (Some(plan), _) => Some(plan.to_owned()),
+        (None, Some(features)) => Some(format!("features [{}]", features.join(", "))),
+        (None, None) => None,
     }
 }
 
+fn expected(run: &Run) -> String {
+    access(
+        run.expected_plan.as_deref(),
+        run.expected_features.as_deref(),
+    )
+    .unwrap_or_else(|| match &run.expected_plan_reason {
+        Some(reason) => format!("unknown ({reason})"),
+        None => "unknown".to_owned(),
+    })
+}
+
 fn observed(run: &Run) -> String {
-    match (&run.observed_plan, &run.observed_features) {
-        (Some(plan), _) => plan.clone(),
-        (None, Some(features)) => format!("features [{}]", features.join(", ")),
-        (None, None) => "not observed yet".to_owned(),
-    }
+    access(
+        run.observed_plan.as_deref(),
+        run.observed_features.as_deref(),
+    )
+    .unwrap_or_else(|| "not observed yet".to_owned())
 }
 
 /// The four progress steps: done, failed (the first one a failed run did
@@ -435,12 +443,8 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
     let now = crate::now();
     let incident = &detail.incident;
     let e = &incident.evidence;
-    let access = |plan: Option<&str>, features: Option<&[String]>, reason: Option<&str>| match (
-        plan, features,
-    ) {
-        (Some(plan), _) => Some(plan.to_owned()),
-        (None, Some(features)) => Some(format!("features [{}]", features.join(", "))),
-        (None, None) => reason.map(|r| format!("unknown: {r}")),
+    let access = |plan: Option<&str>, features: Option<&[String]>, reason: Option<&str>| {
+        access(plan, features).or_else(|| reason.map(|r| format!("unknown: {r}")))
     };
     let expected = access(
         e.expected_plan.as_deref(),

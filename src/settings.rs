@@ -275,8 +275,15 @@ pub fn parse_duration(what: &str, text: &str, errors: &mut Vec<String>) -> Optio
         }
         Ok(d) => Some(d),
         Err(e) => {
+            let why = match e {
+                humantime::DurationError::UnknownUnit { unit, .. } => {
+                    format!(": `{unit}` is not a unit")
+                }
+                humantime::DurationError::NumberOverflow => ": too long".to_owned(),
+                _ => String::new(),
+            };
             errors.push(format!(
-                "{what}: `{text}` is not a duration ({e}); use e.g. `90s`, `5m`, `1h`"
+                "{what}: `{text}` is not a duration{why}; use e.g. `500ms`, `90s`, `5m`, `1h`, `7d`"
             ));
             None
         }

@@ -122,45 +122,136 @@ fn nest(path: &[&str], value: toml::Value) -> toml::Table {
 }
 
 /// The sources in order, each over the last.
-pub(super) fn merged(layers: impl IntoIterator<Item = Layer>) -> Figment {
+fn merged<'a>(layers: impl IntoIterator<Item = &'a Layer>) -> Figment {
     layers
         .into_iter()
         .fold(Figment::new(), |figment, layer| figment.merge(layer))
 }
 
-/// Every problem a figment reports, one line each: the source that gave
-/// the value (a file's path, a variable's name), the key (under `prefix`,
-/// the table the figment was focused on), and what is wrong.
-pub(super) fn problems(error: figment::Error, prefix: &str) -> Vec<String> {
-    error
-        .into_iter()
-        .map(|e| {
-            let source = e
-                .metadata
-                .as_ref()
-                .map_or_else(|| "the configuration".to_owned(), |m| m.name.to_string());
-            let key: Vec<&str> = prefix
-                .split('.')
-                .filter(|k| !k.is_empty())
-                .chain(e.path.iter().map(String::as_str))
-                .collect();
-            // figment's own words for an unknown key quote the list of
-            // known ones twice over; say it as an operator reads it.
-            let what = match &e.kind {
-                figment::error::Kind::UnknownField(found, known) => format!(
-                    "not a key Assay knows (the keys here are {}){}",
-                    known.join(", "),
-                    crate::settings::suggestion(found, known.iter().copied())
-                ),
-                kind => kind.to_string(),
-            };
-            if key.is_empty() {
-                format!("{source}: {what}")
-            } else {
-                format!("{source}: `{}`: {what}", key.join("."))
+/// The most problems one read reports: each costs one more read.
+const MAX_PROBLEMS: usize = 100;
+
+/// Reads `T` from `layers`: the tables at the key paths `focus` (the root
+/// when empty), each over the one before. Every problem goes to `errors`,
+/// one line each. A key that is unknown or whose value does not fit is
+/// reported, taken out of the layer that gave it and the rest read again,
+/// so that one problem does not hide the next; `None` once a problem has
+/// no key to take out.
+pub(super) fn extract<T: serde::de::DeserializeOwned>(
+    layers: &mut [Layer],
+    focus: &[String],
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    for _ in 0..MAX_PROBLEMS {
+        let figment = merged(layers.iter());
+        let focused = if focus.is_empty() {
+            figment
+        } else {
+            focus.iter().fold(Figment::new(), |focused, key| {
+                focused.merge(figment.focus(key))
+            })
+        };
+        let problems = match focused.extract::<T>() {
+            Ok(value) => return Some(value),
+            Err(problems) => problems,
+        };
+        let mut every_one_taken_out = true;
+        for problem in problems {
+            let source = problem.metadata.as_ref().map(|m| m.name.to_string());
+            let layer = layers
+                .iter_mut()
+                .find(|layer| source.as_deref() == Some(layer.name.as_str()));
+            // The innermost focus that holds the key is where it was given.
+            let taken_from = layer.and_then(|layer| {
+                focus
+                    .iter()
+                    .rev()
+                    .map(String::as_str)
+                    .chain(focus.is_empty().then_some(""))
+                    .find(|at| layer.remove(&key_path(at, &problem.path)))
+            });
+            let at = taken_from
+                .or(focus.last().map(String::as_str))
+                .unwrap_or("");
+            let line = describe(&problem, source, &key_path(at, &problem.path));
+            if !errors.contains(&line) {
+                errors.push(line);
             }
-        })
+            every_one_taken_out &= taken_from.is_some();
+        }
+        if !every_one_taken_out {
+            return None;
+        }
+    }
+    None
+}
+
+/// The key `path` under the dotted key path `at`.
+fn key_path(at: &str, path: &[String]) -> Vec<String> {
+    at.split('.')
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .chain(path.iter().cloned())
         .collect()
+}
+
+impl Layer {
+    /// Takes the key at `path` (a table's key, or an array's index) out of
+    /// the layer; whether it was there.
+    fn remove(&mut self, path: &[String]) -> bool {
+        let Some((last, parents)) = path.split_last() else {
+            return false;
+        };
+        let mut root = toml::Value::Table(std::mem::take(&mut self.table));
+        let removed = parents
+            .iter()
+            .try_fold(&mut root, |value, key| child(value, key))
+            .is_some_and(|parent| match parent {
+                toml::Value::Table(table) => table.remove(last.as_str()).is_some(),
+                toml::Value::Array(items) => match last.parse::<usize>() {
+                    Ok(index) if index < items.len() => {
+                        items.remove(index);
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            });
+        if let toml::Value::Table(table) = root {
+            self.table = table;
+        }
+        removed
+    }
+}
+
+/// The value under `key`: a table's key, or an array's index.
+fn child<'v>(value: &'v mut toml::Value, key: &str) -> Option<&'v mut toml::Value> {
+    match value {
+        toml::Value::Table(table) => table.get_mut(key),
+        toml::Value::Array(items) => items.get_mut(key.parse::<usize>().ok()?),
+        _ => None,
+    }
+}
+
+/// One problem as a line: the source that gave the value (a file's path, a
+/// variable's name), the key, and what is wrong.
+fn describe(problem: &figment::Error, source: Option<String>, key: &[String]) -> String {
+    let source = source.unwrap_or_else(|| "the configuration".to_owned());
+    // figment's own words for an unknown key quote the list of known ones
+    // twice over; say it as an operator reads it.
+    let what = match &problem.kind {
+        figment::error::Kind::UnknownField(found, known) => format!(
+            "not a key Assay knows (the keys here are {}){}",
+            known.join(", "),
+            crate::settings::suggestion(found, known.iter().copied())
+        ),
+        kind => kind.to_string(),
+    };
+    if key.is_empty() {
+        format!("{source}: {what}")
+    } else {
+        format!("{source}: `{}`: {what}", key.join("."))
+    }
 }
 
 #[cfg(test)]
@@ -175,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_later_layer_wins_key_by_key() {
-        let figment = merged([
+        let figment = merged(&[
             Layer::defaults(),
             Layer::variable("ASSAY_BIND", &["bind"], "127.0.0.1:9"),
             Layer::variable(

@@ -258,10 +258,10 @@ impl Config {
                 errors.push(not_configuring(name, &env_project));
             }
         }
-        let figment = layers::merged(sources_in_order);
-        let global: RawGlobal = figment
-            .extract()
-            .map_err(|e| ConfigError(layers::problems(e, "")))?;
+        let mut layers = sources_in_order;
+        let Some(global) = layers::extract::<RawGlobal>(&mut layers, &[], &mut errors) else {
+            return Err(ConfigError(errors));
+        };
 
         let bind_text = global.bind.clone().unwrap_or_default();
         let bind = SocketAddr::from_str(&bind_text)
@@ -393,15 +393,10 @@ impl Config {
                 ));
                 continue;
             }
-            let project = figment::Figment::new()
-                .merge(figment.focus("project_defaults"))
-                .merge(figment.focus(&format!("projects.{name}")));
-            let mut raw: RawProject = match project.extract() {
-                Ok(raw) => raw,
-                Err(e) => {
-                    errors.extend(layers::problems(e, &format!("projects.{name}")));
-                    continue;
-                }
+            let focus = ["project_defaults".to_owned(), format!("projects.{name}")];
+            let Some(mut raw) = layers::extract::<RawProject>(&mut layers, &focus, &mut errors)
+            else {
+                continue;
             };
             // The variable is the project's key, whichever form the file
             // gives it in.
@@ -453,6 +448,18 @@ impl Config {
             }
         }
 
+        let known: Vec<String> = GLOBAL_KEYS
+            .iter()
+            .map(|key| variable("", key))
+            .chain(project_variables().into_iter().map(|(name, _)| name))
+            .chain(channel_variables.iter().map(|name| (*name).to_owned()))
+            // Variables a probe header names as `${NAME}` are read too.
+            .chain(review::referenced_variables(
+                std::iter::once(file_text.as_str()).chain(sources.env.values().map(String::as_str)),
+            ))
+            .collect();
+        let unknown_variables = review::unknown_variables(sources.env, &known);
+
         let shown = toml::to_string(&Shown {
             global: &global,
             projects: &raw_projects,
@@ -486,23 +493,13 @@ impl Config {
                 warnings: Vec::new(),
             })
             .map(|mut config| {
-                let known: Vec<String> = GLOBAL_KEYS
-                    .iter()
-                    .map(|key| variable("", key))
-                    .chain(project_variables().into_iter().map(|(name, _)| name))
-                    .chain(channel_variables.iter().map(|name| (*name).to_owned()))
-                    .collect();
-                // Variables a probe header names as `${NAME}` are read too.
-                let referenced = review::referenced_variables(
-                    std::iter::once(file_text.as_str())
-                        .chain(sources.env.values().map(String::as_str)),
-                );
-                let known: Vec<String> = known.into_iter().chain(referenced).collect();
-                let unknown = review::unknown_variables(sources.env, &known);
-                config.warnings = review::warnings(&config, unknown);
+                config.warnings = review::warnings(&config, unknown_variables);
                 config
             }),
-            _ => Err(ConfigError(errors)),
+            // A misspelled variable may be why a setting is missing.
+            _ => Err(ConfigError(
+                errors.into_iter().chain(unknown_variables).collect(),
+            )),
         }
     }
 

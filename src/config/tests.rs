@@ -429,3 +429,51 @@ fn operators_sign_in_with_their_own_tokens() {
     let err = load(Some(bad), &[]).unwrap_err().to_string();
     assert!(err.contains("operator name"), "{err}");
 }
+
+/// One problem does not hide the next: an unknown key, the values beside
+/// it, other projects, the process-wide keys and arrays of tables are all
+/// reported from one read.
+#[test]
+fn an_unknown_key_hides_no_other_problem() {
+    let file = r#"
+        sweep_shedule = "*/5 * * * * *"
+        bind = "nowhere"
+        [project_defaults]
+        grace = "1d"
+        [projects.acme]
+        planmap = "x"
+        deadline_reconciled = "soon"
+        drill = 3
+        [[projects.acme.channels]]
+        name = "ops"
+        kind = "webhook"
+        urll = "http://127.0.0.1:9/hook"
+        [projects.globex]
+        customer_idd = "x"
+    "#;
+    let err = load(Some(file), &[("ASSAY_DEADLINE_RECONCILD", "30s")])
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "`sweep_shedule`: not a key Assay knows",
+        "did you mean `sweep_schedule`?",
+        "ASSAY_BIND / bind: `nowhere`",
+        "`project_defaults.grace`: not a key Assay knows",
+        "did you mean `grace_period`?",
+        "`projects.acme.planmap`",
+        "did you mean `plan_map`?",
+        "`projects.acme.drill`",
+        "deadline_reconciled",
+        "`projects.acme.channels.0.urll`",
+        "`projects.globex.customer_idd`",
+        "ASSAY_DEADLINE_RECONCILD is not a variable Assay reads; did you mean ASSAY_DEADLINE_RECONCILED?",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert_eq!(
+        err.matches("project_defaults.grace").count(),
+        1,
+        "a key beneath every project is reported once:\n{err}"
+    );
+    assert!(!err.contains("Some("), "no library text:\n{err}");
+}

@@ -28,6 +28,7 @@ pub mod store;
 pub mod stripe;
 pub mod sweeper;
 pub mod telemetry;
+pub mod time;
 pub mod worker;
 
 /// rustls needs one process-wide crypto provider (ring's) before any HTTP

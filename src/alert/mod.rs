@@ -53,6 +53,7 @@ named_enum! {
 /// One attempt to send a delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
+    #[serde(with = "crate::time::millis")]
     pub at: DateTime<Utc>,
     pub duration_ms: i64,
     pub status_code: Option<u16>,
@@ -70,8 +71,11 @@ pub struct Delivery {
     /// How many incidents the message is about; more than one for a
     /// grouped alert.
     pub incident_count: i64,
+    #[serde(with = "crate::time::millis")]
     pub created_at: DateTime<Utc>,
+    #[serde(default, with = "crate::time::millis::option")]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::time::millis::option")]
     pub settled_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub attempts: Vec<DeliveryAttempt>,

@@ -355,7 +355,7 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
         },
         None => shown(None, e.last_probe_reason.as_deref(), "none"),
     };
-    let deadline_at = crate::run::rfc3339(&e.deadline_at);
+    let deadline_at = crate::time::rfc3339(&e.deadline_at);
     json!({
         "id": incident.id,
         "url": incident_url(public_url, incident),

@@ -11,6 +11,7 @@ use crate::drill::{Drill, DrillStatus};
 use crate::incident::Incident;
 use crate::run::{Run, RunStatus, Stage, Verdict};
 use crate::store::{IncidentDetail, RunDetail, RunSummary};
+use crate::time::rfc3339;
 
 const TEMPLATES: [(&str, &str); 7] = [
     (
@@ -68,12 +69,6 @@ pub fn query_url(path: &str, pairs: &[(&str, Option<&str>)]) -> String {
         }
     }
     format!("{path}?{}", url.finish())
-}
-
-/// A time as the API, the alerts and the evidence write it (RFC 3339,
-/// UTC, milliseconds): one format everywhere an operator compares them.
-fn time(at: &DateTime<Utc>) -> String {
-    crate::run::rfc3339(at)
 }
 
 /// A timeline entry's evidence as key and value pairs, for reading.
@@ -291,7 +286,7 @@ pub fn drills_page(
         .map(|drill| {
             json!({
                 "id": drill.id,
-                "started_at": time(&drill.started_at),
+                "started_at": rfc3339(&drill.started_at),
                 "trigger": drill.trigger,
                 "status": drill.status,
                 "took": drill.finished_at.map(|at| span((at - drill.started_at).num_milliseconds())),
@@ -304,7 +299,7 @@ pub fn drills_page(
                 "run_url": drill.run_id.map(|id| format!("/runs/{}/{id}", drill.project)),
                 "incident_url": drill.incident_id.map(|id| format!("/incidents/{id}")),
                 "steps": drill.steps.iter().map(|step| json!({
-                    "at": step.at.format("%H:%M:%S%.3f").to_string(),
+                    "at": rfc3339(&step.at),
                     "step": step.step,
                     "passed": step.passed,
                     "detail": cut(&step.detail, 600),
@@ -362,7 +357,7 @@ pub fn run_page(detail: &RunDetail, event: Option<&str>) -> Value {
         "observed": observed(run),
         "deploy_sha": run.deploy_sha.clone().unwrap_or_else(|| "not reported".to_owned()),
         "timeline": detail.timeline.iter().map(|e| json!({
-            "at": time(&e.at),
+            "at": rfc3339(&e.at),
             "ago": ago((now - e.at).num_milliseconds()),
             "source": e.source,
             "stage": e.stage,
@@ -371,7 +366,7 @@ pub fn run_page(detail: &RunDetail, event: Option<&str>) -> Value {
         })).collect::<Vec<_>>(),
         "probe_count": detail.probe_count,
         "probes": detail.probes.iter().rev().map(|p| json!({
-            "at": time(&p.at),
+            "at": rfc3339(&p.at),
             "status_code": p.status_code,
             "duration_ms": p.duration_ms,
             "observed_plan": p.observed_plan.clone().unwrap_or_default(),
@@ -402,7 +397,7 @@ pub fn incidents_page(
             "id": i.id,
             "title": i.title,
             "status": i.status,
-            "opened_at": time(&i.opened_at),
+            "opened_at": rfc3339(&i.opened_at),
             "customer": i.evidence.customer_id.as_deref().unwrap_or("unknown customer"),
             "deploy_sha": i.evidence.deploy_sha.as_deref().unwrap_or("—"),
         })).collect::<Vec<_>>(),
@@ -424,9 +419,9 @@ fn rendered_step(step: &str) -> Vec<Value> {
 fn when(at: &DateTime<Utc>, now: DateTime<Utc>) -> String {
     let ms = (now - *at).num_milliseconds();
     if ms >= 0 {
-        format!("{} ({})", time(at), ago(ms))
+        format!("{} ({})", rfc3339(at), ago(ms))
     } else {
-        format!("{} (in {})", time(at), span(-ms))
+        format!("{} (in {})", rfc3339(at), span(-ms))
     }
 }
 
@@ -571,7 +566,7 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
             "grouped": d.incident_count > 1,
             "incident_count": d.incident_count,
             "attempts": d.attempts.iter().map(|a| json!({
-                "at": time(&a.at),
+                "at": rfc3339(&a.at),
                 "error": a.error,
                 "status_code": a.status_code,
             })).collect::<Vec<_>>(),

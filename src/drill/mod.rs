@@ -165,6 +165,7 @@ impl DrillTimings {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct StepRecord {
     pub step: DrillStep,
+    #[serde(with = "crate::time::millis")]
     pub at: DateTime<Utc>,
     pub passed: bool,
     pub detail: String,
@@ -194,14 +195,18 @@ pub struct Drill {
     pub subscription_id: String,
     pub run_id: Option<Uuid>,
     pub incident_id: Option<Uuid>,
+    #[serde(with = "crate::time::millis")]
     pub started_at: DateTime<Utc>,
+    #[serde(default, with = "crate::time::millis::option")]
     pub finished_at: Option<DateTime<Utc>>,
     /// For a scheduled drill: the schedule's time it stands for.
+    #[serde(default, with = "crate::time::millis::option")]
     pub scheduled_for: Option<DateTime<Utc>>,
     pub timings: DrillTimings,
     pub steps: Vec<StepRecord>,
     pub broken_link: Option<Broken>,
     /// When the current step began: the waits count from it.
+    #[serde(with = "crate::time::millis")]
     pub step_started_at: DateTime<Utc>,
     /// When the runner takes the next step; `None` once finished.
     #[serde(skip)]
@@ -216,6 +221,7 @@ pub struct DrillReport {
     pub timings: DrillTimings,
     pub steps: Vec<StepRecord>,
     pub broken_link: Option<Broken>,
+    #[serde(with = "crate::time::millis")]
     pub step_started_at: DateTime<Utc>,
 }
 
@@ -236,8 +242,7 @@ impl Drill {
             self.project,
             self.workflow,
             self.trigger,
-            self.started_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            crate::time::rfc3339(&self.started_at)
         );
         let _ = writeln!(out, "{verdict}");
         let _ = writeln!(
@@ -258,7 +263,7 @@ impl Drill {
                 out,
                 "  {} {}  {:<17} {}",
                 if record.passed { "ok  " } else { "FAIL" },
-                record.at.format("%H:%M:%S%.3f"),
+                crate::time::rfc3339(&record.at),
                 record.step.as_str(),
                 record.detail
             );

@@ -105,8 +105,15 @@ fn the_text_report_names_each_step_and_the_broken_link() {
     d.apply(StepOutcome::Passed("nothing to clean up".into()), t0());
     let text = d.render_text();
     assert!(text.contains("FAILED"), "{text}");
-    assert!(text.contains("ok   10:00:00.000  ingest"), "{text}");
-    assert!(text.contains("FAIL 10:00:00.000  run_opened"), "{text}");
+    // Times as the API and the alerts write them.
+    assert!(
+        text.contains("ok   2026-11-23T10:00:00.000Z  ingest"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAIL 2026-11-23T10:00:00.000Z  run_opened"),
+        "{text}"
+    );
     assert!(
         text.contains("Broken link: the accepted webhook opened no run (no_run"),
         "{text}"

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::run::{IncidentKind, Missed, ProbeAttempt, Realm, Run, Stage, rfc3339};
+use crate::run::{IncidentKind, Missed, ProbeAttempt, Realm, Run, Stage};
+use crate::time::rfc3339;
 
 /// Everything an incident says about its run, in the order the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -25,7 +26,7 @@ pub struct Evidence {
     pub expected_plan: Option<String>,
     pub expected_plan_reason: Option<String>,
     pub expected_features: Option<Vec<String>>,
-    #[serde(default, with = "millis::option")]
+    #[serde(default, with = "crate::time::millis::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub keep_access_until: Option<DateTime<Utc>>,
     pub observed_plan: Option<String>,
@@ -37,10 +38,10 @@ pub struct Evidence {
     pub last_stage: Stage,
     /// The stage whose deadline passed.
     pub missed_stage: Stage,
-    #[serde(with = "millis")]
+    #[serde(with = "crate::time::millis")]
     #[schema(value_type = String, format = DateTime)]
     pub deadline_at: DateTime<Utc>,
-    #[serde(with = "millis")]
+    #[serde(with = "crate::time::millis")]
     #[schema(value_type = String, format = DateTime)]
     pub run_opened_at: DateTime<Utc>,
     pub last_probe: Option<ProbeAttempt>,
@@ -111,41 +112,6 @@ impl Evidence {
             guidance: guidance(run, kind),
             drill: run.realm().is_drill(),
             drill_id: run.drill_id,
-        }
-    }
-}
-
-/// Times as evidence shows them: RFC 3339, UTC, milliseconds.
-mod millis {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::run::rfc3339(at))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        DateTime::<Utc>::deserialize(d)
-    }
-
-    pub mod option {
-        use chrono::{DateTime, Utc};
-        use serde::{Deserialize, Deserializer, Serializer};
-
-        pub fn serialize<S: Serializer>(
-            at: &Option<DateTime<Utc>>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match at {
-                Some(at) => super::serialize(at, s),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<DateTime<Utc>>, D::Error> {
-            Option::<DateTime<Utc>>::deserialize(d)
         }
     }
 }

@@ -51,6 +51,7 @@ pub struct NewIncident {
     pub kind: IncidentKind,
     pub title: String,
     pub evidence: Evidence,
+    #[serde(with = "crate::time::millis")]
     pub opened_at: DateTime<Utc>,
     /// Opened by a failure drill: alerted only as a drill, never counted.
     pub drill: bool,
@@ -66,8 +67,11 @@ pub struct Incident {
     pub title: String,
     pub status: IncidentStatus,
     pub evidence: Evidence,
+    #[serde(with = "crate::time::millis")]
     pub opened_at: DateTime<Utc>,
+    #[serde(default, with = "crate::time::millis::option")]
     pub acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::time::millis::option")]
     pub resolved_at: Option<DateTime<Utc>>,
     pub resolution: Option<String>,
     /// Opened by a failure drill: alerted only as a drill, never counted.

@@ -5,8 +5,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{Expectation, NO_PLAN, Outcome, Run, RunStatus, Source, Stage, TimelineEntry, rfc3339};
+use super::{Expectation, NO_PLAN, Outcome, Run, RunStatus, Source, Stage, TimelineEntry};
 use crate::names::named_enum;
+use crate::time::rfc3339;
 
 named_enum! {
     /// Which customer-visible outcome is missing. A run has at most one

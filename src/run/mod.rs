@@ -132,6 +132,7 @@ pub struct RunSpec {
 /// One entry of a run's timeline: a stage report, a delivery, a verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
+    #[serde(with = "crate::time::millis")]
     pub at: DateTime<Utc>,
     pub source: Source,
     pub stage: Stage,
@@ -155,6 +156,7 @@ pub struct Run {
     /// For an entitlement summary: the feature lookup keys expected, sorted.
     pub expected_features: Option<Vec<String>>,
     /// For a failed payment: access must not be revoked before this time.
+    #[serde(default, with = "crate::time::millis::option")]
     pub keep_access_until: Option<DateTime<Utc>>,
     pub observed_plan: Option<String>,
     pub observed_features: Option<Vec<String>>,
@@ -164,17 +166,23 @@ pub struct Run {
     pub status: RunStatus,
     /// When the event happened: Stripe's `created`, or when the run opened
     /// until Stripe's delivery says. Orders events of one subscription.
+    #[serde(with = "crate::time::millis")]
     pub event_created_at: DateTime<Utc>,
     /// The newer run that replaced what this one expected.
     pub superseded_by: Option<Uuid>,
     /// When Assay starts probing the app for this run; `None`: no probe.
     pub probe_start: Option<ProbeStart>,
+    #[serde(with = "crate::time::millis")]
     pub opened_at: DateTime<Utc>,
+    #[serde(with = "crate::time::millis")]
     pub reconciled_due_at: DateTime<Utc>,
+    #[serde(with = "crate::time::millis")]
     pub access_due_at: DateTime<Utc>,
     /// The deadline of the next stage the run is waiting for; null once the
     /// run has ended. The sweeper reads only this column (through an index).
+    #[serde(default, with = "crate::time::millis::option")]
     pub deadline_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::time::millis::option")]
     pub closed_at: Option<DateTime<Utc>>,
     /// The failure drill this run belongs to, if it is a drill's.
     pub drill_id: Option<Uuid>,
@@ -292,11 +300,6 @@ impl Realm {
     }
 }
 
-/// A time as runs and incidents show it: RFC 3339, UTC, milliseconds.
-pub(crate) fn rfc3339(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// `at` plus `d`, saturating at the last instant chrono knows: a huge
 /// setting (`300000y` passes the loader) must not overflow, which panics.
 pub fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -358,9 +361,9 @@ impl Run {
                 "expected_plan": run.expected_plan,
                 "expected_plan_reason": run.expected_plan_reason,
                 "expected_features": run.expected_features,
-                "keep_access_until": run.keep_access_until.as_ref().map(rfc3339),
-                "reconciled_due_at": rfc3339(&run.reconciled_due_at),
-                "access_asserted_due_at": rfc3339(&run.access_due_at),
+                "keep_access_until": run.keep_access_until.as_ref().map(crate::time::rfc3339),
+                "reconciled_due_at": crate::time::rfc3339(&run.reconciled_due_at),
+                "access_asserted_due_at": crate::time::rfc3339(&run.access_due_at),
             }),
         };
         (run, entry)

@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{Outcome, Run, RunStatus, Source, TimelineEntry, rfc3339};
+use super::{Outcome, Run, RunStatus, Source, TimelineEntry};
+use crate::time::rfc3339;
 
 /// What a run is about, for ordering its events: its subscription, or its
 /// customer when the event names no subscription.

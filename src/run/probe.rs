@@ -22,6 +22,7 @@ named_enum! {
 /// One probe of the app's access endpoint, as recorded on the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProbeAttempt {
+    #[serde(with = "crate::time::millis")]
     pub at: DateTime<Utc>,
     pub duration_ms: i64,
     /// The URL probed, without query string (which may carry a token).

@@ -144,7 +144,7 @@ impl DrillRunner {
                         .expected_plan
                         .as_deref()
                         .unwrap_or("(from the app's report)"),
-                    detail.run.access_due_at.to_rfc3339()
+                    crate::time::rfc3339(&detail.run.access_due_at)
                 )))
             }
             Err(StoreError::NotFound(_)) if now < after(drill.step_started_at, RUN_WAIT) => {
@@ -211,7 +211,7 @@ impl DrillRunner {
         }
         Ok(StepOutcome::Passed(format!(
             "`reconciled` reported; the run waits for access until {}",
-            run.access_due_at.to_rfc3339()
+            crate::time::rfc3339(&run.access_due_at)
         )))
     }
 
@@ -295,7 +295,7 @@ impl DrillRunner {
             format!(
                 "no incident {} after the access deadline ({}); the run is still {}",
                 seconds(drill.timings.sweep_grace()),
-                detail.run.access_due_at.to_rfc3339(),
+                crate::time::rfc3339(&detail.run.access_due_at),
                 detail.run.status
             ),
             format!(

@@ -303,6 +303,24 @@ async fn the_worked_example_reads_at_a_glance_on_a_phone(backend: Backend) {
     assert_eq!(mismatch, "✗ saw starter, expected pro");
     assert!(text_of(&browser, "tbody .age").await.starts_with("opened "));
     fits_the_window(&browser, "the runs page").await;
+    // The figures leave the runs themselves on the first screen.
+    let top = browser
+        .execute(
+            "return [document.querySelector('.strip').getBoundingClientRect().height, \
+             document.querySelector('table').getBoundingClientRect().top, window.innerHeight];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (strip, table, window) = (
+        top[0].as_f64().unwrap(),
+        top[1].as_f64().unwrap(),
+        top[2].as_f64().unwrap(),
+    );
+    assert!(
+        strip <= window / 5.0 && table <= window * 0.6,
+        "the runs page's figures take {strip} px and the table starts at {table} px of {window}"
+    );
     screenshot(&browser, &format!("{name}-phone-runs")).await;
 
     // The deadline passes (moved to now, not waited for): the failed row

@@ -10,7 +10,8 @@ other, each with the variables the blocks before it set. What the README
 says each step shows is checked: the delivery's answer, the incident and
 its evidence field for field against the README's JSON, the alerts the
 receiver prints, the resolution, and the dashboard after signing in with
-the admin token. It stops by itself, within a few minutes, and exits
+the admin token. The example's ports (8080, 9000) are used when free; when
+either is taken, two free ports stand in for them throughout. It stops by itself, within a few minutes, and exits
 non-zero naming the first step that did not do what the README says.
 """
 
@@ -29,7 +30,7 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = "http://127.0.0.1:8080"
+BASE = "http://127.0.0.1:8080"  # moved by main() when the ports are taken
 # Times and ids differ from run to run; everything else must match.
 VARYING = {"deadline_at"}
 
@@ -63,6 +64,12 @@ def port_free(port):
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def assignments(block):
     """The block's lines that set a shell variable (for the blocks after)."""
     return "\n".join(
@@ -87,10 +94,19 @@ def main():
     binary = os.path.abspath(sys.argv[1])
     if not os.access(binary, os.X_OK):
         fail(f"{binary} is not an executable; build it with cargo build --release")
-    for port in (8080, 9000):
-        if not port_free(port):
-            fail(f"port {port}, which the README's example uses, is taken")
     shells, jsons = example()
+    # The README's ports when they are free; else two free ones, put in
+    # their place wherever the example names them.
+    global BASE
+    ports = {8080: 8080, 9000: 9000}
+    if not all(port_free(port) for port in ports):
+        ports = {port: free_port() for port in ports}
+        print(f"readme_walkthrough: ports 8080 and 9000 are taken; using {ports[8080]} and {ports[9000]}")
+        def moved(text):
+            return re.sub(r"\b(8080|9000)\b", lambda m: str(ports[int(m.group(1))]), text)
+        shells = [moved(block) for block in shells]
+        jsons = [moved(block) for block in jsons]
+    BASE = f"http://127.0.0.1:{ports[8080]}"
     if len(shells) < 6:
         fail(f"the worked example has {len(shells)} sh blocks, not the 6 this walk expects")
     receiver_block, serve_block, deliver_block, report_block, incidents_block, resolve_block = shells[:6]
@@ -102,6 +118,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = tempfile.mkdtemp(prefix="assay-readme-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
+    if ports[8080] != 8080:
+        env["ASSAY_BIND"] = f"127.0.0.1:{ports[8080]}"
     children = []
     try:
         # The children write in append mode and this script reads through
@@ -122,7 +140,7 @@ def main():
             except OSError:
                 return False
         wait_for("assay serve to be ready", ready, timeout=60)
-        wait_for("the receiver to listen", lambda: not port_free(9000), timeout=30)
+        wait_for("the receiver to listen", lambda: not port_free(ports[9000]), timeout=30)
         def said_by_serve():
             text = read(os.path.join(work, "serve.log"))
             return text if "nothing is missing" in text or "missing or doubtful" in text else None

@@ -132,10 +132,7 @@ impl ChannelSender {
             Failed(
                 None,
                 if e.is_timeout() {
-                    format!(
-                        "timed out after {}",
-                        humantime::format_duration(self.timeout)
-                    )
+                    format!("timed out after {}", crate::time::written(self.timeout))
                 } else {
                     chain(&e)
                 },
@@ -181,7 +178,7 @@ impl ChannelSender {
                 None,
                 format!(
                     "SMTP: timed out after {}",
-                    humantime::format_duration(self.timeout)
+                    crate::time::written(self.timeout)
                 ),
             )),
             Ok(Ok(response)) => Ok(Some(u16::from(response.code()))),

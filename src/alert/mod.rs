@@ -335,9 +335,9 @@ impl fmt::Display for RetryPolicy {
         write!(
             f,
             "{} doubling to {}, giving up after {}",
-            humantime::format_duration(self.initial),
-            humantime::format_duration(self.max),
-            humantime::format_duration(self.give_up_after)
+            crate::time::written(self.initial),
+            crate::time::written(self.max),
+            crate::time::written(self.give_up_after)
         )
     }
 }

@@ -128,7 +128,7 @@ impl AlertSender {
                 channel = %job.delivery.channel,
                 error = ?attempt.error,
                 "alert delivery is dead: gave up after {}",
-                humantime::format_duration(self.settings.retry.give_up_after)
+                crate::time::written(self.settings.retry.give_up_after)
             ),
             DeliveryOutcome::Failed { attempt, .. } => tracing::warn!(
                 delivery_id = %job.delivery.id,

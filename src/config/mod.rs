@@ -428,8 +428,8 @@ impl Config {
         {
             errors.push(format!(
                 "ASSAY_ALERT_TIMEOUT ({}) must be shorter than ASSAY_LEASE_DURATION ({}), or a slow send could be claimed and sent twice",
-                humantime::format_duration(alerts.timeout),
-                humantime::format_duration(lease)
+                crate::time::written(alerts.timeout),
+                crate::time::written(lease)
             ));
         }
 

@@ -134,8 +134,8 @@ pub(super) fn check_project(
         errors.push(format!(
             "{what}: ASSAY_PROBE_TIMEOUT ({}) must be shorter than ASSAY_LEASE_DURATION ({}), \
              or a slow probe could be claimed and sent twice",
-            humantime::format_duration(probe.timeout),
-            humantime::format_duration(lease)
+            crate::time::written(probe.timeout),
+            crate::time::written(lease)
         ));
     }
     let paused_keeps_access = boolean(

@@ -359,7 +359,7 @@ impl Drill {
                 detail: format!(
                     "the drill was still at step {} {} after it started",
                     self.step,
-                    humantime::format_duration(Duration::from_secs(limit.as_secs()))
+                    crate::time::written(Duration::from_secs(limit.as_secs()))
                 ),
                 fix: "see the replicas' logs: a step kept failing (is the database reachable?)"
                     .to_owned(),

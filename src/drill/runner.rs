@@ -35,7 +35,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const INGEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn seconds(d: Duration) -> String {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+    crate::time::written(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
 fn failed(link: BrokenLink, detail: impl Into<String>, fix: impl Into<String>) -> StepOutcome {

@@ -216,10 +216,7 @@ impl ProbeClient {
         let mut response = request.send().await.map_err(|e| {
             let e = e.without_url();
             Failure::new(if e.is_timeout() {
-                format!(
-                    "timed out after {}",
-                    humantime::format_duration(config.timeout)
-                )
+                format!("timed out after {}", crate::time::written(config.timeout))
             } else if e.is_redirect() {
                 chain(&e)
             } else if e.is_connect() {
@@ -249,7 +246,7 @@ impl ProbeClient {
                 fail(if e.is_timeout() {
                     format!(
                         "timed out after {} reading the body",
-                        humantime::format_duration(config.timeout)
+                        crate::time::written(config.timeout)
                     )
                 } else {
                     format!("the body could not be read: {}", chain(&e))

@@ -96,9 +96,9 @@ impl fmt::Display for ProbeSchedule {
         write!(
             f,
             "{} doubling to {}, and for {} after a run failed",
-            humantime::format_duration(self.initial),
-            humantime::format_duration(self.max),
-            humantime::format_duration(self.resolve_window)
+            crate::time::written(self.initial),
+            crate::time::written(self.max),
+            crate::time::written(self.resolve_window)
         )
     }
 }

@@ -377,8 +377,8 @@ impl ProbeConfig {
         {
             error(format!(
                 "ASSAY_PROBE_MAX_INTERVAL ({}) is shorter than ASSAY_PROBE_INTERVAL ({})",
-                humantime::format_duration(max),
-                humantime::format_duration(initial)
+                crate::time::written(max),
+                crate::time::written(initial)
             ));
         }
         if let (Some(max), Some(resolve_window)) = (max, resolve_window)
@@ -386,8 +386,8 @@ impl ProbeConfig {
         {
             error(format!(
                 "ASSAY_PROBE_RESOLVE_WINDOW ({}) is shorter than ASSAY_PROBE_MAX_INTERVAL ({}): a failed run would not be probed again",
-                humantime::format_duration(resolve_window),
-                humantime::format_duration(max)
+                crate::time::written(resolve_window),
+                crate::time::written(max)
             ));
         }
         if let (Some(timeout), Some(connect_timeout)) = (timeout, connect_timeout)
@@ -395,8 +395,8 @@ impl ProbeConfig {
         {
             error(format!(
                 "ASSAY_PROBE_CONNECT_TIMEOUT ({}) is longer than ASSAY_PROBE_TIMEOUT ({}), which bounds the whole probe",
-                humantime::format_duration(connect_timeout),
-                humantime::format_duration(timeout)
+                crate::time::written(connect_timeout),
+                crate::time::written(timeout)
             ));
         }
         let [initial, max, resolve_window, timeout, connect_timeout] =

@@ -276,10 +276,13 @@ pub fn parse_duration(what: &str, text: &str, errors: &mut Vec<String>) -> Optio
         Ok(d) => Some(d),
         Err(e) => {
             let why = match e {
+                humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+                    ": a number needs its unit".to_owned()
+                }
                 humantime::DurationError::UnknownUnit { unit, .. } => {
                     format!(": `{unit}` is not a unit")
                 }
-                humantime::DurationError::NumberOverflow => ": too long".to_owned(),
+                humantime::DurationError::NumberOverflow => ": too long or too fine".to_owned(),
                 _ => String::new(),
             };
             errors.push(format!(

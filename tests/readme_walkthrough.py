@@ -11,8 +11,9 @@ says each step shows is checked: the delivery's answer, the incident and
 its evidence field for field against the README's JSON, the alerts the
 receiver prints, the resolution, and the dashboard after signing in with
 the admin token. The example's ports (8080, 9000) are used when free; when
-either is taken, two free ports stand in for them throughout. It stops by itself, within a few minutes, and exits
-non-zero naming the first step that did not do what the README says.
+either is taken, two free ports stand in for them throughout. It stops by
+itself, within a few minutes, and exits non-zero naming the first step
+that did not do what the README says.
 """
 
 import http.cookiejar
@@ -64,10 +65,16 @@ def port_free(port):
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count):
+    """`count` distinct free ports: each socket is held until all are bound."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def assignments(block):
@@ -100,7 +107,7 @@ def main():
     global BASE
     ports = {8080: 8080, 9000: 9000}
     if not all(port_free(port) for port in ports):
-        ports = {port: free_port() for port in ports}
+        ports = dict(zip(ports, free_ports(2)))
         print(f"readme_walkthrough: ports 8080 and 9000 are taken; using {ports[8080]} and {ports[9000]}")
         def moved(text):
             return re.sub(r"\b(8080|9000)\b", lambda m: str(ports[int(m.group(1))]), text)

@@ -364,7 +364,7 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
         "status": incident.status,
         "project": incident.project,
         "workflow": incident.workflow,
-        "opened_at": incident.opened_at,
+        "opened_at": crate::time::rfc3339(&incident.opened_at),
         "resolution": incident.resolution,
         "summary": cut_to(&e.summary, SUMMARY_LIMIT),
         "customer": shown(e.customer_id.as_deref(), None, "unknown customer"),

@@ -128,7 +128,7 @@ fn merged<'a>(layers: impl IntoIterator<Item = &'a Layer>) -> Figment {
         .fold(Figment::new(), |figment, layer| figment.merge(layer))
 }
 
-/// The most problems one read reports: each costs one more read.
+/// The most problems one read of a table reports: each costs one more read.
 const MAX_PROBLEMS: usize = 100;
 
 /// Reads `T` from `layers`: the tables at the key paths `focus` (the root
@@ -136,12 +136,13 @@ const MAX_PROBLEMS: usize = 100;
 /// one line each. A key that is unknown or whose value does not fit is
 /// reported, taken out of the layer that gave it and the rest read again,
 /// so that one problem does not hide the next; `None` once a problem has
-/// no key to take out.
+/// no key to take out, or after [`MAX_PROBLEMS`].
 pub(super) fn extract<T: serde::de::DeserializeOwned>(
     layers: &mut [Layer],
     focus: &[String],
     errors: &mut Vec<String>,
 ) -> Option<T> {
+    let mut taken = TakenElements::default();
     for _ in 0..MAX_PROBLEMS {
         let figment = merged(layers.iter());
         let focused = if focus.is_empty() {
@@ -162,28 +163,87 @@ pub(super) fn extract<T: serde::de::DeserializeOwned>(
                 .iter_mut()
                 .find(|layer| source.as_deref() == Some(layer.name.as_str()));
             // The innermost focus that holds the key is where it was given.
-            let taken_from = layer.and_then(|layer| {
-                focus
+            let held = layer.and_then(|layer| {
+                let at = focus
                     .iter()
                     .rev()
                     .map(String::as_str)
                     .chain(focus.is_empty().then_some(""))
-                    .find(|at| layer.remove(&key_path(at, &problem.path)))
+                    .find(|at| layer.has(&key_path(at, &problem.path)))?;
+                Some((key_path(at, &problem.path), layer))
             });
-            let at = taken_from
-                .or(focus.last().map(String::as_str))
-                .unwrap_or("");
-            let line = describe(&problem, source, &key_path(at, &problem.path));
+            let line = match held {
+                Some((path, layer)) => {
+                    let line = describe(&problem, &layer.name, &taken.original(&layer.name, &path));
+                    taken.record(&layer.name, &path);
+                    layer.remove(&path);
+                    line
+                }
+                None => {
+                    every_one_taken_out = false;
+                    let at = focus.last().map(String::as_str).unwrap_or("");
+                    describe(
+                        &problem,
+                        source.as_deref().unwrap_or("the configuration"),
+                        &key_path(at, &problem.path),
+                    )
+                }
+            };
             if !errors.contains(&line) {
                 errors.push(line);
             }
-            every_one_taken_out &= taken_from.is_some();
         }
         if !every_one_taken_out {
             return None;
         }
     }
+    errors.push(format!(
+        "more than {MAX_PROBLEMS} problems in one table: the rest are not listed"
+    ));
     None
+}
+
+/// The array elements taken out of the layers so far, so that the elements
+/// after one are still named by their place in the file.
+#[derive(Default)]
+struct TakenElements(Vec<(String, Vec<String>, usize)>);
+
+impl TakenElements {
+    /// `path` in `layer` as the file gives it: each index moved past the
+    /// elements taken out before it.
+    fn original(&self, layer: &str, path: &[String]) -> Vec<String> {
+        let mut original: Vec<String> = Vec::with_capacity(path.len());
+        for segment in path {
+            let Ok(mut index) = segment.parse::<usize>() else {
+                original.push(segment.clone());
+                continue;
+            };
+            let mut before: Vec<usize> = self
+                .0
+                .iter()
+                .filter(|(l, array, _)| l == layer && *array == original)
+                .map(|(_, _, i)| *i)
+                .collect();
+            before.sort_unstable();
+            for taken in before {
+                if taken <= index {
+                    index += 1;
+                }
+            }
+            original.push(index.to_string());
+        }
+        original
+    }
+
+    /// Notes that the key at `path` is taken out, if it is an element.
+    fn record(&mut self, layer: &str, path: &[String]) {
+        let original = self.original(layer, path);
+        if let Some((last, array)) = original.split_last()
+            && let Ok(index) = last.parse::<usize>()
+        {
+            self.0.push((layer.to_owned(), array.to_vec(), index));
+        }
+    }
 }
 
 /// The key `path` under the dotted key path `at`.
@@ -196,6 +256,27 @@ fn key_path(at: &str, path: &[String]) -> Vec<String> {
 }
 
 impl Layer {
+    /// Whether the layer holds the key at `path` (a table's key, or an
+    /// array's index).
+    fn has(&self, path: &[String]) -> bool {
+        let mut value = None::<&toml::Value>;
+        for key in path {
+            let next = match value {
+                None => self.table.get(key.as_str()),
+                Some(toml::Value::Table(table)) => table.get(key.as_str()),
+                Some(toml::Value::Array(items)) => {
+                    key.parse::<usize>().ok().and_then(|i| items.get(i))
+                }
+                Some(_) => None,
+            };
+            match next {
+                Some(next) => value = Some(next),
+                None => return false,
+            }
+        }
+        value.is_some()
+    }
+
     /// Takes the key at `path` (a table's key, or an array's index) out of
     /// the layer; whether it was there.
     fn remove(&mut self, path: &[String]) -> bool {
@@ -235,8 +316,7 @@ fn child<'v>(value: &'v mut toml::Value, key: &str) -> Option<&'v mut toml::Valu
 
 /// One problem as a line: the source that gave the value (a file's path, a
 /// variable's name), the key, and what is wrong.
-fn describe(problem: &figment::Error, source: Option<String>, key: &[String]) -> String {
-    let source = source.unwrap_or_else(|| "the configuration".to_owned());
+fn describe(problem: &figment::Error, source: &str, key: &[String]) -> String {
     // figment's own words for an unknown key quote the list of known ones
     // twice over; say it as an operator reads it.
     let what = match &problem.kind {

@@ -259,8 +259,32 @@ impl Config {
             }
         }
         let mut layers = sources_in_order;
+        // A misspelled variable may be why a setting is missing: those
+        // Assay does not read are listed after the errors when it refuses.
+        let unknown_variables = || {
+            let known: Vec<String> = GLOBAL_KEYS
+                .iter()
+                .map(|key| variable("", key))
+                .chain(project_variables().into_iter().map(|(name, _)| name))
+                .chain(channel_variables.iter().map(|name| (*name).to_owned()))
+                // Variables a probe header names as `${NAME}` are read too.
+                .chain(review::referenced_variables(
+                    std::iter::once(file_text.as_str())
+                        .chain(sources.env.values().map(String::as_str)),
+                ))
+                .collect();
+            review::unknown_variables(sources.env, &known)
+        };
+        let refused = |errors: Vec<String>, unknown: Vec<String>| {
+            ConfigError(
+                errors
+                    .into_iter()
+                    .chain(unknown.into_iter().map(|line| format!("also: {line}")))
+                    .collect(),
+            )
+        };
         let Some(global) = layers::extract::<RawGlobal>(&mut layers, &[], &mut errors) else {
-            return Err(ConfigError(errors));
+            return Err(refused(errors, unknown_variables()));
         };
 
         let bind_text = global.bind.clone().unwrap_or_default();
@@ -448,17 +472,7 @@ impl Config {
             }
         }
 
-        let known: Vec<String> = GLOBAL_KEYS
-            .iter()
-            .map(|key| variable("", key))
-            .chain(project_variables().into_iter().map(|(name, _)| name))
-            .chain(channel_variables.iter().map(|name| (*name).to_owned()))
-            // Variables a probe header names as `${NAME}` are read too.
-            .chain(review::referenced_variables(
-                std::iter::once(file_text.as_str()).chain(sources.env.values().map(String::as_str)),
-            ))
-            .collect();
-        let unknown_variables = review::unknown_variables(sources.env, &known);
+        let unknown_variables = unknown_variables();
 
         let shown = toml::to_string(&Shown {
             global: &global,
@@ -496,10 +510,7 @@ impl Config {
                 config.warnings = review::warnings(&config, unknown_variables);
                 config
             }),
-            // A misspelled variable may be why a setting is missing.
-            _ => Err(ConfigError(
-                errors.into_iter().chain(unknown_variables).collect(),
-            )),
+            _ => Err(refused(errors, unknown_variables)),
         }
     }
 

@@ -463,10 +463,10 @@ fn an_unknown_key_hides_no_other_problem() {
         "`projects.acme.planmap`",
         "did you mean `plan_map`?",
         "`projects.acme.drill`",
-        "deadline_reconciled",
+        "ASSAY_DEADLINE_RECONCILED / deadline_reconciled: `soon` is not a duration",
         "`projects.acme.channels.0.urll`",
         "`projects.globex.customer_idd`",
-        "ASSAY_DEADLINE_RECONCILD is not a variable Assay reads; did you mean ASSAY_DEADLINE_RECONCILED?",
+        "also: ASSAY_DEADLINE_RECONCILD is not a variable Assay reads; did you mean ASSAY_DEADLINE_RECONCILED?",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
@@ -475,5 +475,46 @@ fn an_unknown_key_hides_no_other_problem() {
         1,
         "a key beneath every project is reported once:\n{err}"
     );
-    assert!(!err.contains("Some("), "no library text:\n{err}");
+}
+
+/// Elements after one taken out are still named by their place in the
+/// file, and each one's problem is reported.
+#[test]
+fn each_broken_element_of_an_array_is_named_by_its_place() {
+    let file = r#"
+        [[operators]]
+        name = "ana"
+        [[operators]]
+        name = "ben"
+        [[operators]]
+        name = "cy"
+        token_sha256 = "not hex"
+        [[operators]]
+        nam = "dee"
+        token_sha256 = "00"
+    "#;
+    let err = load(Some(file), &[]).unwrap_err().to_string();
+    for expected in [
+        "`operators.0`: missing field `token_sha256`",
+        "`operators.1`: missing field `token_sha256`",
+        "`operators.3.nam`: not a key Assay knows",
+        "operators: `cy`: token_sha256 must be 64 hex characters",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn a_duration_without_its_unit_is_told_so() {
+    let err = load(None, &[("ASSAY_DEADLINE_RECONCILED", "30")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`30` is not a duration: a number needs its unit; use e.g."),
+        "{err}"
+    );
+    let err = load(None, &[("ASSAY_DEADLINE_RECONCILED", "30 parsecs")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`parsecs` is not a unit"), "{err}");
 }

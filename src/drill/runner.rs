@@ -34,10 +34,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The longest a drill's webhook request may take.
 const INGEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn seconds(d: Duration) -> String {
-    crate::time::written(Duration::from_millis(d.as_millis() as u64)).to_string()
-}
-
 fn failed(link: BrokenLink, detail: impl Into<String>, fix: impl Into<String>) -> StepOutcome {
     StepOutcome::Failed {
         link,

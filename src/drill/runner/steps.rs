@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-use super::{DrillRunner, RUN_WAIT, WAIT_POLL, failed, lost, seconds};
+use super::{DrillRunner, RUN_WAIT, WAIT_POLL, failed, lost};
 use crate::alert::templates::Message;
 use crate::alert::{AlertEvent, DeliveryStatus};
 use crate::config::ProjectConfig;
@@ -155,7 +155,7 @@ impl DrillRunner {
                 format!(
                     "the webhook was accepted, but no run for {} appeared in this Assay's database within {}",
                     drill.event_id,
-                    seconds(RUN_WAIT)
+                    crate::time::written(RUN_WAIT)
                 ),
                 "the ingest URL reaches an Assay with another database: point ASSAY_DRILL_INGEST_URL at the Assay that shares this database",
             )),
@@ -277,7 +277,7 @@ impl DrillRunner {
             return Ok(StepOutcome::Passed(format!(
                 "incident {} opened {} after the deadline: {}",
                 incident.id,
-                seconds(late),
+                crate::time::span(i64::try_from(late.as_millis()).unwrap_or(i64::MAX)),
                 incident.title
             )));
         }
@@ -294,13 +294,13 @@ impl DrillRunner {
             BrokenLink::SweeperLate,
             format!(
                 "no incident {} after the access deadline ({}); the run is still {}",
-                seconds(drill.timings.sweep_grace()),
+                crate::time::written(drill.timings.sweep_grace()),
                 crate::time::rfc3339(&detail.run.access_due_at),
                 detail.run.status
             ),
             format!(
                 "the sweeper opens incidents on ASSAY_SWEEP_SCHEDULE, {schedule}: make sure a replica sweeps, at intervals shorter than the drill's sweep grace ({}), and that its sweeps succeed (see its log)",
-                seconds(drill.timings.sweep_grace())
+                crate::time::written(drill.timings.sweep_grace())
             ),
         ))
     }
@@ -445,7 +445,7 @@ impl DrillRunner {
             BrokenLink::AlertNotDelivered,
             format!(
                 "within {} of the incident: {}",
-                seconds(drill.timings.alert_timeout()),
+                crate::time::written(drill.timings.alert_timeout()),
                 waiting.join("; ")
             ),
             fix,

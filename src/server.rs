@@ -28,10 +28,30 @@ use crate::worker;
 use std::collections::HashMap;
 
 /// Runs until `shutdown` fires, on a listener the caller bound (tests bind
-/// port 0). Migrations are applied before the first request is accepted.
+/// port 0), and on `metrics_bind` for `/metrics` when the configuration
+/// names one. Migrations are applied before the first request is accepted.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics_listener = match config.metrics_bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for /metrics: {e}"))?,
+        ),
+        None => None,
+    };
+    serve_on(config, listener, metrics_listener, shutdown).await
+}
+
+/// [`serve`] on listeners the caller bound: `metrics_listener` serves
+/// `/metrics`, which the main listener then does not.
+pub async fn serve_on(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     crate::install_crypto_provider();
@@ -102,11 +122,25 @@ pub async fn serve(
         sweep_schedule = %config.sweep.schedule_text,
         "assay is serving"
     );
-    let app = app(AppState {
+    let state = AppState {
         config,
         store,
         metrics,
-    });
+    };
+    let metrics_task = match metrics_listener {
+        Some(metrics_listener) => {
+            tracing::info!(addr = %metrics_listener.local_addr()?, "/metrics is served here");
+            let router = api::metrics_router(state.clone());
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(metrics_listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
+    let app = app(state);
     // The client's address: the dashboard locks out repeated failed sign-ins
     // per address.
     let served = axum::serve(
@@ -120,6 +154,9 @@ pub async fn serve(
     let _ = prober_task.await;
     let _ = alert_task.await;
     let _ = drill_task.await;
+    if let Some(task) = metrics_task {
+        task.await??;
+    }
     served?;
     Ok(())
 }
@@ -128,8 +165,22 @@ pub async fn serve(
 /// methods stand for the whole router) and the dashboard, under one request
 /// timeout and one trace span per request.
 pub fn app(state: AppState) -> Router {
+    let metrics_elsewhere = state.config.metrics_bind.is_some();
     api::router(state.clone())
         .merge(dashboard::router(state))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                // On its own listener, /metrics is not served here.
+                if metrics_elsewhere && request.uri().path() == "/metrics" {
+                    return axum::response::IntoResponse::into_response(api::ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "no such endpoint: /metrics is served on ASSAY_METRICS_BIND",
+                    ));
+                }
+                next.run(request).await
+            },
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

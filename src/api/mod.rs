@@ -99,6 +99,20 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented().split_for_parts().1
 }
 
+/// `/metrics` alone, for the listener of `ASSAY_METRICS_BIND`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this listener serves /metrics only",
+            )
+        })
+        .with_state(state)
+}
+
 /// The API's routes, with the contract's error answers for paths and
 /// methods it does not know.
 pub fn router(state: AppState) -> Router {
@@ -169,14 +183,7 @@ impl FromRequestParts<AppState> for ApiProject {
     }
 }
 
-/// The longest id, plan name or filter value we accept.
-pub const MAX_FIELD_LEN: usize = 255;
-
-/// Ids, plan names and filters: 1 to 255 characters, none of them control
-/// characters (PostgreSQL cannot even store a NUL).
-pub fn is_clean_field(value: &str) -> bool {
-    !value.trim().is_empty() && value.len() <= MAX_FIELD_LEN && !value.chars().any(char::is_control)
-}
+pub use crate::run::{MAX_FIELD_LEN, is_clean_field};
 
 /// A `{run}` path segment. One that no run could have answers 404, like an
 /// unknown run.

@@ -29,7 +29,7 @@ use crate::alert::settings::{AlertSettings, RawAlerts};
 use crate::probe::worker::ProberSettings;
 pub use crate::settings::ApiKeyHash;
 pub use crate::settings::{Secret, redact_url};
-use crate::settings::{duration_or, parse_duration, whole_number};
+use crate::settings::{TextOrList, duration_or, parse_duration, whole_number};
 use crate::store::{DatabaseSettings, is_postgres};
 
 pub const DEFAULT_PROJECT: &str = "default";
@@ -39,8 +39,10 @@ pub const MAX_SWEEP_BATCH: u32 = 10_000;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 10;
 
 /// The process-wide keys: each has the variable `ASSAY_<KEY>`.
-const GLOBAL_KEYS: [&str; 19] = [
+const GLOBAL_KEYS: [&str; 21] = [
     "bind",
+    "metrics_bind",
+    "trusted_proxies",
     "database_url",
     "database_max_connections",
     "database_statement_timeout",
@@ -103,6 +105,10 @@ pub struct SweepConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// `/metrics` on a listener of its own, and not on `bind`.
+    pub metrics_bind: Option<SocketAddr>,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub database: DatabaseSettings,
     pub admin_token: Option<Secret>,
     /// Named dashboard operators, each with the SHA-256 of their token.
@@ -295,6 +301,36 @@ impl Config {
                 ))
             })
             .ok();
+        let metrics_bind = global.metrics_bind.as_deref().and_then(|text| {
+            SocketAddr::from_str(text.trim())
+                .map_err(|_| {
+                    errors.push(format!(
+                        "ASSAY_METRICS_BIND / metrics_bind: `{text}` is not an address:port such as 127.0.0.1:9464"
+                    ))
+                })
+                .ok()
+        });
+        if metrics_bind.is_some() && metrics_bind == bind {
+            errors.push(
+                "ASSAY_METRICS_BIND / metrics_bind: must differ from ASSAY_BIND / bind".to_owned(),
+            );
+        }
+        let mut trusted_proxies = Vec::new();
+        for text in global
+            .trusted_proxies
+            .as_ref()
+            .map(TextOrList::items)
+            .unwrap_or_default()
+        {
+            match text.parse::<ipnet::IpNet>().or_else(|_| {
+                text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)
+            }) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => errors.push(format!(
+                    "ASSAY_TRUSTED_PROXIES / trusted_proxies: `{text}` is not an address or CIDR block such as 10.0.0.0/8"
+                )),
+            }
+        }
         let database_url = global
             .database_url
             .as_ref()
@@ -483,6 +519,8 @@ impl Config {
         match (bind, schedule) {
             (Some(bind), Some(schedule)) if errors.is_empty() => Ok(Config {
                 bind,
+                metrics_bind,
+                trusted_proxies,
                 database: DatabaseSettings {
                     url: database_url,
                     max_connections,

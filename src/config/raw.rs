@@ -20,6 +20,11 @@ use crate::settings::{CredentialUrl, Scalar, Secret, TextOrList, TextOrTable, te
 pub(super) struct RawGlobal {
     #[serde(default, deserialize_with = "text")]
     pub bind: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub metrics_bind: Option<String>,
+    /// A list, or the comma-separated text of ASSAY_TRUSTED_PROXIES.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<TextOrList>,
     #[serde(default)]
     pub database_url: Option<CredentialUrl>,
     #[serde(default)]

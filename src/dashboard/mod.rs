@@ -102,7 +102,27 @@ pub fn router(app: AppState) -> Router {
         .route("/drills", get(drills_page).post(start_drill))
         // Forms are a few fields.
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(dashboard)
+}
+
+/// What every dashboard answer carries, its error pages and redirects
+/// included: never cached (pages hold customers' data), never framed, no
+/// script, forms only to Assay, no referrer sent elsewhere, and no content
+/// sniffed into another type.
+async fn security_headers(mut response: Response) -> Response {
+    const POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
 }
 
 impl Dashboard {
@@ -120,18 +140,14 @@ impl Dashboard {
             context["csrf"] = json!(session.csrf_token);
         }
         match self.views.render(template, &context) {
-            Ok(html) => (
-                [
-                    (header::CACHE_CONTROL, "no-store"),
-                    (header::X_FRAME_OPTIONS, "DENY"),
-                    (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"),
-                ],
-                Html(html),
-            )
-                .into_response(),
+            Ok(html) => Html(html).into_response(),
             Err(e) => {
                 tracing::error!(template, error = %e, "rendering a dashboard page failed");
-                PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; the error is logged").into_response()
+                PageError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong; the error is logged",
+                )
+                .into_response()
             }
         }
     }
@@ -200,6 +216,7 @@ async fn signin(
     Form(form): Form<SignInForm>,
 ) -> PageResult {
     let next = auth::safe_next(form.next.as_deref());
+    let client = auth::client_address(peer.ip(), &headers, &d.app.config.trusted_proxies);
     let page = |status: StatusCode, error: String| {
         let mut response = d.render(
             "signin",
@@ -209,7 +226,7 @@ async fn signin(
         *response.status_mut() = status;
         response
     };
-    if let Some(wait) = d.lockout.locked(peer.ip()) {
+    if let Some(wait) = d.lockout.locked(client) {
         return Ok(page(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -219,8 +236,8 @@ async fn signin(
         ));
     }
     let Some(operator) = d.app.config.operator_for_token(&form.token) else {
-        d.lockout.failed(peer.ip());
-        tracing::warn!(client = %peer.ip(), "a dashboard sign-in failed");
+        d.lockout.failed(client);
+        tracing::warn!(%client, "a dashboard sign-in failed");
         let message = if d.app.config.admin_token.is_none() && d.app.config.operators.is_empty() {
             "Sign-in is off: set ASSAY_ADMIN_TOKEN or list operators in the config file."
         } else {
@@ -228,7 +245,7 @@ async fn signin(
         };
         return Ok(page(StatusCode::UNAUTHORIZED, message.to_owned()));
     };
-    d.lockout.succeeded(peer.ip());
+    d.lockout.succeeded(client);
     let value = auth::random_token();
     let now = crate::now();
     let session = crate::store::DashboardSession {

@@ -300,6 +300,18 @@ impl Realm {
     }
 }
 
+/// The longest id, plan name or filter value Assay accepts, from Stripe or
+/// from the app: PostgreSQL cannot index a value of a few KiB, and no
+/// Stripe id comes near it.
+pub const MAX_FIELD_LEN: usize = 255;
+
+/// An id, plan name or filter value, whoever gives it: 1 to 255 characters,
+/// not only spaces, none of them control characters (which no terminal,
+/// page or filter shows faithfully; PostgreSQL cannot even store a NUL).
+pub fn is_clean_field(value: &str) -> bool {
+    !value.trim().is_empty() && value.len() <= MAX_FIELD_LEN && !value.chars().any(char::is_control)
+}
+
 /// `at` plus `d`, saturating at the last instant chrono knows: a huge
 /// setting (`300000y` passes the loader) must not overflow, which panics.
 pub fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {

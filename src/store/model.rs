@@ -22,12 +22,15 @@ pub const DEFAULT_PAGE: u32 = 50;
 pub enum RunRef {
     Id(Uuid),
     EventId(String),
+    /// Text shaped like a UUID: a run's id, or else an event id that
+    /// happens to look like one (an app may open runs under any id).
+    IdOrEventId(Uuid, String),
 }
 
 impl RunRef {
     pub fn parse(text: &str) -> RunRef {
         match Uuid::parse_str(text) {
-            Ok(id) => RunRef::Id(id),
+            Ok(id) => RunRef::IdOrEventId(id, text.to_owned()),
             Err(_) => RunRef::EventId(text.to_owned()),
         }
     }
@@ -228,7 +231,10 @@ mod tests {
     #[test]
     fn run_refs_tell_uuids_from_event_ids() {
         let id = Uuid::now_v7();
-        assert_eq!(RunRef::parse(&id.to_string()), RunRef::Id(id));
+        assert_eq!(
+            RunRef::parse(&id.to_string()),
+            RunRef::IdOrEventId(id, id.to_string())
+        );
         assert_eq!(RunRef::parse("evt_1"), RunRef::EventId("evt_1".into()));
     }
 }

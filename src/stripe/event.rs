@@ -34,9 +34,6 @@ pub struct AccessPolicy<'a> {
     pub paused_keeps_access: bool,
 }
 
-/// The longest event id we store; Stripe's are about 30 characters.
-const MAX_EVENT_ID_LEN: usize = 255;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
     #[error("the body is not a JSON object: {0}")]
@@ -435,7 +432,7 @@ fn envelope_text(
 ) -> Result<String, EventError> {
     let raw = raw.ok_or(EventError::Missing(field))?;
     let text = string(Some(raw)).ok_or(EventError::Invalid(field, "it must be a string"))?;
-    if text.is_empty() || text.len() > MAX_EVENT_ID_LEN || text.chars().any(char::is_control) {
+    if !crate::run::is_clean_field(&text) {
         return Err(EventError::Invalid(field, invalid));
     }
     Ok(text)
@@ -482,7 +479,7 @@ impl StripeEvent {
         let event_type = envelope_text(
             envelope.event_type,
             "type",
-            "it must be 1 to 255 characters",
+            "it must be 1 to 255 printable characters",
         )?;
         let object = match envelope.data {
             Some(Nested::Object(RawData { object })) => object,
@@ -494,8 +491,8 @@ impl StripeEvent {
                 return Err(EventError::Invalid("data.object", "it must be an object"));
             }
         };
-        // The ids a run is keyed and indexed by: PostgreSQL cannot index a
-        // value of a few KiB, and no Stripe id comes near the limit.
+        // The ids a run is keyed, indexed, filtered and shown by: checked as
+        // the app's are (`crate::run::is_clean_field`).
         for (field, id) in [
             ("data.object.id", &object.id),
             ("data.object.customer", &object.customer),
@@ -505,8 +502,14 @@ impl StripeEvent {
                 &object.parent_subscription,
             ),
         ] {
-            if id.as_ref().is_some_and(|id| id.len() > MAX_EVENT_ID_LEN) {
-                return Err(EventError::Invalid(field, "ids are at most 255 characters"));
+            if id
+                .as_ref()
+                .is_some_and(|id| !crate::run::is_clean_field(id))
+            {
+                return Err(EventError::Invalid(
+                    field,
+                    "ids are 1 to 255 printable characters, not only spaces",
+                ));
             }
         }
         Ok(StripeEvent {

@@ -313,23 +313,43 @@ fn malformed_envelopes_are_refused_with_the_field() {
     );
 }
 
+/// Ids are checked as the app's are: too long, control characters and
+/// only spaces are refused wherever they come from.
 #[test]
-fn ids_over_255_characters_are_refused() {
-    let long = "c".repeat(256);
-    for (object, field) in [
-        (json!({"customer": long}), "data.object.customer"),
-        (json!({"customer": {"id": long}}), "data.object.customer"),
-        (json!({"subscription": long}), "data.object.subscription"),
-        (json!({"id": long}), "data.object.id"),
-        (
-            json!({"parent": {"subscription_details": {"subscription": long}}}),
-            "data.object.parent.subscription_details.subscription",
-        ),
+fn ids_that_the_sdk_would_refuse_are_refused() {
+    for bad in [
+        "c".repeat(256),
+        "cus_\u{1b}[2J".to_owned(),
+        "cus_1\n".to_owned(),
+        "  ".to_owned(),
     ] {
-        let body = json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": object}});
-        assert_eq!(
-            StripeEvent::parse(body.to_string().as_bytes()),
-            Err(EventError::Invalid(field, "ids are at most 255 characters"))
+        for (object, field) in [
+            (json!({"customer": bad}), "data.object.customer"),
+            (json!({"customer": {"id": bad}}), "data.object.customer"),
+            (json!({"subscription": bad}), "data.object.subscription"),
+            (json!({"id": bad}), "data.object.id"),
+            (
+                json!({"parent": {"subscription_details": {"subscription": bad}}}),
+                "data.object.parent.subscription_details.subscription",
+            ),
+        ] {
+            let body = json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": object}});
+            assert_eq!(
+                StripeEvent::parse(body.to_string().as_bytes()),
+                Err(EventError::Invalid(
+                    field,
+                    "ids are 1 to 255 printable characters, not only spaces"
+                )),
+                "{bad:?}"
+            );
+        }
+        let body = json!({"id": bad, "type": "invoice.paid", "data": {"object": {}}});
+        assert!(
+            matches!(
+                StripeEvent::parse(body.to_string().as_bytes()),
+                Err(EventError::Invalid("id", _))
+            ),
+            "{bad:?}"
         );
     }
     let fits = json!({"id": "evt_1", "type": "invoice.paid", "data": {"object": {"customer": "c".repeat(255)}}});

@@ -37,18 +37,24 @@ pub(super) async fn fetch_run(
     run: &RunRef,
     locked: bool,
 ) -> Result<Option<Run>, StoreError> {
-    let (sql, key) = match (run, locked) {
-        (RunRef::Id(id), false) => (BY_ID, id.to_string()),
-        (RunRef::Id(id), true) => (BY_ID_LOCKED, id.to_string()),
-        (RunRef::EventId(event_id), false) => (BY_EVENT, event_id.clone()),
-        (RunRef::EventId(event_id), true) => (BY_EVENT_LOCKED, event_id.clone()),
+    let by_id = if locked { BY_ID_LOCKED } else { BY_ID };
+    let by_event = if locked { BY_EVENT_LOCKED } else { BY_EVENT };
+    let lookups = match run {
+        RunRef::Id(id) => vec![(by_id, id.to_string())],
+        RunRef::EventId(event_id) => vec![(by_event, event_id.clone())],
+        RunRef::IdOrEventId(id, text) => vec![(by_id, id.to_string()), (by_event, text.clone())],
     };
-    let row: Option<RunRow> = sqlx::query_as(sql)
-        .bind(project)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.map(Run::try_from).transpose()
+    for (sql, key) in lookups {
+        let row: Option<RunRow> = sqlx::query_as(sql)
+            .bind(project)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            return Run::try_from(row).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// `INSERT INTO table (columns) <rows>`, the columns those the rows name.

@@ -285,7 +285,173 @@ async fn hostile_data_renders_as_text(backend: Backend) {
     server.stop().await;
 }
 
+/// The security headers on every dashboard answer: pages, the sign-in
+/// page, redirects, refusals and error pages alike.
+async fn every_dashboard_answer_carries_the_security_headers(backend: Backend) {
+    let Some(server) = TestServer::start(backend, SETTINGS).await else {
+        return;
+    };
+    let cookie = sign_in(&server).await;
+    let get = |path: &'static str, cookie: Option<String>| {
+        let mut request = browser().get(server.url(path));
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        request.send()
+    };
+    let answers = [
+        ("a page", get("/", Some(cookie.clone())).await.unwrap()),
+        ("the sign-in page", get("/signin", None).await.unwrap()),
+        ("a redirect to sign in", get("/incidents", None).await.unwrap()),
+        (
+            "a 404 page",
+            get("/incidents/not-a-uuid", Some(cookie.clone())).await.unwrap(),
+        ),
+        (
+            "a 400 page",
+            get("/?customer_id=%01", Some(cookie.clone())).await.unwrap(),
+        ),
+        (
+            "a refused form",
+            browser()
+                .post(server.url("/drills"))
+                .header(COOKIE, &cookie)
+                .form(&[("csrf", "wrong")])
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            "a failed sign-in",
+            browser()
+                .post(server.url("/signin"))
+                .form(&[("token", "wrong")])
+                .send()
+                .await
+                .unwrap(),
+        ),
+    ];
+    let mut statuses = Vec::new();
+    for (what, response) in &answers {
+        statuses.push(response.status().as_u16());
+        let headers = response.headers();
+        for (name, value) in [
+            ("cache-control", "no-store"),
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "same-origin"),
+        ] {
+            assert_eq!(
+                headers.get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{what}: {name}"
+            );
+        }
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("frame-ancestors 'none'"), "{what}: {policy}");
+    }
+    assert_eq!(statuses, [200, 200, 303, 404, 400, 403, 401]);
+    server.stop().await;
+}
+
+/// A return address that is not plainly a path on this site goes to `/`,
+/// and none of them makes a 500.
+async fn hostile_return_addresses_go_home(backend: Backend) {
+    let Some(server) = TestServer::start(backend, SETTINGS).await else {
+        return;
+    };
+    for next in [
+        "//evil.example/",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\nSet-Cookie: stolen=1",
+        "https://evil.example/",
+        "/\u{0}",
+        "/ /evil.example",
+        "/caf\u{e9}",
+        "\u{7f}/x",
+    ] {
+        let response = browser()
+            .post(server.url("/signin"))
+            .form(&[("token", ADMIN_TOKEN), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(response.headers()[LOCATION], "/", "{next:?}");
+        assert!(
+            !response.headers().contains_key("stolen"),
+            "{next:?} split a header"
+        );
+    }
+    let response = browser()
+        .post(server.url("/signin"))
+        .form(&[("token", ADMIN_TOKEN), ("next", "/incidents?status=open")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()[LOCATION], "/incidents?status=open");
+    server.stop().await;
+}
+
+/// Behind a trusted proxy the lock-out goes by the client the proxy names:
+/// one guessing client does not lock out the others, and a client that is
+/// not behind the proxy cannot dodge it by writing the header itself.
+async fn the_lock_out_goes_by_the_client_behind_a_trusted_proxy(backend: Backend) {
+    let settings = [SETTINGS, &[("ASSAY_TRUSTED_PROXIES", "127.0.0.1/32")]].concat();
+    let Some(server) = TestServer::start(backend, &settings).await else {
+        return;
+    };
+    let sign_in_as = |client: &'static str, token: &'static str| {
+        browser()
+            .post(server.url("/signin"))
+            .header("x-forwarded-for", client)
+            .form(&[("token", token)])
+            .send()
+    };
+    for _ in 0..5 {
+        let response = sign_in_as("203.0.113.7", "guess").await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let guesser = sign_in_as("203.0.113.7", ADMIN_TOKEN).await.unwrap();
+    assert_eq!(guesser.status(), StatusCode::TOO_MANY_REQUESTS);
+    let colleague = sign_in_as("203.0.113.8", ADMIN_TOKEN).await.unwrap();
+    assert_eq!(colleague.status(), StatusCode::SEE_OTHER, "another client signs in");
+    // A client may prepend anything; the proxy's own entry is believed.
+    let spoofed = sign_in_as("198.51.100.1, 203.0.113.7", ADMIN_TOKEN).await.unwrap();
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
+    server.stop().await;
+
+    // Without a trusted proxy the header is not believed at all.
+    let Some(server) = TestServer::start(backend, SETTINGS).await else {
+        return;
+    };
+    for i in 0..5 {
+        let response = browser()
+            .post(server.url("/signin"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .form(&[("token", "guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = browser()
+        .post(server.url("/signin"))
+        .header("x-forwarded-for", "203.0.113.99")
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    server.stop().await;
+}
+
 on_both_backends!(
+    every_dashboard_answer_carries_the_security_headers,
+    hostile_return_addresses_go_home,
+    the_lock_out_goes_by_the_client_behind_a_trusted_proxy,
     every_page_asks_for_a_session,
     sessions_are_http_only_and_forms_need_their_csrf_token,
     repeated_failed_sign_ins_lock_the_address_out,

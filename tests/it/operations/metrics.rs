@@ -154,4 +154,39 @@ async fn metrics_follow_runs_and_pass_promtool(backend: Backend) {
     server.stop().await;
 }
 
-on_both_backends!(metrics_follow_runs_and_pass_promtool);
+/// With `ASSAY_METRICS_BIND`, `/metrics` is served on its own listener,
+/// which serves nothing else, and no longer beside the webhooks.
+async fn metrics_may_have_a_listener_of_their_own(backend: Backend) {
+    let Some(server) =
+        TestServer::start(backend, &[("ASSAY_METRICS_BIND", "127.0.0.1:0")]).await
+    else {
+        return;
+    };
+    let metrics_base = server.metrics_base.clone().expect("a metrics listener");
+    let response = server
+        .client
+        .get(format!("{metrics_base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("# TYPE assay_"));
+    let (status, body) = server.api(Method::GET, "/metrics", None).await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    let response = server
+        .client
+        .get(format!("{metrics_base}/v1/runs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
+    let (status, _) = server.api(Method::GET, "/healthz", None).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "the rest stays where it was");
+    server.stop().await;
+}
+
+on_both_backends!(
+    metrics_follow_runs_and_pass_promtool,
+    metrics_may_have_a_listener_of_their_own,
+);

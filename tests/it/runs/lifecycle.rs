@@ -431,7 +431,46 @@ async fn other_event_types_are_stored_without_a_run(backend: Backend) {
     server.stop().await;
 }
 
+/// An event id shaped like a UUID is still an event id: its run is found
+/// by it, for reading and for reports, and a run's own id still works.
+async fn an_event_id_shaped_like_a_uuid_finds_its_run(backend: Backend) {
+    let Some(server) = TestServer::start(backend, NO_SETTINGS).await else {
+        return;
+    };
+    let event_id = "0192f1c3-6a4e-7b8c-9d0e-1f2a3b4c5d6e";
+    let (status, _) = server
+        .deliver(&subscription_created(
+            event_id,
+            "cus_1",
+            "sub_1",
+            "price_pro",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let run = server.get(&format!("/v1/runs/{event_id}")).await;
+    assert_eq!(run["event_id"], event_id, "{run}");
+    let (status, reported) = server
+        .report(event_id, "reconciled", json!({"deploy_sha": "abc"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reported}");
+    assert_eq!(reported["stage"], "reconciled");
+    let by_id = server
+        .get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(by_id["event_id"], event_id);
+    let (status, _) = server
+        .api(
+            Method::GET,
+            "/v1/runs/0192f1c3-0000-7000-8000-000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
 on_both_backends!(
+    an_event_id_shaped_like_a_uuid_finds_its_run,
     happy_path_closes_succeeded_with_no_incident,
     missing_access_opens_one_incident_with_full_evidence,
     wrong_plan_is_an_incident_that_shows_the_observed_plan,

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestServer {
     pub base: String,
+    /// The `/metrics` listener's, when the settings give
+    /// `ASSAY_METRICS_BIND` (any value: the test binds a free port).
+    pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     /// Shared by replicas of one test; dropped with the last of them.
     pub db: std::sync::Arc<TestDb>,
@@ -113,6 +116,18 @@ impl TestServer {
         let mut env = env(overrides);
         env.insert("ASSAY_DATABASE_URL".into(), db.url.clone());
         env.insert("ASSAY_BIND".into(), "127.0.0.1:0".into());
+        let metrics_listener = match env.contains_key("ASSAY_METRICS_BIND") {
+            true => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap().to_string();
+                env.insert("ASSAY_METRICS_BIND".into(), addr);
+                Some(listener)
+            }
+            false => None,
+        };
+        let metrics_base = metrics_listener
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
         let config = Config::load(Sources {
             file: Some(&file),
             env: &env,
@@ -120,9 +135,15 @@ impl TestServer {
         .expect("test configuration is valid");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(assay::server::serve(config, listener, shutdown.clone()));
+        let task = tokio::spawn(assay::server::serve_on(
+            config,
+            listener,
+            metrics_listener,
+            shutdown.clone(),
+        ));
         let server = TestServer {
             base,
+            metrics_base,
             client: http_client(),
             db,
             shutdown,

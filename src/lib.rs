@@ -9,6 +9,7 @@
 //! (from a delivery to a stored run), [`store`] (persistence), [`sweeper`]
 //! (deadlines), [`api`] (HTTP), [`config`], [`server`].
 
+pub mod access;
 pub mod alert;
 pub mod api;
 pub mod config;

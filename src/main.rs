@@ -66,6 +66,54 @@ enum Command {
         #[command(subcommand)]
         command: DrillCommand,
     },
+    /// Scoped API keys: several per project, each with its scopes.
+    ///
+    /// `report` opens runs and reports stages (what the app's SDK needs),
+    /// `read` reads runs, incidents and drills, `operate` acknowledges and
+    /// resolves incidents and starts drills, `admin` manages keys and reads
+    /// the audit log. A key is shown once, when made; only its SHA-256 is
+    /// kept. ASSAY_API_KEY keeps working, with every scope.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key and print it (on standard output, alone): keep it now.
+    Create {
+        /// The key's project; needed when there are several.
+        #[arg(long)]
+        project: Option<String>,
+        /// What the key is for, such as `billing-app`.
+        #[arg(long)]
+        name: String,
+        /// A scope it has: report, read, operate or admin; repeat for more.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<assay::access::Scope>,
+        /// How long it works, such as `90d`; unset: until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// An `ak_test_` key (for staging) rather than `ak_live_`.
+        #[arg(long)]
+        test: bool,
+    },
+    /// List a project's keys: id, prefix, name, scopes, state, last use.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key, by its id or its prefix; it stops working at once.
+    Revoke {
+        #[arg(long)]
+        project: Option<String>,
+        /// The key's id or prefix (`ak_live_1a2b3c4d`).
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +190,51 @@ async fn main() -> ExitCode {
             }
             Ok(())
         }
+        Command::Keys { command } => match command {
+            KeysCommand::Create {
+                project,
+                name,
+                scopes,
+                expires_in,
+                test,
+            } => assay::access::cli::create(
+                &config,
+                assay::access::cli::Create {
+                    project: project.as_deref(),
+                    name: &name,
+                    scopes,
+                    expires_in,
+                    test,
+                },
+            )
+            .await
+            .map(|(key, secret)| {
+                println!("{secret}");
+                eprintln!(
+                    "assay: key {} ({}) made for project `{}` with scopes {}; it is shown this once",
+                    key.prefix,
+                    key.name,
+                    key.project,
+                    assay::access::keys::scopes_text(&key.scopes)
+                );
+            }),
+            KeysCommand::List { project, json } => {
+                assay::access::cli::list(&config, project.as_deref())
+                    .await
+                    .map(|keys| {
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&keys).unwrap_or_default());
+                        } else {
+                            print!("{}", assay::access::cli::table(&keys));
+                        }
+                    })
+            }
+            KeysCommand::Revoke { project, key } => {
+                assay::access::cli::revoke(&config, project.as_deref(), &key)
+                    .await
+                    .map(|key| eprintln!("assay: key {} ({}) is revoked", key.prefix, key.name))
+            }
+        },
         Command::Migrate => assay::store::connect(&config.database)
             .await
             .map(|_| eprintln!("assay: migrations applied"))

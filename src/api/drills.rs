@@ -11,7 +11,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::runs::page_params;
-use super::{ApiError, ApiProject, AppPath, AppQuery, AppState, optional_json};
+use super::{ApiError, AppPath, AppQuery, AppState, Caller, optional_json};
+use crate::access::Action;
 use crate::drill::{Drill, DrillTrigger};
 use crate::store::Page;
 
@@ -30,15 +31,21 @@ pub struct StartDrill {
         (status = 422, description = "an unknown workflow", body = crate::api::error::ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let project = caller.may(Action::StartDrill)?;
     let body: StartDrill = optional_json(body)?;
     let workflow = crate::drill::workflow(body.workflow.as_deref())
         .map_err(|e| ApiError::unprocessable("unknown_workflow", e))?;
-    let drill =
-        crate::drill::runner::start(state.store.as_ref(), &project, workflow, DrillTrigger::Api)
-            .await?;
+    let drill = crate::drill::runner::start(
+        state.store.as_ref(),
+        project,
+        workflow,
+        DrillTrigger::Api,
+        &caller.actor,
+    )
+    .await?;
     let location = format!("/v1/drills/{}", drill.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -54,9 +61,10 @@ pub async fn start(
         (status = 404, description = "no such drill in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppPath(id): AppPath<String>,
 ) -> Result<Json<Drill>, ApiError> {
+    let project = caller.may(Action::ReadDrills)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("drill"))?;
     Ok(Json(state.store.drill(&project.name, id).await?))
 }
@@ -73,9 +81,10 @@ pub struct ListQuery {
     responses((status = 200, description = "the project's drills, newest first", body = Page<Drill>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Json<Page<Drill>>, ApiError> {
+    let project = caller.may(Action::ReadDrills)?;
     let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
     Ok(Json(
         state

@@ -6,7 +6,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::runs::{page_params, parse_filter};
-use super::{ApiError, ApiProject, AppPath, AppQuery, AppState, optional_json};
+use super::{ApiError, AppPath, AppQuery, AppState, Caller, optional_json};
+use crate::access::Action;
 use crate::incident::Incident;
 use crate::store::{IncidentDetail, IncidentFilter, Page};
 
@@ -31,9 +32,10 @@ fn incident_id(text: &str) -> Result<Uuid, ApiError> {
     responses((status = 200, description = "incidents, newest first", body = Page<Incident>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Json<Page<Incident>>, ApiError> {
+    let project = caller.may(Action::ReadIncidents)?;
     let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
     let filter = IncidentFilter {
         status: parse_filter(query.status.as_deref())?,
@@ -50,9 +52,10 @@ pub async fn list(
     responses((status = 200, description = "the incident with its alert deliveries", body = IncidentDetail), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppPath(id): AppPath<String>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
+    let project = caller.may(Action::ReadIncidents)?;
     Ok(Json(
         state
             .store
@@ -66,12 +69,18 @@ pub async fn get(
         (status = 409, description = "the incident is resolved", body = crate::api::error::ErrorBody)))]
 pub async fn acknowledge(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppPath(id): AppPath<String>,
 ) -> Result<Json<Incident>, ApiError> {
+    let project = caller.may(Action::AcknowledgeIncident)?;
     let incident = state
         .store
-        .acknowledge_incident(&project.name, incident_id(&id)?, crate::now())
+        .acknowledge_incident(
+            &project.name,
+            incident_id(&id)?,
+            &caller.actor,
+            crate::now(),
+        )
         .await?;
     Ok(Json(incident))
 }
@@ -88,10 +97,11 @@ pub struct ResolveBody {
     responses((status = 200, description = "the incident, resolved", body = Incident), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppPath(id): AppPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Incident>, ApiError> {
+    let project = caller.may(Action::ResolveIncident)?;
     let id = incident_id(&id)?;
     let body: ResolveBody = optional_json(body)?;
     let resolution = body
@@ -109,7 +119,7 @@ pub async fn resolve(
     }
     let incident = state
         .store
-        .resolve_incident(&project.name, id, resolution, crate::now())
+        .resolve_incident(&project.name, id, resolution, &caller.actor, crate::now())
         .await?;
     Ok(Json(incident))
 }

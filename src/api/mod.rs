@@ -1,5 +1,6 @@
 //! HTTP: thin handlers that parse, authorise, call the store and map errors.
 
+pub mod access;
 mod drills;
 pub mod error;
 mod health;
@@ -20,6 +21,7 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 
+use crate::access::{Action, Actor, ActorKind, Grant, KeyState};
 use crate::config::ProjectConfig;
 use crate::state::AppState;
 
@@ -42,6 +44,7 @@ pub const API_BODY_LIMIT: usize = 64 * 1024;
         (name = "runs", description = "Runs and the app's stage reports (the SDK)"),
         (name = "incidents", description = "Incidents and their alert deliveries"),
         (name = "drills", description = "Failure drills"),
+        (name = "access", description = "Scoped API keys and the audit log (the `admin` scope)"),
         (name = "health", description = "Liveness, readiness and metrics"),
     )
 )]
@@ -80,6 +83,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(incidents::resolve))
         .routes(routes!(drills::start, drills::list))
         .routes(routes!(drills::get))
+        .routes(routes!(access::create, access::list))
+        .routes(routes!(access::revoke))
+        .routes(routes!(access::audit))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let hooks = OpenApiRouter::new()
         .routes(routes!(hooks::stripe))
@@ -155,10 +161,36 @@ pub struct AppQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct AppPath<T>(pub T);
 
-/// The project an SDK call acts for, named by its bearer API key.
-pub struct ApiProject(pub ProjectConfig);
+/// Who calls, named by the bearer API key: the project it acts for, what it
+/// is granted there, and who it is in the audit log. A handler's first step
+/// is [`Caller::may`] with its action.
+pub struct Caller {
+    pub project: ProjectConfig,
+    pub grant: Grant,
+    pub actor: Actor,
+}
 
-impl FromRequestParts<AppState> for ApiProject {
+impl Caller {
+    /// The project, when the key may take `action`; else 403, naming the
+    /// scope it needs.
+    pub fn may(&self, action: Action) -> Result<&ProjectConfig, ApiError> {
+        if self.grant.allows(action) {
+            Ok(&self.project)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "missing_scope",
+                self.grant.refusal(action),
+            ))
+        }
+    }
+}
+
+/// How often a key's `last_used_at` is written, at most: often enough to
+/// tell a key in use from a forgotten one, rarely enough to cost nothing.
+const LAST_USED_PRECISION: chrono::Duration = chrono::Duration::minutes(1);
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -174,16 +206,95 @@ impl FromRequestParts<AppState> for ApiProject {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <key>`")
             })?;
-        state
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|peer| {
+                crate::dashboard::auth::client_address(
+                    peer.0.ip(),
+                    &parts.headers,
+                    &state.config.trusted_proxies,
+                )
+                .to_string()
+            });
+        // The configuration's key (ASSAY_API_KEY) has every scope.
+        if let Some(project) = state.config.project_for_api_key(key) {
+            return Ok(Caller {
+                project: project.clone(),
+                grant: Grant::every_scope(),
+                actor: Actor {
+                    kind: ActorKind::Key,
+                    name: "the configured API key".into(),
+                    address,
+                },
+            });
+        }
+        let not_valid = || ApiError::unauthorized("the API key is not valid for any project");
+        let stored = state
+            .store
+            .key_by_hash(&crate::access::keys::hash(key))
+            .await?
+            .ok_or_else(not_valid)?;
+        let now = crate::now();
+        match stored.state(now) {
+            KeyState::Active => {}
+            KeyState::Revoked(at) => {
+                return Err(ApiError::unauthorized(format!(
+                    "the API key {} was revoked at {}",
+                    stored.prefix,
+                    crate::time::rfc3339(&at)
+                )));
+            }
+            KeyState::Expired(at) => {
+                return Err(ApiError::unauthorized(format!(
+                    "the API key {} expired at {}",
+                    stored.prefix,
+                    crate::time::rfc3339(&at)
+                )));
+            }
+        }
+        let project = state
             .config
-            .project_for_api_key(key)
-            .cloned()
-            .map(ApiProject)
-            .ok_or_else(|| ApiError::unauthorized("the API key is not valid for any project"))
+            .projects
+            .get(&stored.project)
+            .ok_or_else(not_valid)?;
+        if stored
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_PRECISION)
+        {
+            let store = state.store.clone();
+            let id = stored.id;
+            // Not awaited: the call need not wait for a note of its use.
+            tokio::spawn(async move {
+                if let Err(e) = store.key_used(id, now).await {
+                    tracing::warn!(error = %e, "noting an API key's use failed");
+                }
+            });
+        }
+        Ok(Caller {
+            project: project.clone(),
+            grant: Grant::Key(stored.scopes.clone()),
+            actor: Actor {
+                kind: ActorKind::Key,
+                name: stored.prefix,
+                address,
+            },
+        })
     }
 }
 
 pub use crate::run::{MAX_FIELD_LEN, is_clean_field};
+
+/// Refuses a field that is not 1 to 255 printable characters (422).
+pub fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
+    if !is_clean_field(value) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("`{name}` must be 1 to {MAX_FIELD_LEN} printable characters"),
+        ));
+    }
+    Ok(())
+}
 
 /// A `{run}` path segment. One that no run could have answers 404, like an
 /// unknown run.

@@ -8,21 +8,12 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::{
-    ApiError, ApiProject, AppJson, AppPath, AppQuery, AppState, MAX_FIELD_LEN, is_clean_field,
-    optional_json, run_ref,
+    ApiError, AppJson, AppPath, AppQuery, AppState, Caller, MAX_FIELD_LEN, check_field,
+    is_clean_field, optional_json, run_ref,
 };
+use crate::access::Action;
 use crate::run::{BILLING_WORKFLOW, Expectation, Run, RunSpec, Source, Stage, StageReport};
 use crate::store::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, RunDetail, RunFilter};
-
-fn check_field(name: &str, value: &str) -> Result<(), ApiError> {
-    if !is_clean_field(value) {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            format!("`{name}` must be 1 to {MAX_FIELD_LEN} printable characters"),
-        ));
-    }
-    Ok(())
-}
 
 fn check_optional(name: &str, value: &Option<String>) -> Result<(), ApiError> {
     value.as_deref().map_or(Ok(()), |v| check_field(name, v))
@@ -45,9 +36,10 @@ pub struct OpenRun {
         (status = 422, description = "a field is not valid", body = crate::api::error::ErrorBody)))]
 pub async fn open(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppJson(body): AppJson<OpenRun>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
+    let project = caller.may(Action::OpenRun)?;
     check_field("event_id", &body.event_id)?;
     if body.event_id.starts_with(crate::drill::EVENT_PREFIX) {
         return Err(ApiError::unprocessable(
@@ -116,11 +108,12 @@ pub struct ReportBody {
         (status = 422, description = "a field is not valid, or `access_asserted` without an observed plan", body = crate::api::error::ErrorBody)))]
 pub async fn report_stage(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppPath((run, stage)): AppPath<(String, String)>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Run>, ApiError> {
+    let project = caller.may(Action::ReportStage)?;
     let stage: Stage = stage.parse().map_err(|e: crate::names::UnknownName| {
         ApiError::bad_request("unknown_stage", e.to_string())
     })?;
@@ -212,9 +205,10 @@ pub(super) fn parse_filter<T: std::str::FromStr<Err = crate::names::UnknownName>
     responses((status = 200, description = "runs, newest first", body = Page<Run>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Json<Page<Run>>, ApiError> {
+    let project = caller.may(Action::ReadRuns)?;
     let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
     if query
         .customer_id
@@ -245,9 +239,10 @@ pub async fn list(
         (status = 404, description = "no such run in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    ApiProject(project): ApiProject,
+    caller: Caller,
     AppPath(run): AppPath<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
+    let project = caller.may(Action::ReadRuns)?;
     Ok(Json(
         state
             .store

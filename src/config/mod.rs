@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
+use crate::access::Role;
+
 use self::layers::Layer;
 pub use self::project::ProjectConfig;
 use self::project::check_project;
@@ -93,6 +95,20 @@ fn project_variables() -> Vec<(String, Vec<&'static str>)> {
     own.chain(probe).chain(drill).collect()
 }
 
+/// The name the admin token's operator signs in as.
+pub const ADMIN_OPERATOR: &str = "admin";
+
+/// A named dashboard operator.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    pub name: String,
+    /// The SHA-256 of their token.
+    pub token: ApiKeyHash,
+    /// Their role in every project but those of `projects`.
+    pub role: Role,
+    pub projects: BTreeMap<String, Role>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SweepConfig {
     /// `None`: this replica does not sweep (`off`); another one must.
@@ -111,8 +127,9 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub database: DatabaseSettings,
     pub admin_token: Option<Secret>,
-    /// Named dashboard operators, each with the SHA-256 of their token.
-    pub operators: Vec<(String, ApiKeyHash)>,
+    /// Named dashboard operators, each with the SHA-256 of their token
+    /// and their roles.
+    pub operators: Vec<OperatorConfig>,
     pub sweep: SweepConfig,
     pub prober: ProberSettings,
     pub alerts: AlertSettings,
@@ -134,14 +151,47 @@ impl Config {
         if let Some(token) = &self.admin_token
             && bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes()))
         {
-            found = Some("admin".to_owned());
+            found = Some(ADMIN_OPERATOR.to_owned());
         }
-        for (name, hash) in &self.operators {
-            if hash.matches(presented) {
-                found = Some(name.clone());
+        for operator in &self.operators {
+            if operator.token.matches(presented) {
+                found = Some(operator.name.clone());
             }
         }
         found
+    }
+
+    /// The role of the operator named `operator` in `project`: `admin` for
+    /// the admin token's, none for a name the configuration no longer has.
+    pub fn role_of(&self, operator: &str, project: &str) -> Option<Role> {
+        if operator == ADMIN_OPERATOR {
+            return self.admin_token.is_some().then_some(Role::Admin);
+        }
+        let found = self.operators.iter().find(|o| o.name == operator)?;
+        Some(found.projects.get(project).copied().unwrap_or(found.role))
+    }
+
+    /// The project a command names with `--project`; without one, the only
+    /// project there is.
+    pub fn project_named(&self, name: Option<&str>) -> Result<&ProjectConfig, String> {
+        let names = || self.projects.keys().cloned().collect::<Vec<_>>().join(", ");
+        match name {
+            Some(name) => self.projects.get(name).ok_or_else(|| {
+                format!(
+                    "no project `{name}` is configured; the projects are: {}",
+                    names()
+                )
+            }),
+            None if self.projects.len() == 1 => self
+                .projects
+                .values()
+                .next()
+                .ok_or_else(|| "no project is configured".to_owned()),
+            None => Err(format!(
+                "name the project with --project: one of {}",
+                names()
+            )),
+        }
     }
 
     /// Which channels each project alerts, for the store's outbox.
@@ -425,22 +475,48 @@ impl Config {
             if name.is_empty()
                 || name.len() > 64
                 || name.chars().any(char::is_control)
-                || name == "admin"
+                || name == ADMIN_OPERATOR
             {
                 errors.push(format!(
                     "operators: `{name}` is not a usable operator name (1 to 64 characters, not `admin`)"
                 ));
                 continue;
             }
-            if operators.iter().any(|(n, _)| *n == name) {
+            if operators.iter().any(|o: &OperatorConfig| o.name == name) {
                 errors.push(format!("operators: `{name}` is listed twice"));
                 continue;
             }
-            match ApiKeyHash::from_hex(operator.token_sha256.expose()) {
-                Some(hash) => operators.push((name, hash)),
-                None => errors.push(format!(
+            let role_of = |text: &str, errors: &mut Vec<String>| {
+                text.trim()
+                    .parse::<Role>()
+                    .map_err(|e| errors.push(format!("operators: `{name}`: {e}")))
+                    .ok()
+            };
+            let role = operator
+                .role
+                .as_deref()
+                .map_or(Some(Role::Responder), |text| role_of(text, &mut errors));
+            let mut projects = BTreeMap::new();
+            for (project, text) in &operator.projects {
+                if !global.projects.contains_key(project) {
+                    errors.push(format!(
+                        "operators: `{name}`: no project `{project}` to give a role in"
+                    ));
+                } else if let Some(role) = role_of(text, &mut errors) {
+                    projects.insert(project.clone(), role);
+                }
+            }
+            match (ApiKeyHash::from_hex(operator.token_sha256.expose()), role) {
+                (Some(token), Some(role)) => operators.push(OperatorConfig {
+                    name,
+                    token,
+                    role,
+                    projects,
+                }),
+                (None, _) => errors.push(format!(
                     "operators: `{name}`: token_sha256 must be 64 hex characters (the SHA-256 of the token)"
                 )),
+                (Some(_), None) => {}
             }
         }
 

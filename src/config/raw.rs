@@ -75,11 +75,17 @@ pub(super) struct RawGlobal {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table with an operator's name and token_sha256"
+    expecting = "a table with an operator's name, token_sha256 and optional role and projects"
 )]
 pub(super) struct RawOperator {
     pub name: String,
     pub token_sha256: Secret,
+    /// `viewer`, `responder` (the default) or `admin`, in every project...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// ...but those named here, each with its own role.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub projects: BTreeMap<String, String>,
 }
 
 /// One project's table, over `project_defaults`.

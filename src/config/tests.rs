@@ -518,3 +518,43 @@ fn a_duration_without_its_unit_is_told_so() {
         .to_string();
     assert!(err.contains("`parsecs` is not a unit"), "{err}");
 }
+
+/// An operator's role: their own in every project but those they list;
+/// `responder` when they name none, as every operator could act before
+/// roles; `admin` for the admin token's.
+#[test]
+fn operators_have_a_role_per_project() {
+    let hash = hex::encode(Sha256::digest(b"dana-token-0123456789"));
+    let file = format!(
+        "[[operators]]\nname = \"dana\"\ntoken_sha256 = \"{hash}\"\nrole = \"viewer\"\nprojects = {{ billing = \"admin\" }}\n\
+         [[operators]]\nname = \"eli\"\ntoken_sha256 = \"{hash}\"\n\
+         [projects.default]\n[projects.billing]\napi_key = \"billing-key-0123456789\"\n"
+    );
+    let config = load(
+        Some(&file),
+        &[("ASSAY_ADMIN_TOKEN", "admin-token-0123456789")],
+    )
+    .unwrap();
+    assert_eq!(config.role_of("dana", "default"), Some(Role::Viewer));
+    assert_eq!(config.role_of("dana", "billing"), Some(Role::Admin));
+    assert_eq!(config.role_of("eli", "default"), Some(Role::Responder));
+    assert_eq!(config.role_of("admin", "billing"), Some(Role::Admin));
+    assert_eq!(
+        config.role_of("gone", "default"),
+        None,
+        "a name no longer listed"
+    );
+
+    let bad = format!(
+        "[[operators]]\nname = \"dana\"\ntoken_sha256 = \"{hash}\"\nrole = \"owner\"\nprojects = {{ nowhere = \"viewer\" }}\n[projects.default]\n"
+    );
+    let err = load(Some(&bad), &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown role `owner`; expected one of: viewer, responder, admin"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no project `nowhere` to give a role in"),
+        "{err}"
+    );
+}

@@ -144,9 +144,10 @@ impl Lockout {
     }
 }
 
-/// A signed-in operator. Extracting it from a request without a valid
-/// session redirects to the sign-in page, back to where they were going.
-pub struct Operator(pub DashboardSession);
+/// A signed-in operator, with the address they came from. Extracting it
+/// from a request without a valid session redirects to the sign-in page,
+/// back to where they were going.
+pub struct Operator(pub DashboardSession, pub Option<String>);
 
 pub struct SignInFirst(String);
 
@@ -175,8 +176,15 @@ where
         let Some(value) = cookie(&parts.headers) else {
             return Err(SignInFirst(here));
         };
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|peer| {
+                client_address(peer.0.ip(), &parts.headers, &state.config.trusted_proxies)
+                    .to_string()
+            });
         match state.store.session(&hash(&value), crate::now()).await {
-            Ok(Some(session)) => Ok(Operator(session)),
+            Ok(Some(session)) => Ok(Operator(session, address)),
             Ok(None) => Err(SignInFirst(here)),
             Err(e) => {
                 tracing::error!(error = %e, "reading a dashboard session failed");

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use self::auth::{Lockout, Operator};
 use self::views::Views;
+use crate::access::{Action, Actor, ActorKind, AuditAction, AuditEntry, Grant};
 use crate::incident::IncidentStatus;
 use crate::run::{RunStatus, Stage};
 use crate::state::AppState;
@@ -44,8 +45,15 @@ pub struct Dashboard {
 
 const SUMMARY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// An error page: the store failed, or a page does not exist.
-pub struct PageError(StatusCode, &'static str);
+/// An error page: the store failed, a page does not exist, or the
+/// operator may not do what they asked.
+pub struct PageError(StatusCode, std::borrow::Cow<'static, str>);
+
+impl PageError {
+    fn new(status: StatusCode, message: impl Into<std::borrow::Cow<'static, str>>) -> PageError {
+        PageError(status, message.into())
+    }
+}
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
@@ -53,7 +61,7 @@ impl IntoResponse for PageError {
             self.0,
             Html(format!(
                 "<!doctype html><title>{0}</title><main style=\"font-family: sans-serif; padding: 20px\"><h1>{0}</h1><p><a href=\"/\">Back to runs</a></p></main>",
-                self.1
+                handlebars::html_escape(&self.1)
             )),
         )
             .into_response()
@@ -63,10 +71,10 @@ impl IntoResponse for PageError {
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> PageError {
         match e {
-            StoreError::NotFound(_) => PageError(StatusCode::NOT_FOUND, "Not found"),
+            StoreError::NotFound(_) => PageError::new(StatusCode::NOT_FOUND, "Not found"),
             other => {
                 tracing::error!(error = %other, "a dashboard page failed");
-                PageError(
+                PageError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Something went wrong; the error is logged",
                 )
@@ -100,6 +108,9 @@ pub fn router(app: AppState) -> Router {
         .route("/incidents/{id}/acknowledge", post(acknowledge))
         .route("/incidents/{id}/resolve", post(resolve))
         .route("/drills", get(drills_page).post(start_drill))
+        .route("/keys", get(keys_page).post(create_key))
+        .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/audit", get(audit_page))
         // Forms are a few fields.
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .layer(axum::middleware::map_response(security_headers))
@@ -135,15 +146,23 @@ impl Dashboard {
     }
 
     fn render(&self, template: &str, operator: Option<&Operator>, mut context: Value) -> Response {
-        if let Some(Operator(session)) = operator {
-            context["operator"] = json!(session.operator);
-            context["csrf"] = json!(session.csrf_token);
+        if let Some(signed_in) = operator {
+            context["operator"] = json!(signed_in.0.operator);
+            context["csrf"] = json!(signed_in.0.csrf_token);
+            let project = context["project"]
+                .as_str()
+                .or_else(|| context["incident"]["project"].as_str())
+                .map(str::to_owned)
+                .or_else(|| self.project(None).ok());
+            if let Some(project) = project {
+                context["can"] = self.abilities(signed_in, &project);
+            }
         }
         match self.views.render(template, &context) {
             Ok(html) => Html(html).into_response(),
             Err(e) => {
                 tracing::error!(template, error = %e, "rendering a dashboard page failed");
-                PageError(
+                PageError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Something went wrong; the error is logged",
                 )
@@ -176,16 +195,46 @@ impl Dashboard {
     }
 
     /// The project a page shows: the one asked for, else the first.
+    /// Who `operator` is in the audit log, when their role in `project`
+    /// allows `action`; else a 403 page that says what it needs. An
+    /// operator with no role there (one the configuration no longer names)
+    /// may do nothing.
+    fn may(&self, operator: &Operator, project: &str, action: Action) -> Result<Actor, PageError> {
+        let session = &operator.0;
+        let refused = |why: String| Err(PageError::new(StatusCode::FORBIDDEN, why));
+        match self.app.config.role_of(&session.operator, project) {
+            Some(role) if Grant::Operator(role).allows(action) => Ok(Actor {
+                kind: ActorKind::Operator,
+                name: session.operator.clone(),
+                address: operator.1.clone(),
+            }),
+            Some(role) => refused(Grant::Operator(role).refusal(action)),
+            None => refused(format!("you have no role in project `{project}`")),
+        }
+    }
+
+    /// What `operator` may do in `project`, for a page to show only those
+    /// actions.
+    fn abilities(&self, operator: &Operator, project: &str) -> Value {
+        let may = |action| self.may(operator, project, action).is_ok();
+        json!({
+            "acknowledge": may(Action::AcknowledgeIncident),
+            "resolve": may(Action::ResolveIncident),
+            "start_drill": may(Action::StartDrill),
+            "manage_keys": may(Action::ManageKeys),
+            "read_audit": may(Action::ReadAudit),
+        })
+    }
+
     fn project(&self, asked: Option<&str>) -> Result<String, PageError> {
         let projects = &self.app.config.projects;
         match asked.filter(|p| !p.is_empty()) {
             Some(name) if projects.contains_key(name) => Ok(name.to_owned()),
-            Some(_) => Err(PageError(StatusCode::NOT_FOUND, "No such project")),
-            None => projects
-                .keys()
-                .next()
-                .cloned()
-                .ok_or(PageError(StatusCode::NOT_FOUND, "No project is configured")),
+            Some(_) => Err(PageError::new(StatusCode::NOT_FOUND, "No such project")),
+            None => projects.keys().next().cloned().ok_or(PageError::new(
+                StatusCode::NOT_FOUND,
+                "No project is configured",
+            )),
         }
     }
 }
@@ -226,7 +275,20 @@ async fn signin(
         *response.status_mut() = status;
         response
     };
+    // Who tried, as the audit log names them: the operator the token signs
+    // in, or nobody known; never the token itself.
+    let entry = |name: &str, action: AuditAction, reason: Option<&str>| {
+        let actor = Actor {
+            kind: ActorKind::Operator,
+            name: name.to_owned(),
+            address: Some(client.to_string()),
+        };
+        AuditEntry::new(None, &actor, action, None, crate::now())
+            .changed(None, reason.map(|r| json!({ "reason": r })))
+    };
     if let Some(wait) = d.lockout.locked(client) {
+        let failed = entry("(unknown)", AuditAction::SignInFailed, Some("locked out"));
+        d.app.store.record(&failed).await?;
         return Ok(page(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -238,6 +300,8 @@ async fn signin(
     let Some(operator) = d.app.config.operator_for_token(&form.token) else {
         d.lockout.failed(client);
         tracing::warn!(%client, "a dashboard sign-in failed");
+        let failed = entry("(unknown)", AuditAction::SignInFailed, Some("wrong token"));
+        d.app.store.record(&failed).await?;
         let message = if d.app.config.admin_token.is_none() && d.app.config.operators.is_empty() {
             "Sign-in is off: set ASSAY_ADMIN_TOKEN or list operators in the config file."
         } else {
@@ -255,7 +319,8 @@ async fn signin(
         created_at: now,
         expires_at: now + chrono::Duration::from_std(auth::SESSION_LIFETIME).unwrap_or_default(),
     };
-    d.app.store.create_session(&session).await?;
+    let signed_in = entry(&session.operator, AuditAction::SignedIn, None);
+    d.app.store.create_session(&session, &signed_in).await?;
     Ok((
         [(
             header::SET_COOKIE,
@@ -276,7 +341,7 @@ struct CsrfForm {
 fn check_csrf(operator: &Operator, form: &CsrfForm) -> Result<(), PageError> {
     match &form.csrf {
         Some(token) if auth::equal(token, &operator.0.csrf_token) => Ok(()),
-        _ => Err(PageError(
+        _ => Err(PageError::new(
             StatusCode::FORBIDDEN,
             "This form has expired or did not come from Assay; reload the page and try again",
         )),
@@ -332,12 +397,13 @@ async fn runs_page(
     Query(q): Query<RunsQuery>,
 ) -> PageResult {
     let project = d.project(q.project.as_deref())?;
+    d.may(&operator, &project, Action::ReadRuns)?;
     let status_text = status_or_open(q.status.as_deref());
     if let Some(customer) = q.customer_id.as_deref()
         && !customer.trim().is_empty()
         && !crate::api::is_clean_field(customer)
     {
-        return Err(PageError(
+        return Err(PageError::new(
             StatusCode::BAD_REQUEST,
             "A customer id is up to 255 printable characters",
         ));
@@ -398,13 +464,14 @@ async fn run_page(
     Path((project, run)): Path<(String, String)>,
 ) -> PageResult {
     let project = d.project(Some(&project))?;
+    d.may(&operator, &project, Action::ReadRuns)?;
     let detail = d
         .app
         .store
         .run_detail(
             &project,
             &crate::api::run_ref(&run)
-                .map_err(|_| PageError(StatusCode::NOT_FOUND, "Not found"))?,
+                .map_err(|_| PageError::new(StatusCode::NOT_FOUND, "Not found"))?,
         )
         .await?;
     let event = d
@@ -432,6 +499,7 @@ async fn incidents_page(
     Query(q): Query<IncidentsQuery>,
 ) -> PageResult {
     let project = d.project(q.project.as_deref())?;
+    d.may(&operator, &project, Action::ReadIncidents)?;
     let status_text = status_or_open(q.status.as_deref());
     let incident_filter = IncidentFilter {
         drill: false,
@@ -463,17 +531,29 @@ async fn incidents_page(
 
 /// Finds an incident in whichever project holds it: alert links name only
 /// the incident.
-async fn find_incident(d: &Dashboard, id: &str) -> Result<crate::store::IncidentDetail, PageError> {
-    let id =
-        uuid::Uuid::parse_str(id).map_err(|_| PageError(StatusCode::NOT_FOUND, "Not found"))?;
-    for project in d.app.config.projects.keys() {
+/// The incident `id` of a project where `operator` may read incidents; the
+/// others' are not found, as the API's are for another project's key.
+async fn find_incident(
+    d: &Dashboard,
+    operator: &Operator,
+    id: &str,
+) -> Result<crate::store::IncidentDetail, PageError> {
+    let id = uuid::Uuid::parse_str(id)
+        .map_err(|_| PageError::new(StatusCode::NOT_FOUND, "Not found"))?;
+    let readable = d
+        .app
+        .config
+        .projects
+        .keys()
+        .filter(|project| d.may(operator, project, Action::ReadIncidents).is_ok());
+    for project in readable {
         match d.app.store.incident(project, id).await {
             Ok(detail) => return Ok(detail),
             Err(StoreError::NotFound(_)) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(PageError(StatusCode::NOT_FOUND, "Not found"))
+    Err(PageError::new(StatusCode::NOT_FOUND, "Not found"))
 }
 
 async fn incident_page(
@@ -481,7 +561,7 @@ async fn incident_page(
     operator: Operator,
     Path(id): Path<String>,
 ) -> PageResult {
-    let detail = find_incident(&d, &id).await?;
+    let detail = find_incident(&d, &operator, &id).await?;
     Ok(d.render("incident", Some(&operator), views::incident_page(&detail)))
 }
 
@@ -492,12 +572,13 @@ async fn acknowledge(
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     check_csrf(&operator, &form)?;
-    let detail = find_incident(&d, &id).await?;
+    let detail = find_incident(&d, &operator, &id).await?;
     let incident = &detail.incident;
+    let actor = d.may(&operator, &incident.project, Action::AcknowledgeIncident)?;
     match d
         .app
         .store
-        .acknowledge_incident(&incident.project, incident.id, crate::now())
+        .acknowledge_incident(&incident.project, incident.id, &actor, crate::now())
         .await
     {
         // Acknowledging a resolved incident: nothing to do, show it as it is.
@@ -515,8 +596,9 @@ async fn resolve(
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     check_csrf(&operator, &form)?;
-    let detail = find_incident(&d, &id).await?;
+    let detail = find_incident(&d, &operator, &id).await?;
     let incident = &detail.incident;
+    let actor = d.may(&operator, &incident.project, Action::ResolveIncident)?;
     let resolution = form
         .resolution
         .as_deref()
@@ -531,7 +613,13 @@ async fn resolve(
         .unwrap_or_else(|| format!("resolved by {} on the dashboard", operator.0.operator));
     d.app
         .store
-        .resolve_incident(&incident.project, incident.id, resolution, crate::now())
+        .resolve_incident(
+            &incident.project,
+            incident.id,
+            resolution,
+            &actor,
+            crate::now(),
+        )
         .await?;
     Ok(Redirect::to(&format!("/incidents/{}", incident.id)).into_response())
 }
@@ -551,6 +639,7 @@ async fn drills_page(
     Query(q): Query<DrillsQuery>,
 ) -> PageResult {
     let project = d.project(q.project.as_deref())?;
+    d.may(&operator, &project, Action::ReadDrills)?;
     let page = d
         .app
         .store
@@ -596,19 +685,180 @@ async fn start_drill(
         },
     )?;
     let project = d.project(form.project.as_deref())?;
+    let actor = d.may(&operator, &project, Action::StartDrill)?;
     let config = d
         .app
         .config
         .projects
         .get(&project)
-        .ok_or(PageError(StatusCode::NOT_FOUND, "No such project"))?;
+        .ok_or(PageError::new(StatusCode::NOT_FOUND, "No such project"))?;
     let drill = crate::drill::runner::start(
         d.app.store.as_ref(),
         config,
         crate::run::BILLING_WORKFLOW,
         crate::drill::DrillTrigger::Dashboard,
+        &actor,
     )
     .await?;
     tracing::info!(drill_id = %drill.id, operator = %operator.0.operator, "drill started on the dashboard");
     Ok(Redirect::to(&format!("/drills?project={project}")).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct ProjectQuery {
+    project: Option<String>,
+    cursor: Option<String>,
+    format: Option<String>,
+}
+
+/// A project's API keys, for an admin.
+async fn keys_page(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Query(q): Query<ProjectQuery>,
+) -> PageResult {
+    let project = d.project(q.project.as_deref())?;
+    d.may(&operator, &project, Action::ManageKeys)?;
+    let keys = d.app.store.list_keys(&project).await?;
+    let configured = d.app.config.projects[&project].api_key.is_some();
+    Ok(d.render(
+        "keys",
+        Some(&operator),
+        views::keys_page(&project, &keys, None, configured),
+    ))
+}
+
+/// The key form: a name, scopes (`scope`, repeated) and an expiry.
+async fn create_key(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    check_csrf(
+        &operator,
+        &CsrfForm {
+            csrf: field("csrf"),
+            resolution: None,
+        },
+    )?;
+    let project = d.project(field("project").as_deref())?;
+    let actor = d.may(&operator, &project, Action::ManageKeys)?;
+    let bad = |why: String| PageError::new(StatusCode::BAD_REQUEST, why);
+    let name = field("name").unwrap_or_default();
+    if !crate::run::is_clean_field(&name) {
+        return Err(bad("A key's name is 1 to 255 printable characters".into()));
+    }
+    let mut scopes = Vec::new();
+    for (_, value) in form.iter().filter(|(k, _)| k == "scope") {
+        scopes.push(
+            value
+                .parse::<crate::access::Scope>()
+                .map_err(|e| bad(e.to_string()))?,
+        );
+    }
+    if scopes.is_empty() {
+        return Err(bad("Tick at least one scope".into()));
+    }
+    let now = crate::now();
+    let expires_at = match field("expires_in").as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(crate::run::after(
+            now,
+            humantime::parse_duration(text)
+                .map_err(|_| bad(format!("`{text}` is not a duration such as 90d")))?,
+        )),
+    };
+    let issued = crate::access::keys::issue(
+        crate::access::keys::KeyRequest {
+            project: &project,
+            name: name.trim(),
+            scopes,
+            expires_at,
+            test: false,
+            created_by: &actor.name,
+        },
+        now,
+    );
+    d.app.store.create_key(&issued.key, &actor).await?;
+    let keys = d.app.store.list_keys(&project).await?;
+    let configured = d.app.config.projects[&project].api_key.is_some();
+    let mut page = d.render(
+        "keys",
+        Some(&operator),
+        views::keys_page(
+            &project,
+            &keys,
+            Some((&issued.key, &issued.secret)),
+            configured,
+        ),
+    );
+    *page.status_mut() = StatusCode::CREATED;
+    Ok(page)
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    csrf: Option<String>,
+    project: Option<String>,
+}
+
+async fn revoke_key(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Path(id): Path<String>,
+    Form(form): Form<RevokeForm>,
+) -> PageResult {
+    check_csrf(
+        &operator,
+        &CsrfForm {
+            csrf: form.csrf,
+            resolution: None,
+        },
+    )?;
+    let project = d.project(form.project.as_deref())?;
+    let actor = d.may(&operator, &project, Action::ManageKeys)?;
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|_| PageError::new(StatusCode::NOT_FOUND, "Not found"))?;
+    d.app
+        .store
+        .revoke_key(&project, id, &actor, crate::now())
+        .await?;
+    Ok(Redirect::to(&format!("/keys?project={project}")).into_response())
+}
+
+/// A project's audit log, for an admin; `format=jsonl` exports it.
+async fn audit_page(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    Query(q): Query<ProjectQuery>,
+) -> PageResult {
+    let project = d.project(q.project.as_deref())?;
+    d.may(&operator, &project, Action::ReadAudit)?;
+    let filter = crate::store::AuditFilter {
+        project: project.clone(),
+        action: None,
+        actor: None,
+        limit: PAGE_SIZE,
+        cursor: cursor(q.cursor.as_deref()),
+    };
+    if q.format.as_deref() == Some("jsonl") {
+        return Ok(crate::api::access::audit_lines(d.app.store.clone(), filter));
+    }
+    let page = d.app.store.audit_log(&filter).await?;
+    let next = page.next_cursor.as_ref().map(|cursor| {
+        views::query_url(
+            "/audit",
+            &[
+                ("project", Some(project.as_str())),
+                ("cursor", Some(cursor.as_str())),
+            ],
+        )
+    });
+    Ok(d.render(
+        "audit",
+        Some(&operator),
+        views::audit_page(&project, &page.data, next),
+    ))
 }

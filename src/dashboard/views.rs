@@ -13,7 +13,7 @@ use crate::run::{Run, RunStatus, Stage, Verdict};
 use crate::store::{IncidentDetail, RunDetail, RunSummary};
 use crate::time::{rfc3339, span};
 
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 9] = [
     (
         "layout",
         include_str!("../../templates/dashboard/layout.hbs"),
@@ -36,7 +36,82 @@ const TEMPLATES: [(&str, &str); 7] = [
         "drills",
         include_str!("../../templates/dashboard/drills.hbs"),
     ),
+    ("keys", include_str!("../../templates/dashboard/keys.hbs")),
+    ("audit", include_str!("../../templates/dashboard/audit.hbs")),
 ];
+
+/// The keys page: a project's keys, and the one just made, if any.
+pub fn keys_page(
+    project: &str,
+    keys: &[crate::access::ApiKey],
+    created: Option<(&crate::access::ApiKey, &str)>,
+    configured_key: bool,
+) -> Value {
+    let now = crate::now();
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            let state = match key.state(now) {
+                crate::access::KeyState::Active => match key.expires_at {
+                    Some(at) => format!("active until {}", rfc3339(&at)),
+                    None => "active".to_owned(),
+                },
+                crate::access::KeyState::Revoked(at) => format!("revoked {}", rfc3339(&at)),
+                crate::access::KeyState::Expired(at) => format!("expired {}", rfc3339(&at)),
+            };
+            json!({
+                "id": key.id,
+                "prefix": key.prefix,
+                "name": key.name,
+                "scopes": crate::access::keys::scopes_text(&key.scopes).replace(',', ", "),
+                "created_at": rfc3339(&key.created_at),
+                "created_by": key.created_by,
+                "last_used": key.last_used_at.map_or_else(|| "never".to_owned(), |at| rfc3339(&at)),
+                "state": state,
+                "active": key.state(now) == crate::access::KeyState::Active,
+            })
+        })
+        .collect();
+    json!({
+        "title": format!("API keys · {project}"),
+        "project": project,
+        "keys": keys,
+        "scopes": crate::access::Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "created": created.map(|(key, secret)| json!({"prefix": key.prefix, "secret": secret})),
+        "configured_key": configured_key,
+    })
+}
+
+/// The audit page: a project's entries, newest first.
+pub fn audit_page(
+    project: &str,
+    entries: &[crate::access::AuditEntry],
+    next: Option<String>,
+) -> Value {
+    let shown = |value: &Option<Value>| value.as_ref().map(|v| cut(&v.to_string(), 300));
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "at": rfc3339(&e.at),
+                "actor": e.actor.name,
+                "actor_kind": e.actor.kind,
+                "address": e.actor.address,
+                "action": e.action,
+                "target": e.target,
+                "before": shown(&e.before),
+                "after": shown(&e.after),
+            })
+        })
+        .collect();
+    json!({
+        "title": format!("Audit log · {project}"),
+        "project": project,
+        "entries": entries,
+        "next": next,
+        "export_url": query_url("/audit", &[("project", Some(project)), ("format", Some("jsonl"))]),
+    })
+}
 
 pub struct Views {
     registry: Handlebars<'static>,

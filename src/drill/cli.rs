@@ -24,34 +24,10 @@ pub async fn in_process(
     workflow: &str,
 ) -> anyhow::Result<Drill> {
     let workflow = super::workflow(Some(workflow)).map_err(|e| anyhow!(e))?;
-    let project = match project {
-        Some(name) => config.projects.get(name).ok_or_else(|| {
-            anyhow!(
-                "no project `{name}` is configured; the projects are: {}",
-                config
-                    .projects
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?,
-        None if config.projects.len() == 1 => config
-            .projects
-            .values()
-            .next()
-            .ok_or_else(|| anyhow!("no project is configured"))?,
-        None => bail!(
-            "name the project to drill with --project: one of {}",
-            config
-                .projects
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-    .clone();
+    let project = config
+        .project_named(project)
+        .map_err(|e| anyhow!(e))?
+        .clone();
     crate::install_crypto_provider();
     // Migrated before the server starts, so that the two do not race.
     let store = crate::store::connect(&config.database).await?;
@@ -60,7 +36,14 @@ pub async fn in_process(
         .context("cannot listen on a loopback port")?;
     let shutdown = CancellationToken::new();
     let mut server = tokio::spawn(crate::server::serve(config, listener, shutdown.clone()));
-    let drill = super::runner::start(store.as_ref(), &project, workflow, DrillTrigger::Cli).await?;
+    let drill = super::runner::start(
+        store.as_ref(),
+        &project,
+        workflow,
+        DrillTrigger::Cli,
+        &crate::access::Actor::cli(),
+    )
+    .await?;
     let limit = drill.timings.longest();
     let started = Instant::now();
     let outcome = loop {

@@ -52,12 +52,14 @@ fn lost(link: BrokenLink, what: &str) -> StepOutcome {
     )
 }
 
-/// Starts a drill now: stores it, due at once, for a runner to take.
+/// Starts a drill now, for `actor`: stores it, due at once, for a runner
+/// to take.
 pub async fn start(
     store: &dyn Store,
     project: &ProjectConfig,
     workflow: &str,
     trigger: DrillTrigger,
+    actor: &crate::access::Actor,
 ) -> Result<Drill, StoreError> {
     let drill = Drill::new(
         &project.name,
@@ -67,7 +69,7 @@ pub async fn start(
         None,
         crate::now(),
     );
-    store.create_drill(&drill, false).await?;
+    store.create_drill(&drill, false, actor).await?;
     Ok(drill)
 }
 
@@ -244,7 +246,11 @@ impl DrillRunner {
                 Some(due),
                 crate::now(),
             );
-            match self.store.create_drill(&drill, true).await {
+            match self
+                .store
+                .create_drill(&drill, true, &crate::access::Actor::system())
+                .await
+            {
                 Ok(true) => {
                     tracing::info!(drill_id = %drill.id, project = %project.name, "scheduled drill started")
                 }

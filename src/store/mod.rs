@@ -55,13 +55,13 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub(crate) use error::retry_deadlocked;
 pub use model::{
-    BadCursor, Cursor, DEFAULT_PAGE, DashboardSession, DrillJob, IncidentDetail, IncidentFilter,
-    Ingested, MAX_PAGE, PROBES_SHOWN, Page, RunDetail, RunFilter, RunRef, RunSummary, StoredEvent,
-    Swept,
+    AuditFilter, BadCursor, Cursor, DEFAULT_PAGE, DashboardSession, DrillJob, IncidentDetail,
+    IncidentFilter, Ingested, MAX_PAGE, PROBES_SHOWN, Page, RunDetail, RunFilter, RunRef,
+    RunSummary, StoredEvent, Swept,
 };
 pub use roles::{
-    AlertQueue, Drills, Health, Incidents, Ingest, ProbeQueue, ReadModels, Runs, Sessions, Store,
-    Sweep,
+    AlertQueue, Audit, Drills, Health, Incidents, Ingest, Keys, ProbeQueue, ReadModels, Runs,
+    Sessions, Store, Sweep,
 };
 
 use crate::alert::Outbox;

@@ -97,6 +97,17 @@ pub struct RunFilter {
     pub cursor: Option<Cursor>,
 }
 
+/// Which audit entries to read: a project's, newest first.
+#[derive(Debug, Clone)]
+pub struct AuditFilter {
+    pub project: String,
+    pub action: Option<crate::access::AuditAction>,
+    /// The operator's name or the key's prefix.
+    pub actor: Option<String>,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     pub status: Option<IncidentStatus>,

@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Cursor, DashboardSession, DrillJob, IncidentDetail, IncidentFilter, Ingested, Page, RunDetail,
-    RunFilter, RunRef, RunSummary, StoreError, StoredEvent, Swept,
+    AuditFilter, Cursor, DashboardSession, DrillJob, IncidentDetail, IncidentFilter, Ingested,
+    Page, RunDetail, RunFilter, RunRef, RunSummary, StoreError, StoredEvent, Swept,
 };
+use crate::access::{Actor, ApiKey, AuditEntry};
 use crate::alert::{DeliveryJob, DeliveryOutcome};
 use crate::drill::Drill;
 use crate::incident::Incident;
@@ -121,19 +122,23 @@ pub trait Incidents: Send + Sync {
     /// One incident with its alert deliveries and their attempts.
     async fn incident(&self, project: &str, id: Uuid) -> Result<IncidentDetail, StoreError>;
 
+    /// Acknowledges by hand; `actor`'s audit entry goes with the change.
     async fn acknowledge_incident(
         &self,
         project: &str,
         id: Uuid,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError>;
 
-    /// Resolves by hand; the resolve alerts are queued with it.
+    /// Resolves by hand; the resolve alerts and `actor`'s audit entry are
+    /// queued with it.
     async fn resolve_incident(
         &self,
         project: &str,
         id: Uuid,
         resolution: String,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError>;
 }
@@ -173,8 +178,13 @@ pub trait Drills: Send + Sync {
     /// Stores a new drill, due at once. With `only_if_idle`, not while
     /// another drill of its project and workflow is running. A scheduled
     /// drill is stored once per schedule time, however many replicas try.
-    /// Returns whether it was stored.
-    async fn create_drill(&self, drill: &Drill, only_if_idle: bool) -> Result<bool, StoreError>;
+    /// Returns whether it was stored; `actor`'s audit entry goes with it.
+    async fn create_drill(
+        &self,
+        drill: &Drill,
+        only_if_idle: bool,
+        actor: &Actor,
+    ) -> Result<bool, StoreError>;
 
     /// Claims up to `limit` drills whose next step is due, with a lease.
     async fn claim_drills(
@@ -228,10 +238,51 @@ pub trait Drills: Send + Sync {
     ) -> Result<u64, StoreError>;
 }
 
+/// Scoped API keys. Creating and revoking one appends its audit entry in
+/// the same transaction.
+#[async_trait]
+pub trait Keys: Send + Sync {
+    async fn create_key(&self, key: &ApiKey, actor: &Actor) -> Result<(), StoreError>;
+
+    /// A project's keys, revoked ones included, newest first.
+    async fn list_keys(&self, project: &str) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key of `project` (once: revoking it again changes nothing).
+    async fn revoke_key(
+        &self,
+        project: &str,
+        id: Uuid,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey, StoreError>;
+
+    /// The key whose secret hashes to `key_hash`, whatever its state.
+    async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Notes when a key was last used.
+    async fn key_used(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// The audit log: appended to, read; never changed.
+#[async_trait]
+pub trait Audit: Send + Sync {
+    /// Appends an entry that no other change goes with (a sign-in).
+    async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// A project's entries (and those of no project, the sign-ins),
+    /// newest first.
+    async fn audit_log(&self, filter: &AuditFilter) -> Result<Page<AuditEntry>, StoreError>;
+}
+
 /// Dashboard sessions.
 #[async_trait]
 pub trait Sessions: Send + Sync {
-    async fn create_session(&self, session: &DashboardSession) -> Result<(), StoreError>;
+    /// Stores a new session with the audit entry of its sign-in.
+    async fn create_session(
+        &self,
+        session: &DashboardSession,
+        signed_in: &AuditEntry,
+    ) -> Result<(), StoreError>;
 
     /// The session whose id hashes to `id_hash`, if it has not expired.
     async fn session(
@@ -278,6 +329,8 @@ pub trait Store:
     + AlertQueue
     + Drills
     + Sessions
+    + Keys
+    + Audit
     + ReadModels
 {
 }
@@ -292,6 +345,8 @@ impl<T> Store for T where
         + AlertQueue
         + Drills
         + Sessions
+        + Keys
+        + Audit
         + ReadModels
 {
 }

@@ -560,15 +560,26 @@ async fn incidents_acknowledge_resolve_and_resolve_themselves(backend: Backend) 
         store.incident("other", a).await,
         Err(StoreError::NotFound("incident"))
     ));
-    let acked = store.acknowledge_incident("default", a, now).await.unwrap();
+    let acked = store
+        .acknowledge_incident("default", a, &assay::access::Actor::cli(), now)
+        .await
+        .unwrap();
     assert_eq!(acked.acknowledged_at, Some(now));
     let resolved = store
-        .resolve_incident("default", a, "by hand".into(), now)
+        .resolve_incident(
+            "default",
+            a,
+            "by hand".into(),
+            &assay::access::Actor::cli(),
+            now,
+        )
         .await
         .unwrap();
     assert_eq!(resolved.resolution.as_deref(), Some("by hand"));
     assert!(matches!(
-        store.acknowledge_incident("default", a, now).await,
+        store
+            .acknowledge_incident("default", a, &assay::access::Actor::cli(), now)
+            .await,
         Err(StoreError::Incident(_))
     ));
     assert_eq!(

@@ -480,6 +480,7 @@ impl DrillRunner {
                     &drill.project,
                     incident.id,
                     format!("failure drill {} finished", drill.id),
+                    &crate::access::Actor::system(),
                     now,
                 )
                 .await?;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::claim::Queue;
 use super::tables::{append_timeline, fetch_run, push_cursor, record_probe_attempt, write_run};
 use super::{Db, SqlStore};
+use crate::access::{Actor, AuditAction, AuditEntry};
 use crate::alert::DeliveryStatus;
 use crate::drill::Drill;
 use crate::run::{ProbeAttempt, Run};
@@ -17,7 +18,12 @@ use crate::store::{Cursor, DrillJob, Drills, Page, RunRef, StoreError, to_ms};
 
 #[async_trait]
 impl Drills for SqlStore {
-    async fn create_drill(&self, drill: &Drill, only_if_idle: bool) -> Result<bool, StoreError> {
+    async fn create_drill(
+        &self,
+        drill: &Drill,
+        only_if_idle: bool,
+        actor: &Actor,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
         if only_if_idle {
             let running: Option<String> = sqlx::query_scalar(
@@ -55,8 +61,26 @@ impl Drills for SqlStore {
         .bind(drill.next_step_at.map(to_ms))
         .execute(&mut *tx)
         .await?;
+        let created = done.rows_affected() == 1;
+        if created {
+            let entry = AuditEntry::new(
+                Some(&drill.project),
+                actor,
+                AuditAction::DrillStarted,
+                Some(drill.id.to_string()),
+                drill.started_at,
+            )
+            .changed(
+                None,
+                Some(serde_json::json!({
+                    "workflow": drill.workflow,
+                    "trigger": drill.trigger,
+                })),
+            );
+            super::access::append(&mut tx, &entry).await?;
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(created)
     }
 
     async fn claim_drills(

@@ -8,8 +8,9 @@ use uuid::Uuid;
 use super::outbox::{deliveries_of_incident, queue_deliveries};
 use super::tables::push_cursor;
 use super::{Conn, Db, LOCK, SqlStore};
+use crate::access::{Actor, AuditAction, AuditEntry};
 use crate::alert::Outbox;
-use crate::incident::Incident;
+use crate::incident::{Incident, IncidentStatus};
 use crate::store::records::{INCIDENT_COLUMNS, IncidentRow, convert};
 use crate::store::{Cursor, IncidentDetail, IncidentFilter, Incidents, Page, StoreError, to_ms};
 
@@ -114,12 +115,23 @@ impl Incidents for SqlStore {
         &self,
         project: &str,
         id: Uuid,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError> {
         let mut tx = self.writer.begin().await?;
         let mut incident = fetch(&mut tx, project, id, true).await?;
+        let before = status_of(&incident);
         if incident.acknowledge(now)? {
             save(&mut tx, &incident).await?;
+            let entry = AuditEntry::new(
+                Some(project),
+                actor,
+                AuditAction::IncidentAcknowledged,
+                Some(id.to_string()),
+                now,
+            )
+            .changed(Some(before), Some(status_of(&incident)));
+            super::access::append(&mut tx, &entry).await?;
         }
         tx.commit().await?;
         Ok(incident)
@@ -130,12 +142,34 @@ impl Incidents for SqlStore {
         project: &str,
         id: Uuid,
         resolution: String,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Incident, StoreError> {
         let mut tx = self.writer.begin().await?;
         let mut incident = fetch(&mut tx, project, id, true).await?;
+        let before = status_of(&incident);
+        let was_resolved = incident.status == IncidentStatus::Resolved;
         resolve(&mut tx, &self.outbox, &mut incident, resolution, now).await?;
+        if !was_resolved && incident.status == IncidentStatus::Resolved {
+            let entry = AuditEntry::new(
+                Some(project),
+                actor,
+                AuditAction::IncidentResolved,
+                Some(id.to_string()),
+                now,
+            )
+            .changed(Some(before), Some(status_of(&incident)));
+            super::access::append(&mut tx, &entry).await?;
+        }
         tx.commit().await?;
         Ok(incident)
     }
+}
+
+/// What an audit entry records of an incident's state.
+fn status_of(incident: &Incident) -> serde_json::Value {
+    serde_json::json!({
+        "status": incident.status,
+        "resolution": incident.resolution,
+    })
 }

@@ -22,6 +22,7 @@
 //! summary, the metrics' gauges) and `claim` (the lease every worker's
 //! queue is claimed with).
 
+mod access;
 mod claim;
 mod drills;
 mod incidents;

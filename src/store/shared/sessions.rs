@@ -4,11 +4,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::SqlStore;
+use crate::access::AuditEntry;
 use crate::store::{DashboardSession, Sessions, StoreError, from_ms, to_ms};
 
 #[async_trait]
 impl Sessions for SqlStore {
-    async fn create_session(&self, session: &DashboardSession) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: &DashboardSession,
+        signed_in: &AuditEntry,
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         // Expired sessions go when new ones come: no cleanup job.
         sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
@@ -26,6 +31,7 @@ impl Sessions for SqlStore {
         .bind(to_ms(session.expires_at))
         .execute(&mut *tx)
         .await?;
+        super::access::append(&mut tx, signed_in).await?;
         tx.commit().await?;
         Ok(())
     }

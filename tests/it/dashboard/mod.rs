@@ -302,14 +302,21 @@ async fn every_dashboard_answer_carries_the_security_headers(backend: Backend) {
     let answers = [
         ("a page", get("/", Some(cookie.clone())).await.unwrap()),
         ("the sign-in page", get("/signin", None).await.unwrap()),
-        ("a redirect to sign in", get("/incidents", None).await.unwrap()),
+        (
+            "a redirect to sign in",
+            get("/incidents", None).await.unwrap(),
+        ),
         (
             "a 404 page",
-            get("/incidents/not-a-uuid", Some(cookie.clone())).await.unwrap(),
+            get("/incidents/not-a-uuid", Some(cookie.clone()))
+                .await
+                .unwrap(),
         ),
         (
             "a 400 page",
-            get("/?customer_id=%01", Some(cookie.clone())).await.unwrap(),
+            get("/?customer_id=%01", Some(cookie.clone()))
+                .await
+                .unwrap(),
         ),
         (
             "a refused form",
@@ -348,7 +355,10 @@ async fn every_dashboard_answer_carries_the_security_headers(backend: Backend) {
             );
         }
         let policy = headers["content-security-policy"].to_str().unwrap();
-        assert!(policy.contains("frame-ancestors 'none'"), "{what}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{what}: {policy}"
+        );
     }
     assert_eq!(statuses, [200, 200, 303, 404, 400, 403, 401]);
     server.stop().await;
@@ -417,9 +427,15 @@ async fn the_lock_out_goes_by_the_client_behind_a_trusted_proxy(backend: Backend
     let guesser = sign_in_as("203.0.113.7", ADMIN_TOKEN).await.unwrap();
     assert_eq!(guesser.status(), StatusCode::TOO_MANY_REQUESTS);
     let colleague = sign_in_as("203.0.113.8", ADMIN_TOKEN).await.unwrap();
-    assert_eq!(colleague.status(), StatusCode::SEE_OTHER, "another client signs in");
+    assert_eq!(
+        colleague.status(),
+        StatusCode::SEE_OTHER,
+        "another client signs in"
+    );
     // A client may prepend anything; the proxy's own entry is believed.
-    let spoofed = sign_in_as("198.51.100.1, 203.0.113.7", ADMIN_TOKEN).await.unwrap();
+    let spoofed = sign_in_as("198.51.100.1, 203.0.113.7", ADMIN_TOKEN)
+        .await
+        .unwrap();
     assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
     server.stop().await;
 

@@ -3,6 +3,7 @@
 //! document, and the shapes of the API's and the alerts' JSON pinned for a
 //! fixed scenario.
 
+mod access;
 mod contract;
 mod endpoints;
 mod openapi;

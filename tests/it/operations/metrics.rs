@@ -157,8 +157,7 @@ async fn metrics_follow_runs_and_pass_promtool(backend: Backend) {
 /// With `ASSAY_METRICS_BIND`, `/metrics` is served on its own listener,
 /// which serves nothing else, and no longer beside the webhooks.
 async fn metrics_may_have_a_listener_of_their_own(backend: Backend) {
-    let Some(server) =
-        TestServer::start(backend, &[("ASSAY_METRICS_BIND", "127.0.0.1:0")]).await
+    let Some(server) = TestServer::start(backend, &[("ASSAY_METRICS_BIND", "127.0.0.1:0")]).await
     else {
         return;
     };
@@ -182,7 +181,11 @@ async fn metrics_may_have_a_listener_of_their_own(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
     let (status, _) = server.api(Method::GET, "/healthz", None).await;
-    assert_eq!(status, reqwest::StatusCode::OK, "the rest stays where it was");
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "the rest stays where it was"
+    );
     server.stop().await;
 }
 

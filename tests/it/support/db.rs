@@ -212,6 +212,11 @@ impl TestDb {
 
     /// Runs one statement straight on the database.
     pub async fn execute(&self, sql: &'static str) {
+        self.try_execute(sql).await.unwrap();
+    }
+
+    /// Runs one statement straight on the database; the database's answer.
+    pub async fn try_execute(&self, sql: &'static str) -> Result<u64, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => {
                 let path = self.url.trim_start_matches("sqlite://");
@@ -220,8 +225,9 @@ impl TestDb {
                     .connect()
                     .await
                     .unwrap();
-                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                let done = sqlx::query(sql).execute(&mut conn).await;
                 conn.close().await.unwrap();
+                done.map(|d| d.rows_affected())
             }
             Backend::Postgres => {
                 let mut conn = PgConnectOptions::from_str(&self.url)
@@ -229,8 +235,9 @@ impl TestDb {
                     .connect()
                     .await
                     .unwrap();
-                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                let done = sqlx::query(sql).execute(&mut conn).await;
                 conn.close().await.unwrap();
+                done.map(|d| d.rows_affected())
             }
         }
     }

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod alert;
 pub mod api;
+pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod drill;

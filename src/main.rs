@@ -197,9 +197,9 @@ async fn main() -> ExitCode {
                 scopes,
                 expires_in,
                 test,
-            } => assay::access::cli::create(
+            } => assay::commands::keys::create(
                 &config,
-                assay::access::cli::Create {
+                assay::commands::keys::Create {
                     project: project.as_deref(),
                     name: &name,
                     scopes,
@@ -219,18 +219,18 @@ async fn main() -> ExitCode {
                 );
             }),
             KeysCommand::List { project, json } => {
-                assay::access::cli::list(&config, project.as_deref())
+                assay::commands::keys::list(&config, project.as_deref())
                     .await
                     .map(|keys| {
                         if json {
                             println!("{}", serde_json::to_string_pretty(&keys).unwrap_or_default());
                         } else {
-                            print!("{}", assay::access::cli::table(&keys));
+                            print!("{}", assay::commands::keys::table(&keys));
                         }
                     })
             }
             KeysCommand::Revoke { project, key } => {
-                assay::access::cli::revoke(&config, project.as_deref(), &key)
+                assay::commands::keys::revoke(&config, project.as_deref(), &key)
                     .await
                     .map(|key| eprintln!("assay: key {} ({}) is revoked", key.prefix, key.name))
             }

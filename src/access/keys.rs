@@ -55,6 +55,18 @@ impl ApiKey {
             _ => KeyState::Active,
         }
     }
+
+    /// The state in words, as lists show it: `active until ...`,
+    /// `revoked ...`.
+    pub fn state_text(&self, now: DateTime<Utc>) -> String {
+        let at = crate::time::rfc3339;
+        match (self.state(now), self.expires_at) {
+            (KeyState::Active, Some(until)) => format!("active until {}", at(&until)),
+            (KeyState::Active, None) => "active".to_owned(),
+            (KeyState::Revoked(when), _) => format!("revoked {}", at(&when)),
+            (KeyState::Expired(when), _) => format!("expired {}", at(&when)),
+        }
+    }
 }
 
 /// A key just made: its record, and the secret, shown this once.

@@ -3,7 +3,7 @@
 //! audit log's record of who took one. Pure: the HTTP layer asks
 //! [`Grant::allows`], the store keeps keys and audit entries.
 
-pub mod cli;
+pub mod client;
 pub mod keys;
 
 use chrono::{DateTime, Utc};

@@ -210,7 +210,7 @@ impl FromRequestParts<AppState> for Caller {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|peer| {
-                crate::dashboard::auth::client_address(
+                crate::access::client::client_address(
                     peer.0.ip(),
                     &parts.headers,
                     &state.config.trusted_proxies,

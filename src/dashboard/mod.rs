@@ -265,7 +265,8 @@ async fn signin(
     Form(form): Form<SignInForm>,
 ) -> PageResult {
     let next = auth::safe_next(form.next.as_deref());
-    let client = auth::client_address(peer.ip(), &headers, &d.app.config.trusted_proxies);
+    let client =
+        crate::access::client::client_address(peer.ip(), &headers, &d.app.config.trusted_proxies);
     let page = |status: StatusCode, error: String| {
         let mut response = d.render(
             "signin",

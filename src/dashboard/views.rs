@@ -51,14 +51,6 @@ pub fn keys_page(
     let keys: Vec<Value> = keys
         .iter()
         .map(|key| {
-            let state = match key.state(now) {
-                crate::access::KeyState::Active => match key.expires_at {
-                    Some(at) => format!("active until {}", rfc3339(&at)),
-                    None => "active".to_owned(),
-                },
-                crate::access::KeyState::Revoked(at) => format!("revoked {}", rfc3339(&at)),
-                crate::access::KeyState::Expired(at) => format!("expired {}", rfc3339(&at)),
-            };
             json!({
                 "id": key.id,
                 "prefix": key.prefix,
@@ -67,7 +59,7 @@ pub fn keys_page(
                 "created_at": rfc3339(&key.created_at),
                 "created_by": key.created_by,
                 "last_used": key.last_used_at.map_or_else(|| "never".to_owned(), |at| rfc3339(&at)),
-                "state": state,
+                "state": key.state_text(now),
                 "active": key.state(now) == crate::access::KeyState::Active,
             })
         })

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use uuid::Uuid;
 
-use super::keys::{KeyRequest, issue};
-use super::{Actor, ApiKey, KeyState, Scope};
+use crate::access::keys::{KeyRequest, issue};
+use crate::access::{Actor, ApiKey, Scope};
 use crate::config::Config;
 
 /// What `assay keys create` asks for.
@@ -86,14 +86,7 @@ pub fn table(keys: &[ApiKey]) -> String {
         "ID                                    PREFIX            NAME                  SCOPES                      STATE\n",
     );
     for key in keys {
-        let state = match key.state(now) {
-            KeyState::Active => match key.expires_at {
-                Some(at) => format!("active until {}", crate::time::rfc3339(&at)),
-                None => "active".to_owned(),
-            },
-            KeyState::Revoked(at) => format!("revoked {}", crate::time::rfc3339(&at)),
-            KeyState::Expired(at) => format!("expired {}", crate::time::rfc3339(&at)),
-        };
+        let state = key.state_text(now);
         let used = key.last_used_at.map_or_else(
             || "never used".to_owned(),
             |at| format!("last used {}", crate::time::rfc3339(&at)),
@@ -104,7 +97,7 @@ pub fn table(keys: &[ApiKey]) -> String {
             key.id,
             key.prefix,
             key.name,
-            super::keys::scopes_text(&key.scopes),
+            crate::access::keys::scopes_text(&key.scopes),
         );
     }
     out

@@ -46,8 +46,8 @@ pub async fn serve(
     serve_on(config, listener, metrics_listener, shutdown).await
 }
 
-/// [`serve`] on listeners the caller bound: `metrics_listener` serves
-/// `/metrics`, which the main listener then does not.
+/// [`serve`] on listeners the caller bound: `metrics_listener`, when given,
+/// serves `/metrics`, which the main listener then does not.
 pub async fn serve_on(
     config: Config,
     listener: TcpListener,
@@ -127,6 +127,7 @@ pub async fn serve_on(
         store,
         metrics,
     };
+    let metrics_here = metrics_listener.is_none();
     let metrics_task = match metrics_listener {
         Some(metrics_listener) => {
             tracing::info!(addr = %metrics_listener.local_addr()?, "/metrics is served here");
@@ -140,9 +141,9 @@ pub async fn serve_on(
         }
         None => None,
     };
-    let app = app(state);
-    // The client's address: the dashboard locks out repeated failed sign-ins
-    // per address.
+    let app = app(state, metrics_here);
+    // The peer's address: the client's, or the proxy's that names the
+    // client (for the sign-in lock-out and the audit log).
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -164,8 +165,10 @@ pub async fn serve_on(
 /// Every route Assay serves: the API (whose answers for unknown paths and
 /// methods stand for the whole router) and the dashboard, under one request
 /// timeout and one trace span per request.
-pub fn app(state: AppState) -> Router {
-    let metrics_elsewhere = state.config.metrics_bind.is_some();
+/// `metrics_here`: whether this router serves `/metrics` (else a listener
+/// of its own does).
+pub fn app(state: AppState, metrics_here: bool) -> Router {
+    let metrics_elsewhere = !metrics_here;
     api::router(state.clone())
         .merge(dashboard::router(state))
         .layer(axum::middleware::from_fn(

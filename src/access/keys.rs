@@ -16,7 +16,7 @@ pub const TEST_PREFIX: &str = "ak_test_";
 const SHOWN: usize = 8;
 
 /// A key as stored: everything but the secret.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: Uuid,
     pub project: String,
@@ -37,6 +37,18 @@ pub struct ApiKey {
     /// Not stored: the hash the store finds the key by.
     #[serde(skip)]
     pub key_hash: String,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("project", &self.project)
+            .field("prefix", &self.prefix)
+            .field("scopes", &self.scopes)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether a key opens anything at `now`.
@@ -70,10 +82,19 @@ impl ApiKey {
 }
 
 /// A key just made: its record, and the secret, shown this once.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedKey {
     pub key: ApiKey,
     pub secret: String,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("key", &self.key)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 /// The SHA-256 of a presented key, as stored.
@@ -92,7 +113,25 @@ pub struct KeyRequest<'a> {
     pub created_by: &'a str,
 }
 
-/// A new key: 244 random bits after its prefix.
+impl KeyRequest<'_> {
+    /// Why the request cannot be issued at `now`, if it cannot: the same
+    /// rules from the API, the dashboard and the command line.
+    pub fn refusal(&self, now: DateTime<Utc>) -> Option<String> {
+        if !crate::run::is_clean_field(self.name) {
+            return Some("a key's name is 1 to 255 printable characters".into());
+        }
+        if self.scopes.is_empty() {
+            return Some("a key needs at least one scope: report, read, operate or admin".into());
+        }
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return Some("a key's expiry must be in the future".into());
+        }
+        None
+    }
+}
+
+/// A new key: 244 random bits after its prefix. Check the request's
+/// [`KeyRequest::refusal`] first.
 pub fn issue(request: KeyRequest<'_>, now: DateTime<Utc>) -> IssuedKey {
     let random = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     let secret = format!(

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::runs::{page_params, parse_filter};
-use super::{ApiError, AppJson, AppPath, AppQuery, AppState, Caller, check_field};
+use super::{ApiError, AppJson, AppPath, AppQuery, AppState, Caller};
 use crate::access::keys::{KeyRequest, issue};
 use crate::access::{Action, ApiKey, AuditEntry, Scope};
 use crate::store::{AuditFilter, MAX_PAGE, Page};
@@ -49,31 +49,19 @@ pub async fn create(
     AppJson(body): AppJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let project = caller.may(Action::ManageKeys)?;
-    check_field("name", &body.name)?;
-    if body.scopes.is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "`scopes` must name at least one of report, read, operate, admin",
-        ));
-    }
     let now = crate::now();
-    if body.expires_at.is_some_and(|at| at <= now) {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "`expires_at` must be in the future",
-        ));
+    let request = KeyRequest {
+        project: &project.name,
+        name: body.name.trim(),
+        scopes: body.scopes,
+        expires_at: body.expires_at,
+        test: body.test,
+        created_by: &caller.actor.name,
+    };
+    if let Some(why) = request.refusal(now) {
+        return Err(ApiError::unprocessable("invalid_field", why));
     }
-    let issued = issue(
-        KeyRequest {
-            project: &project.name,
-            name: body.name.trim(),
-            scopes: body.scopes,
-            expires_at: body.expires_at,
-            test: body.test,
-            created_by: &caller.actor.name,
-        },
-        now,
-    );
+    let issued = issue(request, now);
     state.store.create_key(&issued.key, &caller.actor).await?;
     Ok((
         StatusCode::CREATED,
@@ -132,8 +120,8 @@ pub struct AuditQuery {
     format: Option<String>,
 }
 
-/// `GET /v1/audit`: who did what in this project (and every sign-in),
-/// newest first; `format=jsonl` exports it all as JSON lines.
+/// `GET /v1/audit`: who did what in this project, newest first;
+/// `format=jsonl` exports it all as JSON lines.
 #[utoipa::path(get, path = "/v1/audit", operation_id = "audit_log", tag = "access", security(("api_key" = [])), params(AuditQuery),
     responses((status = 200, description = "audit entries, newest first", body = Page<AuditEntry>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
         (status = 403, description = "the key lacks the `admin` scope", body = crate::api::error::ErrorBody)))]
@@ -154,8 +142,11 @@ pub async fn audit(
         }
     };
     let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
+    // A key belongs to one project: the sign-ins, which belong to none,
+    // are for the dashboard's admins of every project.
     let filter = AuditFilter {
         project: project.name.clone(),
+        sign_ins: false,
         action: parse_filter(query.action.as_deref())?,
         actor: query.actor,
         limit: if export { MAX_PAGE } else { limit },
@@ -185,24 +176,30 @@ pub fn audit_lines(
                 return Ok(None);
             };
             let page = store.audit_log(&filter).await?;
+            let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+                crate::store::StoreError::Corrupt(format!("audit export: {what}: {e}"))
+            };
             let mut text = String::new();
             for entry in &page.data {
-                text.push_str(&serde_json::to_string(entry).unwrap_or_default());
+                text.push_str(&serde_json::to_string(entry).map_err(|e| corrupt("entry", &e))?);
                 text.push('\n');
             }
-            let next = match page
-                .next_cursor
-                .as_deref()
-                .map(crate::store::Cursor::decode)
-            {
-                Some(Ok(cursor)) => {
-                    filter.cursor = Some(cursor);
+            let next = match page.next_cursor.as_deref() {
+                Some(cursor) => {
+                    filter.cursor = Some(
+                        crate::store::Cursor::decode(cursor).map_err(|e| corrupt("cursor", &e))?,
+                    );
                     Some(filter)
                 }
-                _ => None,
+                None => None,
             };
             Ok::<_, crate::store::StoreError>(Some((text, next)))
         }
+    });
+    // A failure ends the body early, which a client sees as a broken
+    // transfer (no final chunk); it is logged here.
+    let lines = futures::TryStreamExt::inspect_err(lines, |e| {
+        tracing::error!(error = %e, "the audit export failed part way");
     });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],

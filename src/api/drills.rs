@@ -27,7 +27,7 @@ pub struct StartDrill {
 /// background, on whichever replica claims it.
 #[utoipa::path(post, path = "/v1/drills", operation_id = "start_drill", tag = "drills", security(("api_key" = [])),
     request_body(content = StartDrill, description = "optional"),
-    responses((status = 202, description = "the drill as it starts; poll `GET /v1/drills/{id}`", body = Drill), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+    responses((status = 202, description = "the drill as it starts; poll `GET /v1/drills/{id}`", body = Drill), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody),
         (status = 422, description = "an unknown workflow", body = crate::api::error::ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
@@ -57,7 +57,7 @@ pub async fn start(
 
 #[utoipa::path(get, path = "/v1/drills/{id}", operation_id = "get_drill", tag = "drills", security(("api_key" = [])),
     params(("id" = String, Path, description = "the drill's UUID")),
-    responses((status = 200, description = "the drill's report", body = Drill), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+    responses((status = 200, description = "the drill's report", body = Drill), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody),
         (status = 404, description = "no such drill in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -78,7 +78,7 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/v1/drills", operation_id = "list_drills", tag = "drills", security(("api_key" = [])), params(ListQuery),
-    responses((status = 200, description = "the project's drills, newest first", body = Page<Drill>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
+    responses((status = 200, description = "the project's drills, newest first", body = Page<Drill>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

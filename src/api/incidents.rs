@@ -29,7 +29,7 @@ fn incident_id(text: &str) -> Result<Uuid, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/incidents", operation_id = "list_incidents", tag = "incidents", security(("api_key" = [])), params(ListQuery),
-    responses((status = 200, description = "incidents, newest first", body = Page<Incident>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
+    responses((status = 200, description = "incidents, newest first", body = Page<Incident>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -49,7 +49,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/incidents/{id}", operation_id = "get_incident", tag = "incidents", security(("api_key" = [])), params(("id" = String, Path, description = "the incident's UUID")),
-    responses((status = 200, description = "the incident with its alert deliveries", body = IncidentDetail), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody)))]
+    responses((status = 200, description = "the incident with its alert deliveries", body = IncidentDetail), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,7 +65,7 @@ pub async fn get(
 }
 
 #[utoipa::path(post, path = "/v1/incidents/{id}/acknowledge", operation_id = "acknowledge_incident", tag = "incidents", security(("api_key" = [])), params(("id" = String, Path, description = "the incident's UUID")),
-    responses((status = 200, description = "the incident, acknowledged", body = Incident), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody),
+    responses((status = 200, description = "the incident, acknowledged", body = Incident), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody),
         (status = 409, description = "the incident is resolved", body = crate::api::error::ErrorBody)))]
 pub async fn acknowledge(
     State(state): State<AppState>,
@@ -94,7 +94,7 @@ pub struct ResolveBody {
 /// `POST /v1/incidents/{id}/resolve`, with an optional `{"resolution": "..."}`.
 #[utoipa::path(post, path = "/v1/incidents/{id}/resolve", operation_id = "resolve_incident", tag = "incidents", security(("api_key" = [])), params(("id" = String, Path, description = "the incident's UUID")),
     request_body(content = ResolveBody, description = "optional"),
-    responses((status = 200, description = "the incident, resolved", body = Incident), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody)))]
+    responses((status = 200, description = "the incident, resolved", body = Incident), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody), (status = 404, description = "no such incident in this project", body = crate::api::error::ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
     caller: Caller,

@@ -206,17 +206,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <key>`")
             })?;
-        let address = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|peer| {
-                crate::access::client::client_address(
-                    peer.0.ip(),
-                    &parts.headers,
-                    &state.config.trusted_proxies,
-                )
-                .to_string()
-            });
+        let address = state.client_of_request(parts);
         // The configuration's key (ASSAY_API_KEY) has every scope.
         if let Some(project) = state.config.project_for_api_key(key) {
             return Ok(Caller {

@@ -32,7 +32,7 @@ pub struct OpenRun {
 /// `POST /v1/runs`: 201 when this call opened the run, 200 when it existed.
 #[utoipa::path(post, path = "/v1/runs", operation_id = "open_run", tag = "runs", security(("api_key" = [])),
     request_body = OpenRun,
-    responses((status = 201, description = "the run this call opened", body = Run), (status = 200, description = "the run that existed", body = Run), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+    responses((status = 201, description = "the run this call opened", body = Run), (status = 200, description = "the run that existed", body = Run), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody),
         (status = 422, description = "a field is not valid", body = crate::api::error::ErrorBody)))]
 pub async fn open(
     State(state): State<AppState>,
@@ -103,7 +103,7 @@ pub struct ReportBody {
 #[utoipa::path(post, path = "/v1/runs/{run}/stages/{stage}", operation_id = "report_stage", tag = "runs", security(("api_key" = [])),
     params(("run" = String, Path, description = "the run's UUID or its Stripe event id"), ("stage" = crate::run::Stage, Path, description = "`reconciled` or `access_asserted`")),
     request_body(content = ReportBody, description = "optional"),
-    responses((status = 200, description = "the run after the report", body = Run), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+    responses((status = 200, description = "the run after the report", body = Run), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody),
         (status = 404, description = "no such run in this project", body = crate::api::error::ErrorBody),
         (status = 422, description = "a field is not valid, or `access_asserted` without an observed plan", body = crate::api::error::ErrorBody)))]
 pub async fn report_stage(
@@ -202,7 +202,7 @@ pub(super) fn parse_filter<T: std::str::FromStr<Err = crate::names::UnknownName>
 
 /// `GET /v1/runs`: newest first.
 #[utoipa::path(get, path = "/v1/runs", operation_id = "list_runs", tag = "runs", security(("api_key" = [])), params(ListQuery),
-    responses((status = 200, description = "runs, newest first", body = Page<Run>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody)))]
+    responses((status = 200, description = "runs, newest first", body = Page<Run>), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -235,7 +235,7 @@ pub async fn list(
 /// `GET /v1/runs/{run}`: the run with its timeline, probes and incidents.
 #[utoipa::path(get, path = "/v1/runs/{run}", operation_id = "get_run", tag = "runs", security(("api_key" = [])),
     params(("run" = String, Path, description = "the run's UUID or its Stripe event id")),
-    responses((status = 200, description = "the run with its timeline, probes and incidents", body = RunDetail), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody),
+    responses((status = 200, description = "the run with its timeline, probes and incidents", body = RunDetail), (status = 400, description = "a malformed request", body = crate::api::error::ErrorBody), (status = 401, description = "no or a wrong API key", body = crate::api::error::ErrorBody), (status = 403, description = "the key lacks the scope this needs (`missing_scope`)", body = crate::api::error::ErrorBody),
         (status = 404, description = "no such run in this project", body = crate::api::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,

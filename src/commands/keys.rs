@@ -24,25 +24,20 @@ pub async fn create(config: &Config, request: Create<'_>) -> anyhow::Result<(Api
     let project = config
         .project_named(request.project)
         .map_err(|e| anyhow!(e))?;
-    if !crate::run::is_clean_field(request.name) {
-        bail!("--name must be 1 to 255 printable characters");
-    }
-    if request.scopes.is_empty() {
-        bail!("name at least one --scope: report, read, operate or admin");
-    }
     let now = crate::now();
     let expires_at = request.expires_in.map(|d| crate::run::after(now, d));
-    let issued = issue(
-        KeyRequest {
-            project: &project.name,
-            name: request.name.trim(),
-            scopes: request.scopes,
-            expires_at,
-            test: request.test,
-            created_by: "cli",
-        },
-        now,
-    );
+    let key_request = KeyRequest {
+        project: &project.name,
+        name: request.name.trim(),
+        scopes: request.scopes,
+        expires_at,
+        test: request.test,
+        created_by: "cli",
+    };
+    if let Some(why) = key_request.refusal(now) {
+        bail!("{why}");
+    }
+    let issued = issue(key_request, now);
     let store = crate::store::connect(&config.database).await?;
     store.create_key(&issued.key, &Actor::cli()).await?;
     Ok((issued.key, issued.secret))

@@ -506,7 +506,23 @@ impl Config {
                     projects.insert(project.clone(), role);
                 }
             }
-            match (ApiKeyHash::from_hex(operator.token_sha256.expose()), role) {
+            let token = ApiKeyHash::from_hex(operator.token_sha256.expose());
+            // A token signs in one operator: a shared one would sign in
+            // whichever is listed last, with their role.
+            let admin_hash = global
+                .admin_token
+                .as_ref()
+                .map(|t| ApiKeyHash::of(t.expose()));
+            if token.as_ref().is_some_and(|t| {
+                operators.iter().any(|o: &OperatorConfig| o.token == *t)
+                    || admin_hash.as_ref() == Some(t)
+            }) {
+                errors.push(format!(
+                    "operators: `{name}`: token_sha256 is another operator's (or the admin token's); every operator needs their own token"
+                ));
+                continue;
+            }
+            match (token, role) {
                 (Some(token), Some(role)) => operators.push(OperatorConfig {
                     name,
                     token,

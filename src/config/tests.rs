@@ -525,9 +525,10 @@ fn a_duration_without_its_unit_is_told_so() {
 #[test]
 fn operators_have_a_role_per_project() {
     let hash = hex::encode(Sha256::digest(b"dana-token-0123456789"));
+    let eli = hex::encode(Sha256::digest(b"eli-token-0123456789"));
     let file = format!(
         "[[operators]]\nname = \"dana\"\ntoken_sha256 = \"{hash}\"\nrole = \"viewer\"\nprojects = {{ billing = \"admin\" }}\n\
-         [[operators]]\nname = \"eli\"\ntoken_sha256 = \"{hash}\"\n\
+         [[operators]]\nname = \"eli\"\ntoken_sha256 = \"{eli}\"\n\
          [projects.default]\n[projects.billing]\napi_key = \"billing-key-0123456789\"\n"
     );
     let config = load(
@@ -555,6 +556,15 @@ fn operators_have_a_role_per_project() {
     );
     assert!(
         err.contains("no project `nowhere` to give a role in"),
+        "{err}"
+    );
+
+    let shared = format!(
+        "[[operators]]\nname = \"dana\"\ntoken_sha256 = \"{hash}\"\n[[operators]]\nname = \"eli\"\ntoken_sha256 = \"{hash}\"\n"
+    );
+    let err = load(Some(&shared), &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("`eli`: token_sha256 is another operator's"),
         "{err}"
     );
 }

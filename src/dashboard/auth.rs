@@ -88,10 +88,13 @@ impl Lockout {
             .then(|| LOCKOUT.saturating_sub(recent.last().map_or(LOCKOUT, Instant::elapsed)))
     }
 
-    pub fn failed(&self, ip: IpAddr) {
+    /// Notes a failed sign-in from `ip`; whether it locks `ip` out now.
+    pub fn failed(&self, ip: IpAddr) -> bool {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let recent = failures.entry(ip).or_default();
+        recent.retain(|at| at.elapsed() < LOCKOUT);
         recent.push(Instant::now());
+        let locks_out = recent.len() == MAX_FAILURES;
         // Bounded memory: at most a few entries per address.
         if recent.len() > MAX_FAILURES {
             recent.remove(0);
@@ -99,6 +102,7 @@ impl Lockout {
         if failures.len() > 10_000 {
             failures.retain(|_, v| v.last().is_some_and(|at| at.elapsed() < LOCKOUT));
         }
+        locks_out
     }
 
     pub fn succeeded(&self, ip: IpAddr) {
@@ -141,17 +145,7 @@ where
         let Some(value) = cookie(&parts.headers) else {
             return Err(SignInFirst(here));
         };
-        let address = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|peer| {
-                crate::access::client::client_address(
-                    peer.0.ip(),
-                    &parts.headers,
-                    &state.config.trusted_proxies,
-                )
-                .to_string()
-            });
+        let address = state.client_of_request(parts);
         match state.store.session(&hash(&value), crate::now()).await {
             Ok(Some(session)) => Ok(Operator(session, address)),
             Ok(None) => Err(SignInFirst(here)),
@@ -221,7 +215,10 @@ mod tests {
             lockout.failed(ip);
         }
         assert!(lockout.locked(ip).is_none());
-        lockout.failed(ip);
+        assert!(
+            lockout.failed(ip),
+            "the failure that locks the address out says so"
+        );
         assert!(lockout.locked(ip).is_some());
         assert!(
             lockout.locked("127.0.0.2".parse().unwrap()).is_none(),

@@ -194,7 +194,6 @@ impl Dashboard {
         Ok(summary)
     }
 
-    /// The project a page shows: the one asked for, else the first.
     /// Who `operator` is in the audit log, when their role in `project`
     /// allows `action`; else a 403 page that says what it needs. An
     /// operator with no role there (one the configuration no longer names)
@@ -226,6 +225,7 @@ impl Dashboard {
         })
     }
 
+    /// The project a page shows: the one asked for, else the first.
     fn project(&self, asked: Option<&str>) -> Result<String, PageError> {
         let projects = &self.app.config.projects;
         match asked.filter(|p| !p.is_empty()) {
@@ -265,8 +265,7 @@ async fn signin(
     Form(form): Form<SignInForm>,
 ) -> PageResult {
     let next = auth::safe_next(form.next.as_deref());
-    let client =
-        crate::access::client::client_address(peer.ip(), &headers, &d.app.config.trusted_proxies);
+    let client = d.app.client_of(peer.ip(), &headers);
     let page = |status: StatusCode, error: String| {
         let mut response = d.render(
             "signin",
@@ -287,9 +286,9 @@ async fn signin(
         AuditEntry::new(None, &actor, action, None, crate::now())
             .changed(None, reason.map(|r| json!({ "reason": r })))
     };
+    // A locked-out client's tries are refused unrecorded: the audit log
+    // holds the failures that locked it out, not one row per request.
     if let Some(wait) = d.lockout.locked(client) {
-        let failed = entry("(unknown)", AuditAction::SignInFailed, Some("locked out"));
-        d.app.store.record(&failed).await?;
         return Ok(page(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -299,9 +298,14 @@ async fn signin(
         ));
     }
     let Some(operator) = d.app.config.operator_for_token(&form.token) else {
-        d.lockout.failed(client);
+        let locked_out = d.lockout.failed(client);
         tracing::warn!(%client, "a dashboard sign-in failed");
-        let failed = entry("(unknown)", AuditAction::SignInFailed, Some("wrong token"));
+        let reason = if locked_out {
+            "wrong token; the client is now locked out"
+        } else {
+            "wrong token"
+        };
+        let failed = entry("(unknown)", AuditAction::SignInFailed, Some(reason));
         d.app.store.record(&failed).await?;
         let message = if d.app.config.admin_token.is_none() && d.app.config.operators.is_empty() {
             "Sign-in is off: set ASSAY_ADMIN_TOKEN or list operators in the config file."
@@ -530,10 +534,9 @@ async fn incidents_page(
     ))
 }
 
-/// Finds an incident in whichever project holds it: alert links name only
-/// the incident.
-/// The incident `id` of a project where `operator` may read incidents; the
-/// others' are not found, as the API's are for another project's key.
+/// Finds an incident in whichever project holds it (alert links name only
+/// the incident), among the projects where `operator` may read incidents:
+/// the others' are not found, as the API's are for another project's key.
 async fn find_incident(
     d: &Dashboard,
     operator: &Operator,
@@ -748,9 +751,6 @@ async fn create_key(
     let actor = d.may(&operator, &project, Action::ManageKeys)?;
     let bad = |why: String| PageError::new(StatusCode::BAD_REQUEST, why);
     let name = field("name").unwrap_or_default();
-    if !crate::run::is_clean_field(&name) {
-        return Err(bad("A key's name is 1 to 255 printable characters".into()));
-    }
     let mut scopes = Vec::new();
     for (_, value) in form.iter().filter(|(k, _)| k == "scope") {
         scopes.push(
@@ -758,9 +758,6 @@ async fn create_key(
                 .parse::<crate::access::Scope>()
                 .map_err(|e| bad(e.to_string()))?,
         );
-    }
-    if scopes.is_empty() {
-        return Err(bad("Tick at least one scope".into()));
     }
     let now = crate::now();
     let expires_at = match field("expires_in").as_deref().map(str::trim) {
@@ -771,17 +768,18 @@ async fn create_key(
                 .map_err(|_| bad(format!("`{text}` is not a duration such as 90d")))?,
         )),
     };
-    let issued = crate::access::keys::issue(
-        crate::access::keys::KeyRequest {
-            project: &project,
-            name: name.trim(),
-            scopes,
-            expires_at,
-            test: false,
-            created_by: &actor.name,
-        },
-        now,
-    );
+    let request = crate::access::keys::KeyRequest {
+        project: &project,
+        name: name.trim(),
+        scopes,
+        expires_at,
+        test: false,
+        created_by: &actor.name,
+    };
+    if let Some(why) = request.refusal(now) {
+        return Err(bad(why));
+    }
+    let issued = crate::access::keys::issue(request, now);
     d.app.store.create_key(&issued.key, &actor).await?;
     let keys = d.app.store.list_keys(&project).await?;
     let configured = d.app.config.projects[&project].api_key.is_some();
@@ -837,8 +835,15 @@ async fn audit_page(
 ) -> PageResult {
     let project = d.project(q.project.as_deref())?;
     d.may(&operator, &project, Action::ReadAudit)?;
+    let every_project = d
+        .app
+        .config
+        .projects
+        .keys()
+        .all(|p| d.may(&operator, p, Action::ReadAudit).is_ok());
     let filter = crate::store::AuditFilter {
         project: project.clone(),
+        sign_ins: every_project,
         action: None,
         actor: None,
         limit: PAGE_SIZE,

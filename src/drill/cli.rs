@@ -35,7 +35,13 @@ pub async fn in_process(
         .await
         .context("cannot listen on a loopback port")?;
     let shutdown = CancellationToken::new();
-    let mut server = tokio::spawn(crate::server::serve(config, listener, shutdown.clone()));
+    // No listener for /metrics: a running `assay serve` may hold its port.
+    let mut server = tokio::spawn(crate::server::serve_on(
+        config,
+        listener,
+        None,
+        shutdown.clone(),
+    ));
     let drill = super::runner::start(
         store.as_ref(),
         &project,

@@ -101,6 +101,9 @@ pub struct RunFilter {
 #[derive(Debug, Clone)]
 pub struct AuditFilter {
     pub project: String,
+    /// With the sign-ins, which belong to no project: for a reader who is
+    /// admin in every project.
+    pub sign_ins: bool,
     pub action: Option<crate::access::AuditAction>,
     /// The operator's name or the key's prefix.
     pub actor: Option<String>,

@@ -269,8 +269,8 @@ pub trait Audit: Send + Sync {
     /// Appends an entry that no other change goes with (a sign-in).
     async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError>;
 
-    /// A project's entries (and those of no project, the sign-ins),
-    /// newest first.
+    /// A project's entries (and, if the filter asks, those of no project:
+    /// the sign-ins), newest first.
     async fn audit_log(&self, filter: &AuditFilter) -> Result<Page<AuditEntry>, StoreError>;
 }
 

@@ -245,9 +245,11 @@ impl Audit for SqlStore {
             "SELECT id, project, at, actor, actor_kind, address, action, target, before, after \
              FROM audit_log WHERE (project = ",
         );
-        query
-            .push_bind(filter.project.clone())
-            .push(" OR project IS NULL)");
+        query.push_bind(filter.project.clone());
+        if filter.sign_ins {
+            query.push(" OR project IS NULL");
+        }
+        query.push(")");
         if let Some(action) = filter.action {
             query.push(" AND action = ").push_bind(action.as_str());
         }

@@ -43,11 +43,14 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
     let store = assay::store::connect_with(&config.database, config.outbox(), metrics.clone())
         .await
         .unwrap();
-    let app = assay::server::app(AppState {
-        config: Arc::new(config),
-        store,
-        metrics,
-    });
+    let app = assay::server::app(
+        AppState {
+            config: Arc::new(config),
+            store,
+            metrics,
+        },
+        true,
+    );
     (app, dir)
 }
 

@@ -149,7 +149,7 @@ pub async fn audit(
         sign_ins: false,
         action: parse_filter(query.action.as_deref())?,
         actor: query.actor,
-        limit: if export { MAX_PAGE } else { limit },
+        limit,
         cursor,
     };
     if !export {

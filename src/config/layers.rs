@@ -277,31 +277,32 @@ impl Layer {
         value.is_some()
     }
 
-    /// Takes the key at `path` (a table's key, or an array's index) out of
-    /// the layer; whether it was there.
-    fn remove(&mut self, path: &[String]) -> bool {
+    /// Takes the key at `path` (a table's key, or an array's index), which
+    /// [`Layer::has`], out of the layer.
+    fn remove(&mut self, path: &[String]) {
         let Some((last, parents)) = path.split_last() else {
-            return false;
+            return;
         };
         let mut root = toml::Value::Table(std::mem::take(&mut self.table));
-        let removed = parents
+        match parents
             .iter()
             .try_fold(&mut root, |value, key| child(value, key))
-            .is_some_and(|parent| match parent {
-                toml::Value::Table(table) => table.remove(last.as_str()).is_some(),
-                toml::Value::Array(items) => match last.parse::<usize>() {
-                    Ok(index) if index < items.len() => {
-                        items.remove(index);
-                        true
-                    }
-                    _ => false,
-                },
-                _ => false,
-            });
+        {
+            Some(toml::Value::Table(table)) => {
+                table.remove(last.as_str());
+            }
+            Some(toml::Value::Array(items)) => {
+                if let Ok(index) = last.parse::<usize>()
+                    && index < items.len()
+                {
+                    items.remove(index);
+                }
+            }
+            _ => {}
+        }
         if let toml::Value::Table(table) = root {
             self.table = table;
         }
-        removed
     }
 }
 

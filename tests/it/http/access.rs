@@ -212,16 +212,28 @@ async fn sign_in(server: &TestServer, token: &str) -> (String, String) {
         .next()
         .unwrap()
         .to_owned();
-    let html = client()
-        .get(server.url("/"))
-        .header(COOKIE, &cookie)
+    let html = page_text(server, &cookie, "/").await;
+    (cookie.clone(), csrf_of(&html))
+}
+
+/// A dashboard page's body, for the session `cookie`.
+async fn page_text(server: &TestServer, cookie: &str, path: &str) -> String {
+    client()
+        .get(server.url(path))
+        .header(COOKIE, cookie)
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    (cookie.clone(), csrf_of(&html))
+        .unwrap()
+}
+
+/// An export's JSON lines.
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
 }
 
 async fn every_action_is_allowed_or_refused_as_the_readme_says(backend: Backend) {
@@ -395,10 +407,7 @@ async fn every_action_is_allowed_or_refused_as_the_readme_says(backend: Backend)
     assert_eq!(export.status(), StatusCode::OK);
     assert_eq!(export.headers()["content-type"], "application/x-ndjson");
     let text = export.text().await.unwrap();
-    let mut entries: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let mut entries = json_lines(&text);
     assert!(
         entries.iter().all(|e| e["project"] == "default"),
         "a key reads its project's entries, not the sign-ins"
@@ -406,19 +415,7 @@ async fn every_action_is_allowed_or_refused_as_the_readme_says(backend: Backend)
     // The sign-ins, which belong to no project, are for an admin of every
     // project: the admin token's operator, from the Audit page's export.
     let (admin, _) = sign_in(&server, ADMIN_TOKEN).await;
-    let sign_ins = client()
-        .get(server.url("/audit?format=jsonl"))
-        .header(COOKIE, &admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sign_ins: Vec<Value> = sign_ins
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let sign_ins = json_lines(&page_text(&server, &admin, "/audit?format=jsonl").await);
     entries.extend(sign_ins.into_iter().filter(|e| e["project"].is_null()));
     let by = |action: &str, actor: &str| {
         entries

@@ -391,6 +391,23 @@ pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
     Ok(Option::<Scalar>::deserialize(d)?.map(|s| s.text()))
 }
 
+/// Replaces every `${VAR}` with the variable's value, so that a token or
+/// secret comes from the environment and never from the file.
+pub fn expand_variables(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or("an unclosed `${`")?;
+        let var = &after[..end];
+        out.push_str(&env(var).ok_or(format!("`${{{var}}}` is not set"))?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,5 +528,20 @@ mod tests {
             .map(|s| s.expose().to_owned())
             .collect();
         assert_eq!(all, ["whsec_a", "whsec_b", "whsec_c"]);
+    }
+
+    #[test]
+    fn variables_are_expanded_from_the_environment() {
+        let env = |name: &str| (name == "APP_TOKEN").then(|| "s3cret".to_owned());
+        assert_eq!(
+            expand_variables("Bearer ${APP_TOKEN}", &env),
+            Ok("Bearer s3cret".into())
+        );
+        assert!(
+            expand_variables("Bearer ${MISSING}", &env)
+                .unwrap_err()
+                .contains("MISSING")
+        );
+        assert!(expand_variables("Bearer ${APP_TOKEN", &env).is_err());
     }
 }

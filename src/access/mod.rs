@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod keys;
+pub mod sso;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

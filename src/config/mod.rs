@@ -12,6 +12,7 @@ mod layers;
 mod project;
 mod raw;
 mod review;
+mod sso;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -22,9 +23,11 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 use crate::access::Role;
+use crate::access::sso::{Identity, Refusal, Roles, SignInAs};
 
 use self::layers::Layer;
 pub use self::project::ProjectConfig;
+pub use self::sso::SsoSettings;
 use self::project::check_project;
 use self::raw::{RawGlobal, RawProject, Shown};
 use crate::alert::settings::{AlertSettings, RawAlerts};
@@ -102,11 +105,12 @@ pub const ADMIN_OPERATOR: &str = "admin";
 #[derive(Debug, Clone)]
 pub struct OperatorConfig {
     pub name: String,
-    /// The SHA-256 of their token.
-    pub token: ApiKeyHash,
-    /// Their role in every project but those of `projects`.
-    pub role: Role,
-    pub projects: BTreeMap<String, Role>,
+    /// The SHA-256 of their token, if they sign in with one.
+    pub token: Option<ApiKeyHash>,
+    /// Their email, lowercase, if they sign in through the identity
+    /// provider.
+    pub email: Option<String>,
+    pub roles: Roles,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +134,8 @@ pub struct Config {
     /// Named dashboard operators, each with the SHA-256 of their token
     /// and their roles.
     pub operators: Vec<OperatorConfig>,
+    /// Single sign-on through an OpenID Connect provider, if configured.
+    pub sso: Option<SsoSettings>,
     pub sweep: SweepConfig,
     pub prober: ProberSettings,
     pub alerts: AlertSettings,
@@ -154,7 +160,7 @@ impl Config {
             found = Some(ADMIN_OPERATOR.to_owned());
         }
         for operator in &self.operators {
-            if operator.token.matches(presented) {
+            if operator.token.as_ref().is_some_and(|t| t.matches(presented)) {
                 found = Some(operator.name.clone());
             }
         }
@@ -168,7 +174,28 @@ impl Config {
             return self.admin_token.is_some().then_some(Role::Admin);
         }
         let found = self.operators.iter().find(|o| o.name == operator)?;
-        Some(found.projects.get(project).copied().unwrap_or(found.role))
+        found.roles.in_project(project)
+    }
+
+    /// Whom an identity the identity provider vouched for signs in as.
+    pub fn sso_sign_in(&self, identity: &Identity) -> Result<SignInAs, Refusal> {
+        let rules = self.sso.as_ref().map_or(&[][..], |sso| &sso.groups);
+        crate::access::sso::sign_in_as(
+            identity,
+            |email| {
+                self.operators
+                    .iter()
+                    .find(|o| o.email.as_deref() == Some(email))
+                    .map(|o| o.name.clone())
+            },
+            |name| name == ADMIN_OPERATOR || self.operators.iter().any(|o| o.name == name),
+            rules,
+        )
+    }
+
+    /// Whether anyone can sign in to the dashboard.
+    pub fn has_sign_in(&self) -> bool {
+        self.admin_token.is_some() || !self.operators.is_empty() || self.sso.is_some()
     }
 
     /// The project a command names with `--project`; without one, the only
@@ -293,6 +320,12 @@ impl Config {
                 sources_in_order.push(Layer::variable(&name, &[key], &value));
             }
         }
+        for key in sso::KEYS {
+            let name = variable("SSO_", key);
+            if let Some(value) = env(&name) {
+                sources_in_order.push(Layer::variable(&name, &["sso", key], &value));
+            }
+        }
         if creates_project {
             sources_in_order.push(Layer::table("ASSAY_PROJECT", &["projects", &env_project]));
         }
@@ -321,6 +354,7 @@ impl Config {
             let known: Vec<String> = GLOBAL_KEYS
                 .iter()
                 .map(|key| variable("", key))
+                .chain(sso::KEYS.iter().map(|key| variable("SSO_", key)))
                 .chain(project_variables().into_iter().map(|(name, _)| name))
                 .chain(channel_variables.iter().map(|name| (*name).to_owned()))
                 // Variables a probe header names as `${NAME}` are read too.
@@ -469,6 +503,7 @@ impl Config {
             &mut errors,
         );
 
+        let known_project = |name: &str| global.projects.contains_key(name);
         let mut operators = Vec::new();
         for operator in &global.operators {
             let name = operator.name.trim().to_owned();
@@ -486,27 +521,51 @@ impl Config {
                 errors.push(format!("operators: `{name}` is listed twice"));
                 continue;
             }
-            let role_of = |text: &str, errors: &mut Vec<String>| {
-                text.trim()
-                    .parse::<Role>()
-                    .map_err(|e| errors.push(format!("operators: `{name}`: {e}")))
-                    .ok()
+            let roles = sso::roles(
+                &format!("operators: `{name}`"),
+                operator.role.as_deref(),
+                &operator.projects,
+                Some(Role::Responder),
+                &known_project,
+                &mut errors,
+            );
+            let token = match &operator.token_sha256 {
+                Some(hex) => match ApiKeyHash::from_hex(hex.expose()) {
+                    Some(token) => Some(token),
+                    None => {
+                        errors.push(format!(
+                            "operators: `{name}`: token_sha256 must be 64 hex characters (the SHA-256 of the token)"
+                        ));
+                        continue;
+                    }
+                },
+                None => None,
             };
-            let role = operator
-                .role
+            let email = operator
+                .email
                 .as_deref()
-                .map_or(Some(Role::Responder), |text| role_of(text, &mut errors));
-            let mut projects = BTreeMap::new();
-            for (project, text) in &operator.projects {
-                if !global.projects.contains_key(project) {
+                .map(|e| e.trim().to_ascii_lowercase());
+            match &email {
+                None if token.is_none() => {
                     errors.push(format!(
-                        "operators: `{name}`: no project `{project}` to give a role in"
+                        "operators: `{name}`: give token_sha256 (to sign in with a token) or email (to sign in through [sso]), or both"
                     ));
-                } else if let Some(role) = role_of(text, &mut errors) {
-                    projects.insert(project.clone(), role);
+                    continue;
                 }
+                Some(email) if !email.contains('@') || email.chars().any(char::is_whitespace) => {
+                    errors.push(format!(
+                        "operators: `{name}`: `{email}` is not an email address"
+                    ));
+                    continue;
+                }
+                Some(email) if operators.iter().any(|o: &OperatorConfig| o.email.as_ref() == Some(email)) => {
+                    errors.push(format!(
+                        "operators: `{name}`: the email `{email}` is another operator's; an email signs in one operator"
+                    ));
+                    continue;
+                }
+                _ => {}
             }
-            let token = ApiKeyHash::from_hex(operator.token_sha256.expose());
             // A token signs in one operator: a shared one would sign in
             // whichever is listed last, with their role.
             let admin_hash = global
@@ -514,7 +573,9 @@ impl Config {
                 .as_ref()
                 .map(|t| ApiKeyHash::of(t.expose()));
             if token.as_ref().is_some_and(|t| {
-                operators.iter().any(|o: &OperatorConfig| o.token == *t)
+                operators
+                    .iter()
+                    .any(|o: &OperatorConfig| o.token.as_ref() == Some(t))
                     || admin_hash.as_ref() == Some(t)
             }) {
                 errors.push(format!(
@@ -522,18 +583,35 @@ impl Config {
                 ));
                 continue;
             }
-            match (token, role) {
-                (Some(token), Some(role)) => operators.push(OperatorConfig {
+            if let Some(roles) = roles {
+                operators.push(OperatorConfig {
                     name,
                     token,
-                    role,
-                    projects,
-                }),
-                (None, _) => errors.push(format!(
-                    "operators: `{name}`: token_sha256 must be 64 hex characters (the SHA-256 of the token)"
-                )),
-                (Some(_), None) => {}
+                    email,
+                    roles,
+                });
             }
+        }
+        let sso = sso::load(
+            &global.sso,
+            &known_project,
+            &|var| sources.env.get(var).cloned(),
+            &mut errors,
+        );
+        if let Some(sso) = &sso
+            && sso.groups.is_empty()
+            && operators.iter().all(|o| o.email.is_none())
+        {
+            errors.push(format!(
+                "sso: nobody could sign in through {}: give operators an `email`, or map the provider's groups to roles with [[sso.groups]]",
+                sso.provider_name
+            ));
+        }
+        if sso.is_none() && operators.iter().any(|o| o.token.is_none()) {
+            errors.push(
+                "operators: an operator signs in only by email, but [sso] is not configured (set ASSAY_SSO_ISSUER / sso.issuer and the client)"
+                    .to_owned(),
+            );
         }
 
         let mut raw_projects = BTreeMap::new();
@@ -621,6 +699,7 @@ impl Config {
                 },
                 admin_token: global.admin_token,
                 operators,
+                sso,
                 sweep: SweepConfig {
                     schedule,
                     schedule_text,

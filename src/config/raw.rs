@@ -63,6 +63,8 @@ pub(super) struct RawGlobal {
     pub alert_poll_interval: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operators: Vec<RawOperator>,
+    #[serde(default, skip_serializing_if = "RawSso::is_unset")]
+    pub sso: RawSso,
     /// Read with each project, which it stands beneath.
     #[serde(default, skip_serializing, rename = "project_defaults")]
     pub _project_defaults: Option<IgnoredAny>,
@@ -75,15 +77,66 @@ pub(super) struct RawGlobal {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table with an operator's name, token_sha256 and optional role and projects"
+    expecting = "a table with an operator's name, token_sha256 or email, and optional role and projects"
 )]
 pub(super) struct RawOperator {
     pub name: String,
-    pub token_sha256: Secret,
+    /// How they sign in: a token, whose SHA-256 this is...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<Secret>,
+    /// ...or through the identity provider, with this verified email.
+    #[serde(default, deserialize_with = "text")]
+    pub email: Option<String>,
     /// `viewer`, `responder` (the default) or `admin`, in every project...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// ...but those named here, each with its own role.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub projects: BTreeMap<String, String>,
+}
+
+/// Single sign-on through the team's OpenID Connect provider.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table of single sign-on settings")]
+pub(super) struct RawSso {
+    #[serde(default, deserialize_with = "text")]
+    pub issuer: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub client_id: Option<String>,
+    /// May name variables as `${NAME}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    #[serde(default, deserialize_with = "text")]
+    pub provider_name: Option<String>,
+    /// A list, or the comma-separated text of ASSAY_SSO_SCOPES.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<TextOrList>,
+    #[serde(default, deserialize_with = "text")]
+    pub groups_claim: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<RawGroupRule>,
+}
+
+impl RawSso {
+    /// No issuer and nothing else: single sign-on is off.
+    pub fn is_unset(&self) -> bool {
+        self.issuer.is_none()
+            && self.client_id.is_none()
+            && self.client_secret.is_none()
+            && self.groups.is_empty()
+    }
+}
+
+/// A group of the identity provider's and the roles its members have.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with a group, and a role or projects"
+)]
+pub(super) struct RawGroupRule {
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub projects: BTreeMap<String, String>,
 }

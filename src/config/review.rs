@@ -114,9 +114,9 @@ fn project_warnings(project: &ProjectConfig) -> Vec<String> {
 /// Everything `config` lacks, the unknown variables first.
 pub(super) fn warnings(config: &Config, unknown_variables: Vec<String>) -> Vec<String> {
     let mut warnings = unknown_variables;
-    if config.admin_token.is_none() && config.operators.is_empty() {
+    if !config.has_sign_in() {
         warnings.push(
-            "no dashboard sign-in: set ASSAY_ADMIN_TOKEN / admin_token (or [[operators]]) to open the dashboard"
+            "no dashboard sign-in: set ASSAY_ADMIN_TOKEN / admin_token (or [[operators]], or [sso]) to open the dashboard"
                 .to_owned(),
         );
     }

@@ -495,8 +495,8 @@ fn each_broken_element_of_an_array_is_named_by_its_place() {
     "#;
     let err = load(Some(file), &[]).unwrap_err().to_string();
     for expected in [
-        "`operators.0`: missing field `token_sha256`",
-        "`operators.1`: missing field `token_sha256`",
+        "operators: `ana`: give token_sha256 (to sign in with a token) or email",
+        "operators: `ben`: give token_sha256 (to sign in with a token) or email",
         "`operators.3.nam`: not a key Assay knows",
         "operators: `cy`: token_sha256 must be 64 hex characters",
     ] {
@@ -567,4 +567,90 @@ fn operators_have_a_role_per_project() {
         err.contains("`eli`: token_sha256 is another operator's"),
         "{err}"
     );
+}
+
+#[test]
+fn single_sign_on_maps_emails_and_groups_and_keeps_its_secret() {
+    let file = r#"
+        [sso]
+        issuer = "https://login.example.com"
+        client_id = "assay"
+        client_secret = "${OIDC_SECRET}"
+        provider_name = "Okta"
+        scopes = ["email", "groups"]
+        [[sso.groups]]
+        group = "billing-oncall"
+        role = "responder"
+        projects = { billing = "admin" }
+        [[operators]]
+        name = "ana"
+        email = "Ana@Example.com"
+        role = "viewer"
+        [projects.default]
+        [projects.billing]
+        api_key = "billing-key-0123456789"
+    "#;
+    let config = load(
+        Some(file),
+        &[
+            ("OIDC_SECRET", "client-secret-value"),
+            ("ASSAY_SSO_CLIENT_ID", "assay-prod"),
+        ],
+    )
+    .unwrap();
+    let sso = config.sso.as_ref().unwrap();
+    assert_eq!(sso.client_id, "assay-prod", "the variable is over the file");
+    assert_eq!(
+        sso.client_secret.as_ref().map(Secret::expose),
+        Some("client-secret-value")
+    );
+    assert_eq!(sso.scopes, ["email", "groups"]);
+    assert!(!config.shown.contains("client-secret-value"));
+    assert!(config.shown.contains("[sso]"), "{}", config.shown);
+    assert!(config.has_sign_in());
+    let ana = Identity {
+        subject: "00u1".into(),
+        email: Some("ana@example.com".into()),
+        email_verified: Some(true),
+        groups: vec![],
+    };
+    assert_eq!(config.sso_sign_in(&ana).unwrap().operator, "ana");
+    assert_eq!(config.role_of("ana", "billing"), Some(Role::Viewer));
+    let oncall = Identity {
+        email: Some("ben@example.com".into()),
+        groups: vec!["billing-oncall".into()],
+        ..ana.clone()
+    };
+    let roles = config.sso_sign_in(&oncall).unwrap().roles.unwrap();
+    assert_eq!(roles.in_project("billing"), Some(Role::Admin));
+    assert_eq!(roles.in_project("default"), Some(Role::Responder));
+
+    let broken = r#"
+        [sso]
+        issuer = "http://login.example.com"
+        client_secret = "${NOT_SET}"
+        [[sso.groups]]
+        group = "ops"
+        [[sso.groups]]
+        group = "x"
+        projects = { nowhere = "viewer" }
+        [[operators]]
+        name = "cy"
+        email = "not-an-email"
+    "#;
+    let err = load(Some(broken), &[]).unwrap_err().to_string();
+    for expected in [
+        "ASSAY_SSO_ISSUER / sso.issuer: `http://login.example.com` must use https",
+        "ASSAY_SSO_CLIENT_ID / sso.client_id: single sign-on needs the client id",
+        "sso.client_secret: `${NOT_SET}` is not set",
+        "sso.groups.0 (`ops`): give a `role`",
+        "sso.groups.1 (`x`): no project `nowhere` to give a role in",
+        "operators: `cy`: `not-an-email` is not an email address",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+
+    let by_email_only = "[[operators]]\nname = \"dee\"\nemail = \"dee@example.com\"\n";
+    let err = load(Some(by_email_only), &[]).unwrap_err().to_string();
+    assert!(err.contains("[sso] is not configured"), "{err}");
 }

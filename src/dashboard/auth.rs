@@ -43,33 +43,65 @@ pub fn equal(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-/// The session cookie's value, if the request carries one.
-pub fn cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name`, if the request carries one.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.to_owned())
 }
 
-/// The `Set-Cookie` value for a session; `secure` when Assay is reached
-/// over TLS.
-pub fn set_cookie(value: &str, secure: bool) -> String {
-    format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        SESSION_LIFETIME.as_secs(),
-        if secure { "; Secure" } else { "" }
-    )
+/// A cookie as Assay sets them: not readable by scripts, sent on
+/// top-level navigation to Assay (the identity provider's redirect back
+/// is one) but not on other sites' requests, `Secure` when Assay is
+/// reached over TLS.
+pub struct CookieSpec {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub lifetime: Duration,
 }
 
-pub fn clear_cookie(secure: bool) -> String {
-    format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        if secure { "; Secure" } else { "" }
-    )
+/// The session's cookie.
+pub const SESSION_COOKIE: CookieSpec = CookieSpec {
+    name: COOKIE,
+    path: "/",
+    lifetime: SESSION_LIFETIME,
+};
+
+/// The cookie that binds a sign-in through the identity provider to the
+/// browser that began it, for as long as the sign-in may take.
+pub const SSO_COOKIE: CookieSpec = CookieSpec {
+    name: "assay_sso",
+    path: "/signin/sso",
+    lifetime: SSO_SIGN_IN_LIFETIME,
+};
+
+/// How long a sign-in at the identity provider may take.
+pub const SSO_SIGN_IN_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+impl CookieSpec {
+    /// The `Set-Cookie` value that sets it to `value`.
+    pub fn set(&self, value: &str, secure: bool) -> String {
+        self.header(value, self.lifetime.as_secs(), secure)
+    }
+
+    /// The `Set-Cookie` value that removes it.
+    pub fn clear(&self, secure: bool) -> String {
+        self.header("", 0, secure)
+    }
+
+    fn header(&self, value: &str, max_age: u64, secure: bool) -> String {
+        format!(
+            "{}={value}; Path={}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+            self.name,
+            self.path,
+            if secure { "; Secure" } else { "" }
+        )
+    }
 }
 
 /// Failed sign-ins per client address, in this replica.
@@ -142,7 +174,7 @@ where
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let Some(value) = cookie(&parts.headers) else {
+        let Some(value) = cookie(&parts.headers, COOKIE) else {
             return Err(SignInFirst(here));
         };
         let address = state.client_of_request(parts);
@@ -235,6 +267,8 @@ mod tests {
             header::COOKIE,
             "a=1; assay_session=abc; b=2".parse().unwrap(),
         );
-        assert_eq!(cookie(&headers).as_deref(), Some("abc"));
+        assert_eq!(cookie(&headers, COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&headers, "b").as_deref(), Some("2"));
+        assert_eq!(cookie(&headers, "assay_sso"), None);
     }
 }

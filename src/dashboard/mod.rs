@@ -5,14 +5,15 @@
 //! Every value goes through handlebars' HTML escaping.
 
 pub mod auth;
+mod signin;
+mod sso;
 mod views;
 
-use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -21,7 +22,7 @@ use serde_json::{Value, json};
 
 use self::auth::{Lockout, Operator};
 use self::views::Views;
-use crate::access::{Action, Actor, ActorKind, AuditAction, AuditEntry, Grant};
+use crate::access::{Action, Actor, ActorKind, Grant};
 use crate::incident::IncidentStatus;
 use crate::run::{RunStatus, Stage};
 use crate::state::AppState;
@@ -33,6 +34,7 @@ pub struct Dashboard {
     pub app: AppState,
     views: Arc<Views>,
     lockout: Arc<Lockout>,
+    sso: sso::Provider,
     /// The summary strip per project, counted at most every
     /// [`SUMMARY_TTL`]: counting a day of runs on every page view would
     /// make the page's cost grow with the traffic.
@@ -95,13 +97,16 @@ pub fn router(app: AppState) -> Router {
     let dashboard = Dashboard {
         views: Arc::new(Views::new()),
         lockout: Arc::new(Lockout::default()),
+        sso: sso::Provider::new(),
         summaries: Arc::default(),
         app,
     };
     Router::new()
         .route("/", get(runs_page))
-        .route("/signin", get(signin_page).post(signin))
-        .route("/signout", post(signout))
+        .route("/signin", get(signin::signin_page).post(signin::signin))
+        .route("/signin/sso", get(signin::sso_begin))
+        .route(signin::SSO_CALLBACK, get(signin::sso_callback))
+        .route("/signout", post(signin::signout))
         .route("/runs/{project}/{run}", get(run_page))
         .route("/incidents", get(incidents_page))
         .route("/incidents/{id}", get(incident_page))
@@ -201,7 +206,11 @@ impl Dashboard {
     fn may(&self, operator: &Operator, project: &str, action: Action) -> Result<Actor, PageError> {
         let session = &operator.0;
         let refused = |why: String| Err(PageError::new(StatusCode::FORBIDDEN, why));
-        match self.app.config.role_of(&session.operator, project) {
+        let role = match &session.roles {
+            Some(roles) => roles.in_project(project),
+            None => self.app.config.role_of(&session.operator, project),
+        };
+        match role {
             Some(role) if Grant::Operator(role).allows(action) => Ok(Actor {
                 kind: ActorKind::Operator,
                 name: session.operator.clone(),
@@ -239,103 +248,6 @@ impl Dashboard {
     }
 }
 
-#[derive(Deserialize, Default)]
-struct SignInQuery {
-    next: Option<String>,
-}
-
-async fn signin_page(State(d): State<Dashboard>, Query(q): Query<SignInQuery>) -> Response {
-    d.render(
-        "signin",
-        None,
-        json!({"title": "Sign in", "next": auth::safe_next(q.next.as_deref())}),
-    )
-}
-
-#[derive(Deserialize)]
-struct SignInForm {
-    token: String,
-    next: Option<String>,
-}
-
-async fn signin(
-    State(d): State<Dashboard>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(form): Form<SignInForm>,
-) -> PageResult {
-    let next = auth::safe_next(form.next.as_deref());
-    let client = d.app.client_of(peer.ip(), &headers);
-    let page = |status: StatusCode, error: String| {
-        let mut response = d.render(
-            "signin",
-            None,
-            json!({"title": "Sign in", "next": next, "error": error}),
-        );
-        *response.status_mut() = status;
-        response
-    };
-    // Who tried, as the audit log names them: the operator the token signs
-    // in, or nobody known; never the token itself.
-    let entry = |name: &str, action: AuditAction, reason: Option<&str>| {
-        let actor = Actor {
-            kind: ActorKind::Operator,
-            name: name.to_owned(),
-            address: Some(client.to_string()),
-        };
-        AuditEntry::new(None, &actor, action, None, crate::now())
-            .changed(None, reason.map(|r| json!({ "reason": r })))
-    };
-    // A locked-out client's tries are refused unrecorded: the audit log
-    // holds the failures that locked it out, not one row per request.
-    if let Some(wait) = d.lockout.locked(client) {
-        return Ok(page(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Too many failed sign-ins from your address. Try again in {} minutes.",
-                wait.as_secs().div_ceil(60)
-            ),
-        ));
-    }
-    let Some(operator) = d.app.config.operator_for_token(&form.token) else {
-        let locked_out = d.lockout.failed(client);
-        tracing::warn!(%client, "a dashboard sign-in failed");
-        let reason = if locked_out {
-            "wrong token; the client is now locked out"
-        } else {
-            "wrong token"
-        };
-        let failed = entry("(unknown)", AuditAction::SignInFailed, Some(reason));
-        d.app.store.record(&failed).await?;
-        let message = if d.app.config.admin_token.is_none() && d.app.config.operators.is_empty() {
-            "Sign-in is off: set ASSAY_ADMIN_TOKEN or list operators in the config file."
-        } else {
-            "That token is not right."
-        };
-        return Ok(page(StatusCode::UNAUTHORIZED, message.to_owned()));
-    };
-    d.lockout.succeeded(client);
-    let value = auth::random_token();
-    let now = crate::now();
-    let session = crate::store::DashboardSession {
-        id_hash: auth::hash(&value),
-        operator,
-        csrf_token: auth::random_token(),
-        created_at: now,
-        expires_at: now + chrono::Duration::from_std(auth::SESSION_LIFETIME).unwrap_or_default(),
-    };
-    let signed_in = entry(&session.operator, AuditAction::SignedIn, None);
-    d.app.store.create_session(&session, &signed_in).await?;
-    Ok((
-        [(
-            header::SET_COOKIE,
-            auth::set_cookie(&value, d.secure(&headers)),
-        )],
-        Redirect::to(&next),
-    )
-        .into_response())
-}
-
 #[derive(Deserialize)]
 struct CsrfForm {
     csrf: Option<String>,
@@ -351,21 +263,6 @@ fn check_csrf(operator: &Operator, form: &CsrfForm) -> Result<(), PageError> {
             "This form has expired or did not come from Assay; reload the page and try again",
         )),
     }
-}
-
-async fn signout(
-    State(d): State<Dashboard>,
-    operator: Operator,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> PageResult {
-    check_csrf(&operator, &form)?;
-    d.app.store.delete_session(&operator.0.id_hash).await?;
-    Ok((
-        [(header::SET_COOKIE, auth::clear_cookie(d.secure(&headers)))],
-        Redirect::to("/signin"),
-    )
-        .into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -13,7 +13,8 @@ use super::ProbeSchedule;
 use super::url::sample_url;
 use crate::run::ProbeStart;
 use crate::settings::{
-    FALLBACK_DURATION, Scalar, Secret, TextOrList, TextOrTable, parse_duration, text, whole_number,
+    FALLBACK_DURATION, Scalar, Secret, TextOrList, TextOrTable, expand_variables, parse_duration, text,
+    whole_number,
 };
 
 /// The keys of a project's probe table; each has the variable
@@ -185,23 +186,6 @@ impl RawProbe {
     }
 }
 
-/// Replaces every `${VAR}` with the variable's value, so that a token comes
-/// from the environment and never from the file.
-fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').ok_or("an unclosed `${`")?;
-        let var = &after[..end];
-        out.push_str(&env(var).ok_or(format!("`${{{var}}}` is not set"))?);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 impl ProbeConfig {
     /// Checks one project's probe table; `None` when it sets no URL (the
     /// project is not probed). `process_env` gives the variables that
@@ -260,7 +244,7 @@ impl ProbeConfig {
                 error(format!("probe header `{name}` is not a valid header name"));
                 continue;
             }
-            match expand(&value, process_env) {
+            match expand_variables(&value, process_env) {
                 Ok(v) if reqwest::header::HeaderValue::from_str(&v).is_ok() => {
                     headers.push((name, Secret::new(v)));
                 }
@@ -451,20 +435,5 @@ mod tests {
         assert!(nets.allows_address("127.0.0.2".parse().unwrap(), false));
         assert!(!nets.allows_address("127.0.0.1".parse().unwrap(), false));
         assert!(AllowList::parse(&["bad host!".into()]).is_err());
-    }
-
-    #[test]
-    fn header_values_come_from_the_environment() {
-        let env = |name: &str| (name == "APP_TOKEN").then(|| "s3cret".to_owned());
-        assert_eq!(
-            expand("Bearer ${APP_TOKEN}", &env),
-            Ok("Bearer s3cret".into())
-        );
-        assert!(
-            expand("Bearer ${MISSING}", &env)
-                .unwrap_err()
-                .contains("MISSING")
-        );
-        assert!(expand("Bearer ${APP_TOKEN", &env).is_err());
     }
 }

@@ -57,7 +57,7 @@ pub(crate) use error::retry_deadlocked;
 pub use model::{
     AuditFilter, BadCursor, Cursor, DEFAULT_PAGE, DashboardSession, DrillJob, IncidentDetail,
     IncidentFilter, Ingested, MAX_PAGE, PROBES_SHOWN, Page, RunDetail, RunFilter, RunRef,
-    RunSummary, StoredEvent, Swept,
+    RunSummary, SsoSignIn, StoredEvent, Swept,
 };
 pub use roles::{
     AlertQueue, Audit, Drills, Health, Incidents, Ingest, Keys, ProbeQueue, ReadModels, Runs,

@@ -211,7 +211,24 @@ pub struct DashboardSession {
     /// SHA-256 of the cookie's value, hex.
     pub id_hash: String,
     pub operator: String,
+    /// The roles the identity provider's groups gave at sign-in; `None`:
+    /// the configuration's for `operator`.
+    pub roles: Option<crate::access::sso::Roles>,
     pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A sign-in begun at the identity provider, until it comes back. The
+/// `state` and the browser's cookie are kept only as hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsoSignIn {
+    pub state_hash: String,
+    pub browser_hash: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// Where to go once signed in: a path on this site.
+    pub next: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    AuditFilter, Cursor, DashboardSession, DrillJob, IncidentDetail, IncidentFilter, Ingested,
+    AuditFilter, Cursor, DashboardSession, DrillJob, SsoSignIn, IncidentDetail, IncidentFilter, Ingested,
     Page, RunDetail, RunFilter, RunRef, RunSummary, StoreError, StoredEvent, Swept,
 };
 use crate::access::{Actor, ApiKey, AuditEntry};
@@ -292,6 +292,17 @@ pub trait Sessions: Send + Sync {
     ) -> Result<Option<DashboardSession>, StoreError>;
 
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
+
+    /// Keeps a sign-in begun at the identity provider until it comes back.
+    async fn begin_sso_sign_in(&self, sign_in: &SsoSignIn) -> Result<(), StoreError>;
+
+    /// Takes the sign-in whose `state` hashes to `state_hash`, if it has not
+    /// expired: once, so that a replayed `state` finds nothing.
+    async fn take_sso_sign_in(
+        &self,
+        state_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SsoSignIn>, StoreError>;
 }
 
 /// Counts for the dashboard and the metrics, read through indexes.

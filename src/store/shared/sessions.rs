@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::SqlStore;
 use crate::access::AuditEntry;
-use crate::store::{DashboardSession, Sessions, StoreError, from_ms, to_ms};
+use crate::access::sso::Roles;
+use crate::store::{DashboardSession, Sessions, SsoSignIn, StoreError, from_ms, to_ms};
 
 #[async_trait]
 impl Sessions for SqlStore {
@@ -21,11 +22,12 @@ impl Sessions for SqlStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO dashboard_sessions (id_hash, operator, csrf_token, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO dashboard_sessions (id_hash, operator, roles, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&session.id_hash)
         .bind(&session.operator)
+        .bind(roles_json(session.roles.as_ref())?)
         .bind(&session.csrf_token)
         .bind(to_ms(session.created_at))
         .bind(to_ms(session.expires_at))
@@ -41,23 +43,28 @@ impl Sessions for SqlStore {
         id_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<DashboardSession>, StoreError> {
-        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT operator, csrf_token, created_at, expires_at FROM dashboard_sessions \
+        let row: Option<(String, Option<String>, String, i64, i64)> = sqlx::query_as(
+            "SELECT operator, roles, csrf_token, created_at, expires_at FROM dashboard_sessions \
              WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash)
         .bind(to_ms(now))
         .fetch_optional(&self.reader)
         .await?;
-        Ok(row.map(
-            |(operator, csrf_token, created_at, expires_at)| DashboardSession {
-                id_hash: id_hash.to_owned(),
-                operator,
-                csrf_token,
-                created_at: from_ms(created_at),
-                expires_at: from_ms(expires_at),
-            },
-        ))
+        let Some((operator, roles, csrf_token, created_at, expires_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(DashboardSession {
+            id_hash: id_hash.to_owned(),
+            operator,
+            roles: roles
+                .map(|text| serde_json::from_str::<Roles>(&text))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("a session's roles: {e}")))?,
+            csrf_token,
+            created_at: from_ms(created_at),
+            expires_at: from_ms(expires_at),
+        }))
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
@@ -67,4 +74,64 @@ impl Sessions for SqlStore {
             .await?;
         Ok(())
     }
+
+    async fn begin_sso_sign_in(&self, sign_in: &SsoSignIn) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        // Sign-ins never finished go when new ones begin: no cleanup job.
+        sqlx::query("DELETE FROM sso_sign_ins WHERE expires_at <= $1")
+            .bind(to_ms(sign_in.created_at))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sso_sign_ins \
+             (state_hash, browser_hash, nonce, pkce_verifier, next, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&sign_in.state_hash)
+        .bind(&sign_in.browser_hash)
+        .bind(&sign_in.nonce)
+        .bind(&sign_in.pkce_verifier)
+        .bind(&sign_in.next)
+        .bind(to_ms(sign_in.created_at))
+        .bind(to_ms(sign_in.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_sso_sign_in(
+        &self,
+        state_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SsoSignIn>, StoreError> {
+        // Deleted whether or not it has expired: either way it is spent.
+        let row: Option<(String, String, String, String, i64, i64)> = sqlx::query_as(
+            "DELETE FROM sso_sign_ins WHERE state_hash = $1 \
+             RETURNING browser_hash, nonce, pkce_verifier, next, created_at, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row
+            .filter(|row| row.5 > to_ms(now))
+            .map(
+                |(browser_hash, nonce, pkce_verifier, next, created_at, expires_at)| SsoSignIn {
+                    state_hash: state_hash.to_owned(),
+                    browser_hash,
+                    nonce,
+                    pkce_verifier,
+                    next,
+                    created_at: from_ms(created_at),
+                    expires_at: from_ms(expires_at),
+                },
+            ))
+    }
+}
+
+fn roles_json(roles: Option<&Roles>) -> Result<Option<String>, StoreError> {
+    roles
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("a session's roles: {e}")))
 }

@@ -1,0 +1,367 @@
+//! Signing in and out: with an operator's token, or through the team's
+//! OpenID Connect provider (`sso`). Each way ends the same, in a session
+//! stored with the audit entry of its sign-in; every failure is recorded
+//! too, with why.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{self, Operator, SESSION_COOKIE, SSO_COOKIE};
+use super::sso::SsoError;
+use super::{CsrfForm, Dashboard, PageError, PageResult, check_csrf};
+use crate::access::sso::Roles;
+use crate::access::{Actor, ActorKind, AuditAction, AuditEntry};
+use crate::store::{DashboardSession, SsoSignIn};
+
+/// Where the identity provider sends the browser back.
+pub const SSO_CALLBACK: &str = "/signin/sso/callback";
+
+#[derive(Deserialize, Default)]
+pub(super) struct SignInQuery {
+    next: Option<String>,
+}
+
+impl Dashboard {
+    /// The sign-in page, with `error` (and its status) if there is one.
+    fn signin_form(&self, next: &str, error: Option<(StatusCode, String)>) -> Response {
+        let config = &self.app.config;
+        let tokens = config.admin_token.is_some() || config.operators.iter().any(|o| o.token.is_some());
+        let sso = config.sso.as_ref().map(|s| s.provider_name.clone());
+        let mut context = json!({
+            "title": "Sign in",
+            "next": next,
+            "sso": sso,
+            "tokens": tokens || sso.is_none(),
+        });
+        let status = error.as_ref().map_or(StatusCode::OK, |(status, _)| *status);
+        if let Some((_, message)) = error {
+            context["error"] = json!(message);
+        }
+        let mut response = self.render("signin", None, context);
+        if response.status().is_success() {
+            *response.status_mut() = status;
+        }
+        response
+    }
+
+    /// Records a failed sign-in by `name` (or nobody known) from `client`.
+    async fn record_failure(&self, name: &str, client: IpAddr, detail: Value) -> Result<(), PageError> {
+        let entry = sign_in_entry(name, client, AuditAction::SignInFailed, Some(detail));
+        Ok(self.app.store.record(&entry).await?)
+    }
+
+    /// Stores a session for `operator` with the audit entry of its
+    /// sign-in, and sends the browser on to `next` with its cookie.
+    async fn open_session(
+        &self,
+        operator: String,
+        roles: Option<Roles>,
+        signed_in: AuditEntry,
+        next: &str,
+        secure: bool,
+        also: Option<String>,
+    ) -> PageResult {
+        let value = auth::random_token();
+        let now = crate::now();
+        let session = DashboardSession {
+            id_hash: auth::hash(&value),
+            operator,
+            roles,
+            csrf_token: auth::random_token(),
+            created_at: now,
+            expires_at: now
+                + chrono::Duration::from_std(auth::SESSION_LIFETIME).unwrap_or_default(),
+        };
+        self.app.store.create_session(&session, &signed_in).await?;
+        let mut response = Redirect::to(next).into_response();
+        let headers = response.headers_mut();
+        for cookie in std::iter::once(SESSION_COOKIE.set(&value, secure)).chain(also) {
+            if let Ok(value) = header::HeaderValue::from_str(&cookie) {
+                headers.append(header::SET_COOKIE, value);
+            }
+        }
+        Ok(response)
+    }
+
+    /// The address the provider sends the browser back to.
+    fn sso_redirect(&self) -> String {
+        format!("{}{SSO_CALLBACK}", self.app.config.alerts.public_url)
+    }
+}
+
+/// Who tried, as the audit log names them: the operator signed in, or
+/// nobody known; never the token itself.
+fn sign_in_entry(name: &str, client: IpAddr, action: AuditAction, detail: Option<Value>) -> AuditEntry {
+    let actor = Actor {
+        kind: ActorKind::Operator,
+        name: name.to_owned(),
+        address: Some(client.to_string()),
+    };
+    AuditEntry::new(None, &actor, action, None, crate::now()).changed(None, detail)
+}
+
+/// Who an unsuccessful sign-in is recorded as.
+const UNKNOWN: &str = "(unknown)";
+
+pub(super) async fn signin_page(
+    State(d): State<Dashboard>,
+    Query(q): Query<SignInQuery>,
+) -> Response {
+    d.signin_form(&auth::safe_next(q.next.as_deref()), None)
+}
+
+#[derive(Deserialize)]
+pub(super) struct SignInForm {
+    token: String,
+    next: Option<String>,
+}
+
+pub(super) async fn signin(
+    State(d): State<Dashboard>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> PageResult {
+    let next = auth::safe_next(form.next.as_deref());
+    let client = d.app.client_of(peer.ip(), &headers);
+    // A locked-out client's tries are refused unrecorded: the audit log
+    // holds the failures that locked it out, not one row per request.
+    if let Some(wait) = d.lockout.locked(client) {
+        let message = format!(
+            "Too many failed sign-ins from your address. Try again in {} minutes.",
+            wait.as_secs().div_ceil(60)
+        );
+        return Ok(d.signin_form(&next, Some((StatusCode::TOO_MANY_REQUESTS, message))));
+    }
+    let Some(operator) = d.app.config.operator_for_token(&form.token) else {
+        let locked_out = d.lockout.failed(client);
+        tracing::warn!(%client, "a dashboard sign-in failed");
+        let reason = if locked_out {
+            "wrong token; the client is now locked out"
+        } else {
+            "wrong token"
+        };
+        d.record_failure(UNKNOWN, client, json!({ "reason": reason }))
+            .await?;
+        let message = if d.app.config.has_sign_in() {
+            "That token is not right."
+        } else {
+            "Sign-in is off: set ASSAY_ADMIN_TOKEN or list operators in the config file."
+        };
+        return Ok(d.signin_form(&next, Some((StatusCode::UNAUTHORIZED, message.to_owned()))));
+    };
+    d.lockout.succeeded(client);
+    let signed_in = sign_in_entry(&operator, client, AuditAction::SignedIn, None);
+    d.open_session(operator, None, signed_in, &next, d.secure(&headers), None)
+        .await
+}
+
+pub(super) async fn signout(
+    State(d): State<Dashboard>,
+    operator: Operator,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&operator, &form)?;
+    d.app.store.delete_session(&operator.0.id_hash).await?;
+    Ok((
+        [(header::SET_COOKIE, SESSION_COOKIE.clear(d.secure(&headers)))],
+        Redirect::to("/signin"),
+    )
+        .into_response())
+}
+
+fn sso_off() -> PageError {
+    PageError::new(
+        StatusCode::NOT_FOUND,
+        "Single sign-on is not configured here",
+    )
+}
+
+/// Sends the browser to the identity provider, remembering the sign-in
+/// (its `state`, nonce and PKCE verifier) until it comes back.
+pub(super) async fn sso_begin(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Query(q): Query<SignInQuery>,
+) -> PageResult {
+    let settings = d.app.config.sso.as_ref().ok_or_else(sso_off)?;
+    let next = auth::safe_next(q.next.as_deref());
+    let started = match d.sso.start(settings, &d.sso_redirect()).await {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::warn!(error = %e, "starting a single sign-on failed");
+            return Ok(d.signin_form(
+                &next,
+                Some((
+                    StatusCode::BAD_GATEWAY,
+                    format!("{} cannot be reached; try again, or sign in with a token.", settings.provider_name),
+                )),
+            ));
+        }
+    };
+    let browser = auth::random_token();
+    let now = crate::now();
+    let sign_in = SsoSignIn {
+        state_hash: auth::hash(&started.state),
+        browser_hash: auth::hash(&browser),
+        nonce: started.nonce,
+        pkce_verifier: started.pkce_verifier,
+        next,
+        created_at: now,
+        expires_at: now + chrono::Duration::from_std(auth::SSO_SIGN_IN_LIFETIME).unwrap_or_default(),
+    };
+    d.app.store.begin_sso_sign_in(&sign_in).await?;
+    Ok((
+        [(header::SET_COOKIE, SSO_COOKIE.set(&browser, d.secure(&headers)))],
+        Redirect::to(started.url.as_str()),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Where the identity provider sends the browser back: the sign-in is
+/// taken (once) by its `state`, checked to be this browser's, its code
+/// exchanged and its ID token verified, and the identity mapped to an
+/// operator. Every refusal is recorded with why.
+pub(super) async fn sso_callback(
+    State(d): State<Dashboard>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> PageResult {
+    let settings = d.app.config.sso.as_ref().ok_or_else(sso_off)?;
+    let client = d.app.client_of(peer.ip(), &headers);
+    let secure = d.secure(&headers);
+    let browser = auth::cookie(&headers, SSO_COOKIE.name);
+    // Every refusal: recorded, told, and the browser's binding cookie gone.
+    let refuse_as = async |name: &str, status: StatusCode, detail: Value, message: String| -> PageResult {
+        tracing::warn!(%client, reason = %detail["reason"], "a single sign-on failed");
+        d.record_failure(name, client, detail).await?;
+        let mut page = d.signin_form("/", Some((status, message)));
+        if let Ok(clear) = header::HeaderValue::from_str(&SSO_COOKIE.clear(secure)) {
+            page.headers_mut().append(header::SET_COOKIE, clear);
+        }
+        Ok(page)
+    };
+    let refuse = async |status: StatusCode, reason: String, message: String| {
+        refuse_as(UNKNOWN, status, json!({ "via": "sso", "reason": reason }), message).await
+    };
+    let again = "This sign-in has expired or was already used. Sign in again.";
+    let Some(state) = q.state.as_deref().filter(|s| !s.is_empty()) else {
+        return refuse(StatusCode::BAD_REQUEST, "no state".into(), again.into()).await;
+    };
+    let Some(sign_in) = d
+        .app
+        .store
+        .take_sso_sign_in(&auth::hash(state), crate::now())
+        .await?
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "unknown, expired or replayed state".into(),
+            again.into(),
+        )
+        .await;
+    };
+    if !browser.is_some_and(|b| auth::equal(&auth::hash(&b), &sign_in.browser_hash)) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the sign-in was begun in another browser".into(),
+            "This sign-in was begun in another browser. Sign in again here.".into(),
+        )
+        .await;
+    }
+    if let Some(error) = &q.error {
+        let why = match &q.error_description {
+            Some(description) => format!("{error}: {description}"),
+            None => error.clone(),
+        };
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            format!("the identity provider refused: {why}"),
+            format!("{} did not sign you in ({why}).", settings.provider_name),
+        )
+        .await;
+    }
+    let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "no code".into(),
+            "The identity provider sent no sign-in code. Sign in again.".into(),
+        )
+        .await;
+    };
+    let identity = match d
+        .sso
+        .finish(
+            settings,
+            &d.sso_redirect(),
+            code,
+            &sign_in.nonce,
+            &sign_in.pkce_verifier,
+        )
+        .await
+    {
+        Ok(identity) => identity,
+        Err(e) => {
+            let (status, message) = match &e {
+                SsoError::Unavailable(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("{} did not answer as expected; try again.", settings.provider_name),
+                ),
+                SsoError::Refused(_) | SsoError::BadToken(_) => (
+                    StatusCode::UNAUTHORIZED,
+                    format!("{} did not prove who you are; sign in again.", settings.provider_name),
+                ),
+            };
+            return refuse(status, e.to_string(), message).await;
+        }
+    };
+    let who = json!({
+        "via": "sso",
+        "subject": identity.subject,
+        "email": identity.email,
+        "groups": identity.groups,
+    });
+    let signed_in_as = match d.app.config.sso_sign_in(&identity) {
+        Ok(signed_in_as) => signed_in_as,
+        Err(refusal) => {
+            let name = identity.email.as_deref().unwrap_or(&identity.subject);
+            let detail = json!({ "via": "sso", "reason": refusal.to_string(), "identity": who });
+            let message = format!("You cannot sign in to Assay: {refusal}.");
+            return refuse_as(name, StatusCode::FORBIDDEN, detail, message).await;
+        }
+    };
+    let mut detail = who;
+    if let Some(roles) = &signed_in_as.roles {
+        detail["roles"] = json!(roles);
+    }
+    let signed_in = sign_in_entry(
+        &signed_in_as.operator,
+        client,
+        AuditAction::SignedIn,
+        Some(detail),
+    );
+    d.open_session(
+        signed_in_as.operator,
+        signed_in_as.roles,
+        signed_in,
+        &sign_in.next,
+        secure,
+        Some(SSO_COOKIE.clear(secure)),
+    )
+    .await
+}

@@ -393,7 +393,10 @@ pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 
 /// Replaces every `${VAR}` with the variable's value, so that a token or
 /// secret comes from the environment and never from the file.
-pub fn expand_variables(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand_variables(
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {

@@ -131,7 +131,7 @@ pub fn sign_in_as(
     let who = email.clone().unwrap_or_else(|| identity.subject.clone());
     let roles = rules
         .iter()
-        .filter(|rule| identity.groups.iter().any(|g| *g == rule.group))
+        .filter(|rule| identity.groups.contains(&rule.group))
         .fold(None, |roles: Option<Roles>, rule| {
             Some(match roles {
                 Some(roles) => roles.highest(&rule.roles),

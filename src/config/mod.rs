@@ -27,9 +27,9 @@ use crate::access::sso::{Identity, Refusal, Roles, SignInAs};
 
 use self::layers::Layer;
 pub use self::project::ProjectConfig;
-pub use self::sso::SsoSettings;
 use self::project::check_project;
 use self::raw::{RawGlobal, RawProject, Shown};
+pub use self::sso::SsoSettings;
 use crate::alert::settings::{AlertSettings, RawAlerts};
 use crate::probe::worker::ProberSettings;
 pub use crate::settings::ApiKeyHash;
@@ -160,7 +160,11 @@ impl Config {
             found = Some(ADMIN_OPERATOR.to_owned());
         }
         for operator in &self.operators {
-            if operator.token.as_ref().is_some_and(|t| t.matches(presented)) {
+            if operator
+                .token
+                .as_ref()
+                .is_some_and(|t| t.matches(presented))
+            {
                 found = Some(operator.name.clone());
             }
         }
@@ -558,7 +562,11 @@ impl Config {
                     ));
                     continue;
                 }
-                Some(email) if operators.iter().any(|o: &OperatorConfig| o.email.as_ref() == Some(email)) => {
+                Some(email)
+                    if operators
+                        .iter()
+                        .any(|o: &OperatorConfig| o.email.as_ref() == Some(email)) =>
+                {
                     errors.push(format!(
                         "operators: `{name}`: the email `{email}` is another operator's; an email signs in one operator"
                     ));

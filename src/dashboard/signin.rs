@@ -30,7 +30,8 @@ impl Dashboard {
     /// The sign-in page, with `error` (and its status) if there is one.
     fn signin_form(&self, next: &str, error: Option<(StatusCode, String)>) -> Response {
         let config = &self.app.config;
-        let tokens = config.admin_token.is_some() || config.operators.iter().any(|o| o.token.is_some());
+        let tokens =
+            config.admin_token.is_some() || config.operators.iter().any(|o| o.token.is_some());
         let sso = config.sso.as_ref().map(|s| s.provider_name.clone());
         let mut context = json!({
             "title": "Sign in",
@@ -50,7 +51,12 @@ impl Dashboard {
     }
 
     /// Records a failed sign-in by `name` (or nobody known) from `client`.
-    async fn record_failure(&self, name: &str, client: IpAddr, detail: Value) -> Result<(), PageError> {
+    async fn record_failure(
+        &self,
+        name: &str,
+        client: IpAddr,
+        detail: Value,
+    ) -> Result<(), PageError> {
         let entry = sign_in_entry(name, client, AuditAction::SignInFailed, Some(detail));
         Ok(self.app.store.record(&entry).await?)
     }
@@ -96,7 +102,12 @@ impl Dashboard {
 
 /// Who tried, as the audit log names them: the operator signed in, or
 /// nobody known; never the token itself.
-fn sign_in_entry(name: &str, client: IpAddr, action: AuditAction, detail: Option<Value>) -> AuditEntry {
+fn sign_in_entry(
+    name: &str,
+    client: IpAddr,
+    action: AuditAction,
+    detail: Option<Value>,
+) -> AuditEntry {
     let actor = Actor {
         kind: ActorKind::Operator,
         name: name.to_owned(),
@@ -200,7 +211,10 @@ pub(super) async fn sso_begin(
                 &next,
                 Some((
                     StatusCode::BAD_GATEWAY,
-                    format!("{} cannot be reached; try again, or sign in with a token.", settings.provider_name),
+                    format!(
+                        "{} cannot be reached; try again, or sign in with a token.",
+                        settings.provider_name
+                    ),
                 )),
             ));
         }
@@ -214,11 +228,15 @@ pub(super) async fn sso_begin(
         pkce_verifier: started.pkce_verifier,
         next,
         created_at: now,
-        expires_at: now + chrono::Duration::from_std(auth::SSO_SIGN_IN_LIFETIME).unwrap_or_default(),
+        expires_at: now
+            + chrono::Duration::from_std(auth::SSO_SIGN_IN_LIFETIME).unwrap_or_default(),
     };
     d.app.store.begin_sso_sign_in(&sign_in).await?;
     Ok((
-        [(header::SET_COOKIE, SSO_COOKIE.set(&browser, d.secure(&headers)))],
+        [(
+            header::SET_COOKIE,
+            SSO_COOKIE.set(&browser, d.secure(&headers)),
+        )],
         Redirect::to(started.url.as_str()),
     )
         .into_response())
@@ -247,17 +265,24 @@ pub(super) async fn sso_callback(
     let secure = d.secure(&headers);
     let browser = auth::cookie(&headers, SSO_COOKIE.name);
     // Every refusal: recorded, told, and the browser's binding cookie gone.
-    let refuse_as = async |name: &str, status: StatusCode, detail: Value, message: String| -> PageResult {
-        tracing::warn!(%client, reason = %detail["reason"], "a single sign-on failed");
-        d.record_failure(name, client, detail).await?;
-        let mut page = d.signin_form("/", Some((status, message)));
-        if let Ok(clear) = header::HeaderValue::from_str(&SSO_COOKIE.clear(secure)) {
-            page.headers_mut().append(header::SET_COOKIE, clear);
-        }
-        Ok(page)
-    };
+    let refuse_as =
+        async |name: &str, status: StatusCode, detail: Value, message: String| -> PageResult {
+            tracing::warn!(%client, reason = %detail["reason"], "a single sign-on failed");
+            d.record_failure(name, client, detail).await?;
+            let mut page = d.signin_form("/", Some((status, message)));
+            if let Ok(clear) = header::HeaderValue::from_str(&SSO_COOKIE.clear(secure)) {
+                page.headers_mut().append(header::SET_COOKIE, clear);
+            }
+            Ok(page)
+        };
     let refuse = async |status: StatusCode, reason: String, message: String| {
-        refuse_as(UNKNOWN, status, json!({ "via": "sso", "reason": reason }), message).await
+        refuse_as(
+            UNKNOWN,
+            status,
+            json!({ "via": "sso", "reason": reason }),
+            message,
+        )
+        .await
     };
     let again = "This sign-in has expired or was already used. Sign in again.";
     let Some(state) = q.state.as_deref().filter(|s| !s.is_empty()) else {
@@ -320,11 +345,17 @@ pub(super) async fn sso_callback(
             let (status, message) = match &e {
                 SsoError::Unavailable(_) => (
                     StatusCode::BAD_GATEWAY,
-                    format!("{} did not answer as expected; try again.", settings.provider_name),
+                    format!(
+                        "{} did not answer as expected; try again.",
+                        settings.provider_name
+                    ),
                 ),
                 SsoError::Refused(_) | SsoError::BadToken(_) => (
                     StatusCode::UNAUTHORIZED,
-                    format!("{} did not prove who you are; sign in again.", settings.provider_name),
+                    format!(
+                        "{} did not prove who you are; sign in again.",
+                        settings.provider_name
+                    ),
                 ),
             };
             return refuse(status, e.to_string(), message).await;

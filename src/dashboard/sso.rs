@@ -19,8 +19,8 @@ use openidconnect::core::{
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AccessTokenHash, AdditionalClaims, AsyncHttpClient, AuthorizationCode, Client, ClientId, ClientSecret,
-    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    AccessTokenHash, AdditionalClaims, AsyncHttpClient, AuthorizationCode, Client, ClientId,
+    ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
     IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
     RedirectUrl, RequestTokenError, Scope, StandardErrorResponse, StandardTokenResponse,
     TokenResponse,
@@ -164,16 +164,14 @@ impl Provider {
         Provider { http: Http(http) }
     }
 
-    async fn client(
-        &self,
-        settings: &SsoSettings,
-        redirect: &str,
-    ) -> Result<SsoClient, SsoError> {
+    async fn client(&self, settings: &SsoSettings, redirect: &str) -> Result<SsoClient, SsoError> {
         let issuer = IssuerUrl::new(settings.issuer.clone())
             .map_err(|e| SsoError::Unavailable(format!("the issuer URL: {e}")))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| SsoError::Unavailable(format!("discovery at {}: {}", settings.issuer, chain(&e))))?;
+            .map_err(|e| {
+                SsoError::Unavailable(format!("discovery at {}: {}", settings.issuer, chain(&e)))
+            })?;
         let redirect = RedirectUrl::new(redirect.to_owned())
             .map_err(|e| SsoError::Unavailable(format!("the redirect URL: {e}")))?;
         Ok(SsoClient::from_provider_metadata(
@@ -229,12 +227,12 @@ impl Provider {
             .request_async(&self.http)
             .await
             .map_err(|e| match e {
-                RequestTokenError::ServerResponse(refusal) => SsoError::Refused(
-                    match refusal.error_description() {
+                RequestTokenError::ServerResponse(refusal) => {
+                    SsoError::Refused(match refusal.error_description() {
                         Some(why) => format!("{}: {why}", refusal.error()),
                         None => refusal.error().to_string(),
-                    },
-                ),
+                    })
+                }
                 other => SsoError::Unavailable(format!("the token endpoint: {}", chain(&other))),
             })?;
         let id_token = answer

@@ -13,8 +13,8 @@ use super::ProbeSchedule;
 use super::url::sample_url;
 use crate::run::ProbeStart;
 use crate::settings::{
-    FALLBACK_DURATION, Scalar, Secret, TextOrList, TextOrTable, expand_variables, parse_duration, text,
-    whole_number,
+    FALLBACK_DURATION, Scalar, Secret, TextOrList, TextOrTable, expand_variables, parse_duration,
+    text, whole_number,
 };
 
 /// The keys of a project's probe table; each has the variable

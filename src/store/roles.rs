@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    AuditFilter, Cursor, DashboardSession, DrillJob, SsoSignIn, IncidentDetail, IncidentFilter, Ingested,
-    Page, RunDetail, RunFilter, RunRef, RunSummary, StoreError, StoredEvent, Swept,
+    AuditFilter, Cursor, DashboardSession, DrillJob, IncidentDetail, IncidentFilter, Ingested,
+    Page, RunDetail, RunFilter, RunRef, RunSummary, SsoSignIn, StoreError, StoredEvent, Swept,
 };
 use crate::access::{Actor, ApiKey, AuditEntry};
 use crate::alert::{DeliveryJob, DeliveryOutcome};

@@ -113,19 +113,17 @@ impl Sessions for SqlStore {
         .bind(state_hash)
         .fetch_optional(&self.writer)
         .await?;
-        Ok(row
-            .filter(|row| row.5 > to_ms(now))
-            .map(
-                |(browser_hash, nonce, pkce_verifier, next, created_at, expires_at)| SsoSignIn {
-                    state_hash: state_hash.to_owned(),
-                    browser_hash,
-                    nonce,
-                    pkce_verifier,
-                    next,
-                    created_at: from_ms(created_at),
-                    expires_at: from_ms(expires_at),
-                },
-            ))
+        Ok(row.filter(|row| row.5 > to_ms(now)).map(
+            |(browser_hash, nonce, pkce_verifier, next, created_at, expires_at)| SsoSignIn {
+                state_hash: state_hash.to_owned(),
+                browser_hash,
+                nonce,
+                pkce_verifier,
+                next,
+                created_at: from_ms(created_at),
+                expires_at: from_ms(expires_at),
+            },
+        ))
     }
 }
 

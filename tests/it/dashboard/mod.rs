@@ -1,9 +1,10 @@
 //! The dashboard over real HTTP: sign-in and sessions, CSRF on every form,
 //! the lock-out, hostile data rendered as text, and the pages an operator
 //! follows from an open run to its incident; [`browser`] drives it in
-//! headless Chromium.
+//! headless Chromium, and [`sso`] signs in through a real OpenID provider.
 
 mod browser;
+mod sso;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};

@@ -80,11 +80,22 @@ impl TestServer {
         port: u16,
         overrides: Settings<'_, K, V>,
     ) -> Option<TestServer> {
+        TestServer::start_on_port_with_toml(backend, port, "", overrides).await
+    }
+
+    /// As [`TestServer::start_on_port`], with `toml` added to the config
+    /// file.
+    pub async fn start_on_port_with_toml<K: AsRef<str>, V: AsRef<str>>(
+        backend: Backend,
+        port: u16,
+        toml: &str,
+        overrides: Settings<'_, K, V>,
+    ) -> Option<TestServer> {
         let db = TestDb::create(backend).await?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
-        Some(TestServer::start_on(std::sync::Arc::new(db), listener, "", overrides).await)
+        Some(TestServer::start_on(std::sync::Arc::new(db), listener, toml, overrides).await)
     }
 
     /// Another replica on this server's database, with the same settings

@@ -35,6 +35,9 @@ pub struct Dashboard {
     views: Arc<Views>,
     lockout: Arc<Lockout>,
     sso: sso::Provider,
+    /// Sign-ins begun at the identity provider, per client: each costs a
+    /// stored row and a request to the provider.
+    sso_starts: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// The summary strip per project, counted at most every
     /// [`SUMMARY_TTL`]: counting a day of runs on every page view would
     /// make the page's cost grow with the traffic.
@@ -98,6 +101,7 @@ pub fn router(app: AppState) -> Router {
         views: Arc::new(Views::new()),
         lockout: Arc::new(Lockout::default()),
         sso: sso::Provider::new(),
+        sso_starts: Arc::new(governor::RateLimiter::keyed(signin::SSO_STARTS)),
         summaries: Arc::default(),
         app,
     };

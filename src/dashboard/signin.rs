@@ -21,6 +21,11 @@ use crate::store::{DashboardSession, SsoSignIn};
 /// Where the identity provider sends the browser back.
 pub const SSO_CALLBACK: &str = "/signin/sso/callback";
 
+/// Sign-ins one client may begin at the identity provider: a burst of 10,
+/// then one every 6 seconds.
+pub const SSO_STARTS: governor::Quota =
+    governor::Quota::per_minute(std::num::NonZeroU32::new(10).unwrap());
+
 #[derive(Deserialize, Default)]
 pub(super) struct SignInQuery {
     next: Option<String>,
@@ -198,11 +203,23 @@ fn sso_off() -> PageError {
 /// (its `state`, nonce and PKCE verifier) until it comes back.
 pub(super) async fn sso_begin(
     State(d): State<Dashboard>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<SignInQuery>,
 ) -> PageResult {
     let settings = d.app.config.sso.as_ref().ok_or_else(sso_off)?;
     let next = auth::safe_next(q.next.as_deref());
+    let client = d.app.client_of(peer.ip(), &headers);
+    if d.sso_starts.len() > 10_000 {
+        d.sso_starts.retain_recent();
+    }
+    if d.sso_starts.check_key(&client).is_err() {
+        let message = "Too many sign-ins begun from your address. Try again in a minute.";
+        return Ok(d.signin_form(
+            &next,
+            Some((StatusCode::TOO_MANY_REQUESTS, message.to_owned())),
+        ));
+    }
     let started = match d.sso.start(settings, &d.sso_redirect()).await {
         Ok(started) => started,
         Err(e) => {

@@ -4,6 +4,7 @@
 //! and refuses an unmapped account, a tampered ID token, a wrong audience,
 //! an expired token, a replayed `state` and a `state` from another
 //! browser; each refusal leaves no session and an audit entry with why.
+//! Beginning sign-ins is paced per client.
 
 use std::sync::Arc;
 
@@ -317,6 +318,30 @@ async fn bad_tokens_and_replayed_states_are_refused(backend: Backend) {
         page(server, "", "/signin/sso/callback").await.0,
         StatusCode::BAD_REQUEST,
         "no state at all"
+    );
+
+    // Beginning sign-ins is paced per client: each stores a row and asks
+    // the provider.
+    let (client, _) = browser();
+    let mut refused = None;
+    for attempt in 0..=10 {
+        let response = client.get(server.url("/signin/sso")).send().await.unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(attempt);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    }
+    assert!(
+        refused.is_some(),
+        "11 sign-ins begun at once were all let through"
+    );
+    let pending = server.db.scalar("SELECT COUNT(*) FROM sso_sign_ins").await;
+    let response = client.get(server.url("/signin/sso")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        server.db.scalar("SELECT COUNT(*) FROM sso_sign_ins").await,
+        pending
     );
 }
 

@@ -120,6 +120,14 @@ pub(super) fn warnings(config: &Config, unknown_variables: Vec<String>) -> Vec<S
                 .to_owned(),
         );
     }
+    if let Some(sso) = &config.sso
+        && config.alerts.public_url == format!("http://{}", config.bind)
+    {
+        warnings.push(format!(
+            "sso: ASSAY_PUBLIC_URL / public_url is unset, so {} sends browsers back to {}/signin/sso/callback; set it to the address operators reach Assay at, and register that redirect URI",
+            sso.provider_name, config.alerts.public_url
+        ));
+    }
     if let Some(token) = &config.admin_token
         && placeholder(token)
     {

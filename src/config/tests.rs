@@ -650,6 +650,24 @@ fn single_sign_on_maps_emails_and_groups_and_keeps_its_secret() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|w| w.contains("sso: ASSAY_PUBLIC_URL / public_url is unset")),
+        "{:?}",
+        config.warnings()
+    );
+    let with_url = load(
+        Some(file),
+        &[
+            ("OIDC_SECRET", "client-secret-value"),
+            ("ASSAY_PUBLIC_URL", "https://assay.example.com"),
+        ],
+    )
+    .unwrap();
+    assert!(!with_url.warnings().iter().any(|w| w.starts_with("sso:")));
+
     let by_email_only = "[[operators]]\nname = \"dee\"\nemail = \"dee@example.com\"\n";
     let err = load(Some(by_email_only), &[]).unwrap_err().to_string();
     assert!(err.contains("[sso] is not configured"), "{err}");

@@ -1,11 +1,12 @@
--- Single sign-on. A session of an operator whom the identity provider's
--- groups gave roles keeps those roles (JSON, crate::access::sso::Roles);
--- NULL: the configuration's roles for the operator's name.
-ALTER TABLE dashboard_sessions ADD COLUMN roles TEXT;
+-- Single sign-on. The session of an operator whom the identity provider's
+-- groups gave roles keeps those groups (a JSON array), whose roles are read
+-- from the configuration at each request; NULL: a configured operator.
+ALTER TABLE dashboard_sessions ADD COLUMN sso_groups TEXT;
 
 -- Sign-ins begun at the identity provider and not yet back: found by the
--- hash of their `state`, taken once (a replayed `state` finds nothing),
--- bound to the browser that began them by the hash of a cookie.
+-- hash of their `state` with the hash of the cookie that binds them to the
+-- browser that began them, and taken once (a replayed `state` finds
+-- nothing).
 CREATE TABLE sso_sign_ins (
     state_hash    TEXT    NOT NULL PRIMARY KEY,
     browser_hash  TEXT    NOT NULL,

@@ -6,6 +6,9 @@
 //! verified email, with that operator's roles; else, if it is in groups that
 //! `sso.groups` maps to roles, as itself (named by its email) with the
 //! highest role any of those groups gives in each project; else not at all.
+//! Either way the roles are read from the configuration at each request: a
+//! group member's session keeps the groups that gave it roles, not the
+//! roles.
 
 use std::collections::BTreeMap;
 
@@ -75,26 +78,64 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The email that identifies this person: given, and not marked
-    /// unverified. A provider that leaves out `email_verified` (as some do
-    /// for addresses they manage) is taken at its word.
-    fn trusted_email(&self) -> Option<String> {
+    /// The email that identifies this person: given, and verified by the
+    /// provider. A provider that says nothing (`email_verified` absent, as
+    /// some leave it for addresses their users may edit) is trusted only
+    /// when the settings say so.
+    fn trusted_email(&self, rules: &Rules<'_>) -> Option<String> {
+        let verified = match self.email_verified {
+            Some(verified) => verified,
+            None => !rules.require_verified_email,
+        };
         self.email
             .as_deref()
-            .filter(|_| self.email_verified != Some(false))
+            .filter(|_| verified)
             .map(|email| email.trim().to_ascii_lowercase())
             .filter(|email| !email.is_empty())
     }
+
+    /// The name the audit log gives this identity: its trusted email, else
+    /// the provider's subject.
+    pub fn name(&self, rules: &Rules<'_>) -> String {
+        self.trusted_email(rules)
+            .unwrap_or_else(|| self.subject.clone())
+    }
+}
+
+/// How identities are mapped: the settings' group rules and whether an
+/// email must be marked verified.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub groups: &'a [GroupRule],
+    pub require_verified_email: bool,
+}
+
+/// The roles `groups` give under `rules` (the highest in each project),
+/// with the groups that gave them; `None` when none of them is given a
+/// role.
+pub fn roles_for_groups(groups: &[String], rules: &[GroupRule]) -> Option<(Roles, Vec<String>)> {
+    let matching: Vec<&GroupRule> = rules
+        .iter()
+        .filter(|rule| groups.contains(&rule.group))
+        .collect();
+    let roles = matching.iter().fold(None, |roles: Option<Roles>, rule| {
+        Some(match roles {
+            Some(roles) => roles.highest(&rule.roles),
+            None => rule.roles.clone(),
+        })
+    })?;
+    let mut named: Vec<String> = matching.iter().map(|rule| rule.group.clone()).collect();
+    named.dedup();
+    Some((roles, named))
 }
 
 /// Whom an identity signs in as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignInAs {
     pub operator: String,
-    /// The roles its groups give, fixed for the session; `None` for a
-    /// configured operator, whose roles are read from the configuration
-    /// at every request.
-    pub roles: Option<Roles>,
+    /// For a group member, the groups that give them roles, and those
+    /// roles now; `None` for a configured operator.
+    pub groups: Option<(Vec<String>, Roles)>,
 }
 
 /// Why an identity the provider vouched for does not sign in.
@@ -110,6 +151,8 @@ pub enum Refusal {
         "`{0}` is the name of a configured operator; give that operator `email = \"{0}\"` for it to sign in through the identity provider"
     )]
     NameTaken(String),
+    #[error("the identity provider's name for this account is not usable as an operator name")]
+    UnusableName,
 }
 
 /// Whom `identity` signs in as. `operator_with_email` finds the configured
@@ -119,30 +162,21 @@ pub fn sign_in_as(
     identity: &Identity,
     operator_with_email: impl Fn(&str) -> Option<String>,
     operator_named: impl Fn(&str) -> bool,
-    rules: &[GroupRule],
+    rules: &Rules<'_>,
 ) -> Result<SignInAs, Refusal> {
-    let email = identity.trusted_email();
+    let email = identity.trusted_email(rules);
     if let Some(operator) = email.as_deref().and_then(&operator_with_email) {
         return Ok(SignInAs {
             operator,
-            roles: None,
+            groups: None,
         });
     }
-    let who = email.clone().unwrap_or_else(|| identity.subject.clone());
-    let roles = rules
-        .iter()
-        .filter(|rule| identity.groups.contains(&rule.group))
-        .fold(None, |roles: Option<Roles>, rule| {
-            Some(match roles {
-                Some(roles) => roles.highest(&rule.roles),
-                None => rule.roles.clone(),
-            })
-        });
-    let Some(roles) = roles else {
-        // An unverified email that names an operator is why, if it does.
+    let who = identity.name(rules);
+    let Some(groups) = roles_for_groups(&identity.groups, rules.groups) else {
+        // An untrusted email that names an operator is why, if it does.
         return Err(match &identity.email {
             Some(given)
-                if identity.email_verified == Some(false)
+                if email.is_none()
                     && operator_with_email(&given.trim().to_ascii_lowercase()).is_some() =>
             {
                 Refusal::UnverifiedEmail(given.clone())
@@ -150,12 +184,15 @@ pub fn sign_in_as(
             _ => Refusal::NotAnOperator(who),
         });
     };
+    if who.is_empty() || who.len() > 254 || who.chars().any(char::is_control) {
+        return Err(Refusal::UnusableName);
+    }
     if operator_named(&who) {
         return Err(Refusal::NameTaken(who));
     }
     Ok(SignInAs {
         operator: who,
-        roles: Some(roles),
+        groups: Some((groups.1, groups.0)),
     })
 }
 
@@ -195,6 +232,13 @@ mod tests {
         ]
     }
 
+    fn strict(groups: &[GroupRule]) -> Rules<'_> {
+        Rules {
+            groups,
+            require_verified_email: true,
+        }
+    }
+
     fn alice(email: &str) -> Option<String> {
         (email == "alice@example.com").then(|| "alice".to_owned())
     }
@@ -209,13 +253,13 @@ mod tests {
             &identity(Some("Alice@Example.com"), Some(true), &["support"]),
             alice,
             configured,
-            &rules(),
+            &strict(&rules()),
         );
         assert_eq!(
             signed,
             Ok(SignInAs {
                 operator: "alice".into(),
-                roles: None
+                groups: None
             })
         );
     }
@@ -223,14 +267,15 @@ mod tests {
     #[test]
     fn groups_give_the_highest_role_in_each_project() {
         let signed = sign_in_as(
-            &identity(Some("bob@example.com"), None, &["support", "oncall"]),
+            &identity(Some("bob@example.com"), Some(true), &["support", "oncall"]),
             alice,
             configured,
-            &rules(),
+            &strict(&rules()),
         )
         .unwrap();
         assert_eq!(signed.operator, "bob@example.com");
-        let roles = signed.roles.unwrap();
+        let (groups, roles) = signed.groups.unwrap();
+        assert_eq!(groups, ["support", "oncall"]);
         assert_eq!(roles.in_project("billing"), Some(Role::Responder));
         assert_eq!(roles.in_project("other"), Some(Role::Viewer));
 
@@ -238,11 +283,12 @@ mod tests {
             &identity(Some("cy@example.com"), Some(true), &["oncall", "leads"]),
             alice,
             configured,
-            &rules(),
+            &strict(&rules()),
         )
         .unwrap()
-        .roles
-        .unwrap();
+        .groups
+        .unwrap()
+        .1;
         assert_eq!(lead.in_project("billing"), Some(Role::Admin));
         assert_eq!(lead.in_project("other"), Some(Role::Responder));
 
@@ -250,11 +296,12 @@ mod tests {
             &identity(Some("dee@example.com"), Some(true), &["oncall"]),
             alice,
             configured,
-            &rules(),
+            &strict(&rules()),
         )
         .unwrap()
-        .roles
-        .unwrap();
+        .groups
+        .unwrap()
+        .1;
         assert_eq!(only_billing.in_project("other"), None);
     }
 
@@ -265,12 +312,17 @@ mod tests {
                 &identity(Some("eve@example.com"), Some(true), &["marketing"]),
                 alice,
                 configured,
-                &rules(),
+                &strict(&rules()),
             ),
             Err(Refusal::NotAnOperator("eve@example.com".into()))
         );
         assert_eq!(
-            sign_in_as(&identity(None, None, &[]), alice, configured, &rules()),
+            sign_in_as(
+                &identity(None, None, &[]),
+                alice,
+                configured,
+                &strict(&rules())
+            ),
             Err(Refusal::NotAnOperator("sub-1".into()))
         );
     }
@@ -282,7 +334,7 @@ mod tests {
                 &identity(Some("alice@example.com"), Some(false), &[]),
                 alice,
                 configured,
-                &rules(),
+                &strict(&rules()),
             ),
             Err(Refusal::UnverifiedEmail("alice@example.com".into()))
         );
@@ -291,10 +343,26 @@ mod tests {
             &identity(Some("alice@example.com"), Some(false), &["support"]),
             alice,
             configured,
-            &rules(),
+            &strict(&rules()),
         )
         .unwrap();
         assert_eq!(signed.operator, "sub-1");
+
+        // An email the provider says nothing about is trusted only when
+        // the settings allow it.
+        let silent = identity(Some("alice@example.com"), None, &[]);
+        assert_eq!(
+            sign_in_as(&silent, alice, configured, &strict(&rules())),
+            Err(Refusal::UnverifiedEmail("alice@example.com".into()))
+        );
+        let lenient = Rules {
+            groups: &[],
+            require_verified_email: false,
+        };
+        assert_eq!(
+            sign_in_as(&silent, alice, configured, &lenient).map(|s| s.operator),
+            Ok("alice".to_owned())
+        );
     }
 
     #[test]
@@ -304,7 +372,7 @@ mod tests {
                 &identity(Some("ops@example.com"), Some(true), &["leads"]),
                 alice,
                 configured,
-                &rules(),
+                &strict(&rules()),
             ),
             Err(Refusal::NameTaken("ops@example.com".into()))
         );

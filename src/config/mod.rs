@@ -183,7 +183,9 @@ impl Config {
 
     /// Whom an identity the identity provider vouched for signs in as.
     pub fn sso_sign_in(&self, identity: &Identity) -> Result<SignInAs, Refusal> {
-        let rules = self.sso.as_ref().map_or(&[][..], |sso| &sso.groups);
+        let Some(sso) = &self.sso else {
+            return Err(Refusal::NotAnOperator(identity.subject.clone()));
+        };
         crate::access::sso::sign_in_as(
             identity,
             |email| {
@@ -193,8 +195,15 @@ impl Config {
                     .map(|o| o.name.clone())
             },
             |name| name == ADMIN_OPERATOR || self.operators.iter().any(|o| o.name == name),
-            rules,
+            &sso.rules(),
         )
+    }
+
+    /// The roles that the identity provider's `groups` give now: none once
+    /// single sign-on or their rules are gone.
+    pub fn group_roles(&self, groups: &[String]) -> Option<Roles> {
+        let sso = self.sso.as_ref()?;
+        crate::access::sso::roles_for_groups(groups, &sso.groups).map(|(roles, _)| roles)
     }
 
     /// Whether anyone can sign in to the dashboard.

@@ -113,16 +113,22 @@ pub(super) struct RawSso {
     pub scopes: Option<TextOrList>,
     #[serde(default, deserialize_with = "text")]
     pub groups_claim: Option<String>,
+    #[serde(default)]
+    pub require_verified_email: Option<Scalar>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<RawGroupRule>,
 }
 
 impl RawSso {
-    /// No issuer and nothing else: single sign-on is off.
+    /// Nothing set: single sign-on is off.
     pub fn is_unset(&self) -> bool {
         self.issuer.is_none()
             && self.client_id.is_none()
             && self.client_secret.is_none()
+            && self.provider_name.is_none()
+            && self.scopes.is_none()
+            && self.groups_claim.is_none()
+            && self.require_verified_email.is_none()
             && self.groups.is_empty()
     }
 }

@@ -6,17 +6,18 @@ use std::collections::BTreeMap;
 
 use super::raw::RawSso;
 use crate::access::Role;
-use crate::access::sso::{GroupRule, Roles};
-use crate::settings::{Secret, expand_variables};
+use crate::access::sso::{GroupRule, Roles, Rules};
+use crate::settings::{Secret, boolean, expand_variables};
 
 /// The keys of `[sso]` that a variable sets: each has `ASSAY_SSO_<KEY>`.
-pub(super) const KEYS: [&str; 6] = [
+pub(super) const KEYS: [&str; 7] = [
     "issuer",
     "client_id",
     "client_secret",
     "provider_name",
     "scopes",
     "groups_claim",
+    "require_verified_email",
 ];
 
 /// How operators sign in through the identity provider.
@@ -34,7 +35,19 @@ pub struct SsoSettings {
     pub scopes: Vec<String>,
     /// The ID token's claim that lists the groups.
     pub groups_claim: String,
+    /// An email identifies an operator only if the provider marks it
+    /// verified; off, also if the provider says nothing either way.
+    pub require_verified_email: bool,
     pub groups: Vec<GroupRule>,
+}
+
+impl SsoSettings {
+    pub fn rules(&self) -> Rules<'_> {
+        Rules {
+            groups: &self.groups,
+            require_verified_email: self.require_verified_email,
+        }
+    }
 }
 
 /// The roles `role` (in every project, `default` when not given) and
@@ -163,6 +176,12 @@ pub(super) fn load(
         .filter(|n| !n.is_empty())
         .unwrap_or("single sign-on")
         .to_owned();
+    let require_verified_email = boolean(
+        "ASSAY_SSO_REQUIRE_VERIFIED_EMAIL / sso.require_verified_email",
+        raw.require_verified_email.as_ref(),
+        true,
+        errors,
+    );
     (errors.len() == before).then(|| SsoSettings {
         issuer: issuer.to_owned(),
         client_id: client_id.to_owned(),
@@ -170,6 +189,7 @@ pub(super) fn load(
         provider_name,
         scopes,
         groups_claim,
+        require_verified_email,
         groups,
     })
 }

@@ -621,7 +621,9 @@ fn single_sign_on_maps_emails_and_groups_and_keeps_its_secret() {
         groups: vec!["billing-oncall".into()],
         ..ana.clone()
     };
-    let roles = config.sso_sign_in(&oncall).unwrap().roles.unwrap();
+    let (groups, roles) = config.sso_sign_in(&oncall).unwrap().groups.unwrap();
+    assert_eq!(groups, ["billing-oncall"]);
+    assert_eq!(config.group_roles(&groups), Some(roles.clone()));
     assert_eq!(roles.in_project("billing"), Some(Role::Admin));
     assert_eq!(roles.in_project("default"), Some(Role::Responder));
 

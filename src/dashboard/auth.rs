@@ -60,25 +60,29 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// is one) but not on other sites' requests, `Secure` when Assay is
 /// reached over TLS.
 pub struct CookieSpec {
-    pub name: &'static str,
+    pub name: std::borrow::Cow<'static, str>,
     pub path: &'static str,
     pub lifetime: Duration,
 }
 
 /// The session's cookie.
 pub const SESSION_COOKIE: CookieSpec = CookieSpec {
-    name: COOKIE,
+    name: std::borrow::Cow::Borrowed(COOKIE),
     path: "/",
     lifetime: SESSION_LIFETIME,
 };
 
-/// The cookie that binds a sign-in through the identity provider to the
-/// browser that began it, for as long as the sign-in may take.
-pub const SSO_COOKIE: CookieSpec = CookieSpec {
-    name: "assay_sso",
-    path: "/signin/sso",
-    lifetime: SSO_SIGN_IN_LIFETIME,
-};
+/// The cookie that binds the sign-in through the identity provider whose
+/// `state` hashes to `state_hash` to the browser that began it, for as long
+/// as the sign-in may take. One per sign-in, so that two begun in two tabs
+/// do not overwrite each other's.
+pub fn sso_cookie(state_hash: &str) -> CookieSpec {
+    CookieSpec {
+        name: format!("assay_sso_{}", &state_hash[..state_hash.len().min(16)]).into(),
+        path: "/signin/sso",
+        lifetime: SSO_SIGN_IN_LIFETIME,
+    }
+}
 
 /// How long a sign-in at the identity provider may take.
 pub const SSO_SIGN_IN_LIFETIME: Duration = Duration::from_secs(10 * 60);

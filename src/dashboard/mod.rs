@@ -38,6 +38,8 @@ pub struct Dashboard {
     /// Sign-ins begun at the identity provider, per client: each costs a
     /// stored row and a request to the provider.
     sso_starts: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// ...and in all, whatever the addresses.
+    sso_starts_all: Arc<governor::DefaultDirectRateLimiter>,
     /// The summary strip per project, counted at most every
     /// [`SUMMARY_TTL`]: counting a day of runs on every page view would
     /// make the page's cost grow with the traffic.
@@ -102,6 +104,7 @@ pub fn router(app: AppState) -> Router {
         lockout: Arc::new(Lockout::default()),
         sso: sso::Provider::new(),
         sso_starts: Arc::new(governor::RateLimiter::keyed(signin::SSO_STARTS)),
+        sso_starts_all: Arc::new(governor::RateLimiter::direct(signin::SSO_STARTS_ALL)),
         summaries: Arc::default(),
         app,
     };
@@ -210,9 +213,12 @@ impl Dashboard {
     fn may(&self, operator: &Operator, project: &str, action: Action) -> Result<Actor, PageError> {
         let session = &operator.0;
         let refused = |why: String| Err(PageError::new(StatusCode::FORBIDDEN, why));
-        let role = match &session.roles {
-            Some(roles) => roles.in_project(project),
-            None => self.app.config.role_of(&session.operator, project),
+        let config = &self.app.config;
+        let role = match &session.sso_groups {
+            Some(groups) => config
+                .group_roles(groups)
+                .and_then(|roles| roles.in_project(project)),
+            None => config.role_of(&session.operator, project),
         };
         match role {
             Some(role) if Grant::Operator(role).allows(action) => Ok(Actor {

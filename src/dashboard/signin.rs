@@ -1,7 +1,8 @@
 //! Signing in and out: with an operator's token, or through the team's
 //! OpenID Connect provider (`sso`). Each way ends the same, in a session
-//! stored with the audit entry of its sign-in; every failure is recorded
-//! too, with why.
+//! stored with the audit entry of its sign-in. A wrong token is recorded
+//! with why, as is every refusal of a sign-in begun at the provider and
+//! come back.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,10 +12,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{self, Operator, SESSION_COOKIE, SSO_COOKIE};
+use super::auth::{self, Operator, SESSION_COOKIE};
 use super::sso::SsoError;
 use super::{CsrfForm, Dashboard, PageError, PageResult, check_csrf};
-use crate::access::sso::Roles;
 use crate::access::{Actor, ActorKind, AuditAction, AuditEntry};
 use crate::store::{DashboardSession, SsoSignIn};
 
@@ -25,6 +25,9 @@ pub const SSO_CALLBACK: &str = "/signin/sso/callback";
 /// then one every 6 seconds.
 pub const SSO_STARTS: governor::Quota =
     governor::Quota::per_minute(std::num::NonZeroU32::new(10).unwrap());
+/// ...and all clients together: a burst of 120, then two a second.
+pub const SSO_STARTS_ALL: governor::Quota =
+    governor::Quota::per_minute(std::num::NonZeroU32::new(120).unwrap());
 
 #[derive(Deserialize, Default)]
 pub(super) struct SignInQuery {
@@ -71,7 +74,7 @@ impl Dashboard {
     async fn open_session(
         &self,
         operator: String,
-        roles: Option<Roles>,
+        sso_groups: Option<Vec<String>>,
         signed_in: AuditEntry,
         next: &str,
         secure: bool,
@@ -82,7 +85,7 @@ impl Dashboard {
         let session = DashboardSession {
             id_hash: auth::hash(&value),
             operator,
-            roles,
+            sso_groups,
             csrf_token: auth::random_token(),
             created_at: now,
             expires_at: now
@@ -199,8 +202,21 @@ fn sso_off() -> PageError {
     )
 }
 
+/// The key a client's sign-ins are paced by: its address, or for IPv6 its
+/// /64, which one host commonly holds whole.
+fn pacing_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        other => other,
+    }
+}
+
 /// Sends the browser to the identity provider, remembering the sign-in
-/// (its `state`, nonce and PKCE verifier) until it comes back.
+/// (its `state`, nonce and PKCE verifier) until it comes back. Paced per
+/// client and in all: each stores a row and may ask the provider.
 pub(super) async fn sso_begin(
     State(d): State<Dashboard>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -213,8 +229,8 @@ pub(super) async fn sso_begin(
     if d.sso_starts.len() > 10_000 {
         d.sso_starts.retain_recent();
     }
-    if d.sso_starts.check_key(&client).is_err() {
-        let message = "Too many sign-ins begun from your address. Try again in a minute.";
+    if d.sso_starts.check_key(&pacing_key(client)).is_err() || d.sso_starts_all.check().is_err() {
+        let message = "Too many sign-ins begun. Try again in a minute.";
         return Ok(d.signin_form(
             &next,
             Some((StatusCode::TOO_MANY_REQUESTS, message.to_owned())),
@@ -238,8 +254,10 @@ pub(super) async fn sso_begin(
     };
     let browser = auth::random_token();
     let now = crate::now();
+    let state_hash = auth::hash(&started.state);
+    let cookie = auth::sso_cookie(&state_hash);
     let sign_in = SsoSignIn {
-        state_hash: auth::hash(&started.state),
+        state_hash,
         browser_hash: auth::hash(&browser),
         nonce: started.nonce,
         pkce_verifier: started.pkce_verifier,
@@ -250,10 +268,7 @@ pub(super) async fn sso_begin(
     };
     d.app.store.begin_sso_sign_in(&sign_in).await?;
     Ok((
-        [(
-            header::SET_COOKIE,
-            SSO_COOKIE.set(&browser, d.secure(&headers)),
-        )],
+        [(header::SET_COOKIE, cookie.set(&browser, d.secure(&headers)))],
         Redirect::to(started.url.as_str()),
     )
         .into_response())
@@ -268,9 +283,12 @@ pub(super) struct CallbackQuery {
 }
 
 /// Where the identity provider sends the browser back: the sign-in is
-/// taken (once) by its `state`, checked to be this browser's, its code
+/// taken (once) by its `state` and this browser's cookie for it, its code
 /// exchanged and its ID token verified, and the identity mapped to an
-/// operator. Every refusal is recorded with why.
+/// operator. A `state` that finds no sign-in begun by this browser is
+/// refused unrecorded (anyone can make one up, and the audit log is not
+/// theirs to fill); every refusal of a sign-in that was begun is recorded
+/// with why.
 pub(super) async fn sso_callback(
     State(d): State<Dashboard>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -280,14 +298,36 @@ pub(super) async fn sso_callback(
     let settings = d.app.config.sso.as_ref().ok_or_else(sso_off)?;
     let client = d.app.client_of(peer.ip(), &headers);
     let secure = d.secure(&headers);
-    let browser = auth::cookie(&headers, SSO_COOKIE.name);
-    // Every refusal: recorded, told, and the browser's binding cookie gone.
+    let again = "This sign-in has expired, was already used, or was begun in another browser. Sign in again.";
+    let unknown = || d.signin_form("/", Some((StatusCode::BAD_REQUEST, again.to_owned())));
+    let Some(state) = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.len() <= 512)
+    else {
+        return Ok(unknown());
+    };
+    let state_hash = auth::hash(state);
+    let cookie = auth::sso_cookie(&state_hash);
+    let Some(browser) = auth::cookie(&headers, &cookie.name) else {
+        return Ok(unknown());
+    };
+    let Some(sign_in) = d
+        .app
+        .store
+        .take_sso_sign_in(&state_hash, &auth::hash(&browser), crate::now())
+        .await?
+    else {
+        return Ok(unknown());
+    };
+    // Every refusal from here: recorded, told, and this sign-in's cookie
+    // gone.
     let refuse_as =
         async |name: &str, status: StatusCode, detail: Value, message: String| -> PageResult {
             tracing::warn!(%client, reason = %detail["reason"], "a single sign-on failed");
             d.record_failure(name, client, detail).await?;
-            let mut page = d.signin_form("/", Some((status, message)));
-            if let Ok(clear) = header::HeaderValue::from_str(&SSO_COOKIE.clear(secure)) {
+            let mut page = d.signin_form(&sign_in.next, Some((status, message)));
+            if let Ok(clear) = header::HeaderValue::from_str(&cookie.clear(secure)) {
                 page.headers_mut().append(header::SET_COOKIE, clear);
             }
             Ok(page)
@@ -301,36 +341,12 @@ pub(super) async fn sso_callback(
         )
         .await
     };
-    let again = "This sign-in has expired or was already used. Sign in again.";
-    let Some(state) = q.state.as_deref().filter(|s| !s.is_empty()) else {
-        return refuse(StatusCode::BAD_REQUEST, "no state".into(), again.into()).await;
-    };
-    let Some(sign_in) = d
-        .app
-        .store
-        .take_sso_sign_in(&auth::hash(state), crate::now())
-        .await?
-    else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "unknown, expired or replayed state".into(),
-            again.into(),
-        )
-        .await;
-    };
-    if !browser.is_some_and(|b| auth::equal(&auth::hash(&b), &sign_in.browser_hash)) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "the sign-in was begun in another browser".into(),
-            "This sign-in was begun in another browser. Sign in again here.".into(),
-        )
-        .await;
-    }
     if let Some(error) = &q.error {
         let why = match &q.error_description {
             Some(description) => format!("{error}: {description}"),
             None => error.clone(),
         };
+        let why: String = why.chars().filter(|c| !c.is_control()).take(300).collect();
         return refuse(
             StatusCode::UNAUTHORIZED,
             format!("the identity provider refused: {why}"),
@@ -382,21 +398,23 @@ pub(super) async fn sso_callback(
         "via": "sso",
         "subject": identity.subject,
         "email": identity.email,
+        "email_verified": identity.email_verified,
         "groups": identity.groups,
     });
     let signed_in_as = match d.app.config.sso_sign_in(&identity) {
         Ok(signed_in_as) => signed_in_as,
         Err(refusal) => {
-            let name = identity.email.as_deref().unwrap_or(&identity.subject);
+            let name = identity.name(&settings.rules());
             let detail = json!({ "via": "sso", "reason": refusal.to_string(), "identity": who });
             let message = format!("You cannot sign in to Assay: {refusal}.");
-            return refuse_as(name, StatusCode::FORBIDDEN, detail, message).await;
+            return refuse_as(&name, StatusCode::FORBIDDEN, detail, message).await;
         }
     };
     let mut detail = who;
-    if let Some(roles) = &signed_in_as.roles {
+    let groups = signed_in_as.groups.map(|(groups, roles)| {
         detail["roles"] = json!(roles);
-    }
+        groups
+    });
     let signed_in = sign_in_entry(
         &signed_in_as.operator,
         client,
@@ -405,11 +423,27 @@ pub(super) async fn sso_callback(
     );
     d.open_session(
         signed_in_as.operator,
-        signed_in_as.roles,
+        groups,
         signed_in,
         &sign_in.next,
         secure,
-        Some(SSO_COOKIE.clear(secure)),
+        Some(cookie.clear(secure)),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_ins_are_paced_per_ipv4_address_and_per_ipv6_64() {
+        let key = |text: &str| pacing_key(text.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), key("203.0.113.7"));
+        assert_ne!(key("203.0.113.7"), key("203.0.113.8"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:203.0.113.7"), key("::ffff:203.0.113.7"));
+        assert_ne!(key("::ffff:203.0.113.7"), key("::ffff:203.0.113.8"));
+    }
 }

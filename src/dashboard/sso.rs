@@ -5,12 +5,17 @@
 //! nonce). Which operator the verified identity is belongs to
 //! [`crate::access::sso`]; the sign-in pages to `signin`.
 //!
-//! The provider's metadata and keys are discovered at each step, so that a
-//! rotated signing key is picked up at once; sign-ins are rare.
+//! The provider's metadata is kept for a few minutes to begin sign-ins
+//! (which need only its authorization endpoint), and discovered afresh,
+//! with its keys, to finish each one, so that a rotated signing key is
+//! picked up at once. ID tokens are accepted signed with an asymmetric
+//! algorithm only, and, when they name an authorized party, only for
+//! Assay.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
@@ -32,6 +37,27 @@ use crate::config::SsoSettings;
 
 /// The largest answer read from the provider.
 const MAX_ANSWER: usize = 1024 * 1024;
+/// How long one request to the provider may take...
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// ...and finishing a sign-in (discovery, keys, the code's exchange), well
+/// within the server's own request timeout.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the metadata that begins sign-ins is kept.
+const METADATA_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// The algorithms an ID token may be signed with: the provider's keys'
+/// (never a MAC keyed by the client secret, nor `none`).
+const SIGNING_ALGORITHMS: [CoreJwsSigningAlgorithm; 9] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
 
 /// Every claim beside the standard ones, so that the groups can be read
 /// from the claim the settings name.
@@ -96,6 +122,8 @@ pub struct Started {
 #[derive(Clone)]
 pub struct Provider {
     http: Http,
+    /// The metadata that begins sign-ins, with when it was discovered.
+    metadata: Arc<Mutex<Option<(Instant, CoreProviderMetadata)>>>,
 }
 
 /// Assay's reqwest as `openidconnect`'s HTTP client.
@@ -158,13 +186,17 @@ impl Provider {
         let http = reqwest::Client::builder()
             // Following a redirect would let an answer point Assay anywhere.
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
-        Provider { http: Http(http) }
+        Provider {
+            http: Http(http),
+            metadata: Default::default(),
+        }
     }
 
-    async fn client(&self, settings: &SsoSettings, redirect: &str) -> Result<SsoClient, SsoError> {
+    /// The provider's metadata and keys, discovered now.
+    async fn discover(&self, settings: &SsoSettings) -> Result<CoreProviderMetadata, SsoError> {
         let issuer = IssuerUrl::new(settings.issuer.clone())
             .map_err(|e| SsoError::Unavailable(format!("the issuer URL: {e}")))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
@@ -172,6 +204,34 @@ impl Provider {
             .map_err(|e| {
                 SsoError::Unavailable(format!("discovery at {}: {}", settings.issuer, chain(&e)))
             })?;
+        *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), metadata.clone()));
+        Ok(metadata)
+    }
+
+    /// The metadata discovered in the last few minutes, else afresh.
+    async fn recent_metadata(
+        &self,
+        settings: &SsoSettings,
+    ) -> Result<CoreProviderMetadata, SsoError> {
+        let kept = self
+            .metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < METADATA_TTL)
+            .map(|(_, metadata)| metadata.clone());
+        match kept {
+            Some(metadata) => Ok(metadata),
+            None => self.discover(settings).await,
+        }
+    }
+
+    fn client(
+        settings: &SsoSettings,
+        metadata: CoreProviderMetadata,
+        redirect: &str,
+    ) -> Result<SsoClient, SsoError> {
         let redirect = RedirectUrl::new(redirect.to_owned())
             .map_err(|e| SsoError::Unavailable(format!("the redirect URL: {e}")))?;
         Ok(SsoClient::from_provider_metadata(
@@ -188,7 +248,8 @@ impl Provider {
     /// Where to send the browser to sign in, with the `state`, nonce and
     /// PKCE verifier to keep until it comes back to `redirect`.
     pub async fn start(&self, settings: &SsoSettings, redirect: &str) -> Result<Started, SsoError> {
-        let client = self.client(settings, redirect).await?;
+        let metadata = self.recent_metadata(settings).await?;
+        let client = Provider::client(settings, metadata, redirect)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(
@@ -210,7 +271,8 @@ impl Provider {
     }
 
     /// Exchanges `code` for tokens and verifies the ID token against the
-    /// nonce the sign-in began with; who it names.
+    /// nonce the sign-in began with; who it names. Bounded in time as a
+    /// whole.
     pub async fn finish(
         &self,
         settings: &SsoSettings,
@@ -219,7 +281,29 @@ impl Provider {
         nonce: &str,
         pkce_verifier: &str,
     ) -> Result<Identity, SsoError> {
-        let client = self.client(settings, redirect).await?;
+        tokio::time::timeout(
+            FINISH_TIMEOUT,
+            self.exchange_and_verify(settings, redirect, code, nonce, pkce_verifier),
+        )
+        .await
+        .map_err(|_| {
+            SsoError::Unavailable(format!(
+                "no answer within {}",
+                crate::time::written(FINISH_TIMEOUT)
+            ))
+        })?
+    }
+
+    async fn exchange_and_verify(
+        &self,
+        settings: &SsoSettings,
+        redirect: &str,
+        code: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+    ) -> Result<Identity, SsoError> {
+        let metadata = self.discover(settings).await?;
+        let client = Provider::client(settings, metadata, redirect)?;
         let answer = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| SsoError::Unavailable(format!("the token endpoint: {e}")))?
@@ -238,10 +322,22 @@ impl Provider {
         let id_token = answer
             .id_token()
             .ok_or_else(|| SsoError::BadToken("the answer has no ID token".to_owned()))?;
-        let verifier = client.id_token_verifier();
+        let verifier = client
+            .id_token_verifier()
+            .set_allowed_algs(SIGNING_ALGORITHMS);
         let claims = id_token
             .claims(&verifier, &Nonce::new(nonce.to_owned()))
             .map_err(|e| SsoError::BadToken(chain(&e)))?;
+        // The crate checks the audience; a token that also names the party
+        // it was issued to must name Assay.
+        if let Some(party) = claims.authorized_party()
+            && party.as_str() != settings.client_id
+        {
+            return Err(SsoError::BadToken(format!(
+                "the token was issued to `{}`, not to Assay",
+                party.as_str()
+            )));
+        }
         // The access token is the one this ID token was issued with.
         if let Some(expected) = claims.access_token_hash() {
             let bad = |e: &dyn std::error::Error| SsoError::BadToken(chain(e));

@@ -211,9 +211,9 @@ pub struct DashboardSession {
     /// SHA-256 of the cookie's value, hex.
     pub id_hash: String,
     pub operator: String,
-    /// The roles the identity provider's groups gave at sign-in; `None`:
-    /// the configuration's for `operator`.
-    pub roles: Option<crate::access::sso::Roles>,
+    /// For a group member signed in through the identity provider, the
+    /// groups that give them roles; `None`: a configured operator.
+    pub sso_groups: Option<Vec<String>>,
     pub csrf_token: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,

@@ -296,11 +296,13 @@ pub trait Sessions: Send + Sync {
     /// Keeps a sign-in begun at the identity provider until it comes back.
     async fn begin_sso_sign_in(&self, sign_in: &SsoSignIn) -> Result<(), StoreError>;
 
-    /// Takes the sign-in whose `state` hashes to `state_hash`, if it has not
+    /// Takes the sign-in whose `state` hashes to `state_hash`, begun by the
+    /// browser whose cookie hashes to `browser_hash`, if it has not
     /// expired: once, so that a replayed `state` finds nothing.
     async fn take_sso_sign_in(
         &self,
         state_hash: &str,
+        browser_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<SsoSignIn>, StoreError>;
 }

@@ -7,12 +7,14 @@
 // refuses them:
 //   "signature": the payload changed after signing (the signature no longer matches),
 //   "audience":  re-signed with the provider's own key for another audience,
-//   "expired":   re-signed with the provider's own key, expired an hour ago.
+//   "expired":   re-signed with the provider's own key, expired an hour ago,
+//   "nonce":     re-signed with the provider's own key, for another nonce.
+// An account's claims that are null are left out of its tokens.
 //
 // Usage: node provider.mjs '<json>', the JSON being
 //   {"client": {"client_id", "client_secret", "redirect_uri"},
 //    "accounts": [{"sub", "email", "email_verified", "groups",
-//                  "spoil": null | "signature" | "audience" | "expired"}]}
+//                  "spoil": null | "signature" | "audience" | "expired" | "nonce"}]}
 // It prints {"issuer": "http://127.0.0.1:PORT"} once it listens, and exits
 // when its standard input closes (when the test that started it ends).
 
@@ -52,7 +54,8 @@ const provider = new Provider(issuer, {
   async findAccount(ctx, id) {
     const account = bySub.get(id);
     if (!account) return undefined;
-    const { spoil, ...claims } = account;
+    const { spoil, ...given } = account;
+    const claims = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== null));
     return {
       accountId: id,
       async claims() {
@@ -122,6 +125,9 @@ provider.use(async (ctx, next) => {
         ...ctx.body,
         id_token: await resign(token, (c) => ({ ...c, iat: now - 7200, exp: now - 3600 })),
       };
+      break;
+    case "nonce":
+      ctx.body = { ...ctx.body, id_token: await resign(token, (c) => ({ ...c, nonce: "another-nonce" })) };
       break;
     default:
   }

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 
 use super::SqlStore;
 use crate::access::AuditEntry;
-use crate::access::sso::Roles;
 use crate::store::{DashboardSession, Sessions, SsoSignIn, StoreError, from_ms, to_ms};
 
 #[async_trait]
@@ -22,12 +21,12 @@ impl Sessions for SqlStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO dashboard_sessions (id_hash, operator, roles, csrf_token, created_at, expires_at) \
+            "INSERT INTO dashboard_sessions (id_hash, operator, sso_groups, csrf_token, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&session.id_hash)
         .bind(&session.operator)
-        .bind(roles_json(session.roles.as_ref())?)
+        .bind(groups_json(session.sso_groups.as_deref())?)
         .bind(&session.csrf_token)
         .bind(to_ms(session.created_at))
         .bind(to_ms(session.expires_at))
@@ -44,23 +43,23 @@ impl Sessions for SqlStore {
         now: DateTime<Utc>,
     ) -> Result<Option<DashboardSession>, StoreError> {
         let row: Option<(String, Option<String>, String, i64, i64)> = sqlx::query_as(
-            "SELECT operator, roles, csrf_token, created_at, expires_at FROM dashboard_sessions \
+            "SELECT operator, sso_groups, csrf_token, created_at, expires_at FROM dashboard_sessions \
              WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash)
         .bind(to_ms(now))
         .fetch_optional(&self.reader)
         .await?;
-        let Some((operator, roles, csrf_token, created_at, expires_at)) = row else {
+        let Some((operator, sso_groups, csrf_token, created_at, expires_at)) = row else {
             return Ok(None);
         };
         Ok(Some(DashboardSession {
             id_hash: id_hash.to_owned(),
             operator,
-            roles: roles
-                .map(|text| serde_json::from_str::<Roles>(&text))
+            sso_groups: sso_groups
+                .map(|text| serde_json::from_str::<Vec<String>>(&text))
                 .transpose()
-                .map_err(|e| StoreError::Corrupt(format!("a session's roles: {e}")))?,
+                .map_err(|e| StoreError::Corrupt(format!("a session's groups: {e}")))?,
             csrf_token,
             created_at: from_ms(created_at),
             expires_at: from_ms(expires_at),
@@ -103,14 +102,17 @@ impl Sessions for SqlStore {
     async fn take_sso_sign_in(
         &self,
         state_hash: &str,
+        browser_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<SsoSignIn>, StoreError> {
         // Deleted whether or not it has expired: either way it is spent.
+        // Only the browser that began it can spend it.
         let row: Option<(String, String, String, String, i64, i64)> = sqlx::query_as(
-            "DELETE FROM sso_sign_ins WHERE state_hash = $1 \
+            "DELETE FROM sso_sign_ins WHERE state_hash = $1 AND browser_hash = $2 \
              RETURNING browser_hash, nonce, pkce_verifier, next, created_at, expires_at",
         )
         .bind(state_hash)
+        .bind(browser_hash)
         .fetch_optional(&self.writer)
         .await?;
         Ok(row.filter(|row| row.5 > to_ms(now)).map(
@@ -127,9 +129,9 @@ impl Sessions for SqlStore {
     }
 }
 
-fn roles_json(roles: Option<&Roles>) -> Result<Option<String>, StoreError> {
-    roles
+fn groups_json(groups: Option<&[String]>) -> Result<Option<String>, StoreError> {
+    groups
         .map(serde_json::to_string)
         .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("a session's roles: {e}")))
+        .map_err(|e| StoreError::Corrupt(format!("a session's groups: {e}")))
 }

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use crate::config::ProjectConfig;
 use crate::run::{BILLING_WORKFLOW, Realm, RunSpec, Source};
 use crate::store::{Ingest, Ingested, StoreError, StoredEvent};
-use crate::stripe::{EventError, SignatureError, StripeEvent, verify};
+use crate::stripe::{EventError, Refusal, SignatureError, StripeEvent, verify};
+use crate::watch::{Counted, Tally};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -25,11 +26,49 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
+impl IngestError {
+    /// Why Stripe's delivery was refused, when the delivery is at fault
+    /// (not Assay's configuration or its database).
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            IngestError::Signature(SignatureError::OutsideTolerance { .. }) => {
+                Some(Refusal::StaleSignature)
+            }
+            IngestError::Signature(SignatureError::NoMatch) => Some(Refusal::SignatureMismatch),
+            IngestError::Signature(_) => Some(Refusal::InvalidSignatureHeader),
+            IngestError::Event(_) | IngestError::DrillMarker(_) => Some(Refusal::MalformedEvent),
+            IngestError::NoSecret(_) | IngestError::Store(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
     pub event_id: String,
     pub duplicate: bool,
     pub run_id: Option<Uuid>,
+    /// A failure drill's event.
+    pub drill: bool,
+}
+
+/// Counts what a delivery to `project` came to in `tally`: a first
+/// delivery of a customer's event is traffic; a redelivery, a drill's
+/// event and a failure of Assay's own are not counted.
+pub fn count(
+    tally: &Tally,
+    project: &str,
+    outcome: &Result<Accepted, IngestError>,
+    now: DateTime<Utc>,
+) {
+    let counted = match outcome {
+        Ok(accepted) if !accepted.duplicate && !accepted.drill => Counted::Accepted,
+        Ok(_) => return,
+        Err(e) => match e.refusal() {
+            Some(reason) => Counted::Refused(reason),
+            None => return,
+        },
+    };
+    tally.count(project, counted, now);
 }
 
 /// Verifies, decodes and durably stores one delivery. Nothing is written
@@ -98,11 +137,13 @@ pub async fn stripe_event(
             event_id: event.id,
             duplicate: true,
             run_id,
+            drill: drill_id.is_some(),
         },
         Ingested::Stored { run } => Accepted {
             event_id: event.id,
             duplicate: false,
             run_id: run.map(|r| r.id),
+            drill: drill_id.is_some(),
         },
     })
 }

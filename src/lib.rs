@@ -31,6 +31,7 @@ pub mod stripe;
 pub mod sweeper;
 pub mod telemetry;
 pub mod time;
+pub mod watch;
 pub mod worker;
 
 /// rustls needs one process-wide crypto provider (ring's) before any HTTP

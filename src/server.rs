@@ -24,6 +24,8 @@ use crate::probe::client::ProbeClient;
 use crate::probe::worker::Prober;
 use crate::store;
 use crate::sweeper::Sweeper;
+use crate::watch::Tally;
+use crate::watch::worker::Watcher;
 use crate::worker;
 use std::collections::HashMap;
 
@@ -116,6 +118,18 @@ pub async fn serve_on(
     )
     .map_err(|e| anyhow::anyhow!("the alert sender: {e}"))?;
     let alert_task = tokio::spawn(worker::run(alert_sender, shutdown.child_token()));
+    let tally = Arc::new(Tally::default());
+    let watcher = Watcher::new(
+        store.clone(),
+        config
+            .projects
+            .values()
+            .map(|p| (p.name.clone(), p.watch))
+            .collect(),
+        tally.clone(),
+        config.watch_interval,
+    );
+    let watch_task = tokio::spawn(worker::run(watcher, shutdown.child_token()));
     tracing::info!(
         addr = %listener.local_addr()?,
         projects = ?config.projects.keys().collect::<Vec<_>>(),
@@ -126,6 +140,7 @@ pub async fn serve_on(
         config,
         store,
         metrics,
+        tally,
     };
     let metrics_here = metrics_listener.is_none();
     let metrics_task = match metrics_listener {
@@ -155,6 +170,8 @@ pub async fn serve_on(
     let _ = prober_task.await;
     let _ = alert_task.await;
     let _ = drill_task.await;
+    // Last, so that the tally of the final requests is stored.
+    let _ = watch_task.await;
     if let Some(task) = metrics_task {
         task.await??;
     }

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::watch::Tally;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    /// This replica's count of Stripe deliveries, for the watcher.
+    pub tally: Arc<Tally>,
 }
 
 impl AppState {

@@ -60,21 +60,31 @@ impl Sweeper {
             let now = crate::now();
             let swept = self.store.sweep(now, self.config.batch_size).await?;
             for incident in &swept.incidents {
-                let evidence = &incident.evidence;
+                // A sweep opens runs' incidents only.
+                let (event_id, customer_id) = incident
+                    .evidence
+                    .of_run()
+                    .map(|e| {
+                        (
+                            e.event_id.as_str(),
+                            e.customer_id.as_deref().unwrap_or_default(),
+                        )
+                    })
+                    .unwrap_or_default();
                 match incident.realm() {
                     Realm::Drill(_) => tracing::info!(
                         incident_id = %incident.id,
                         project = %incident.project,
-                        event_id = %evidence.event_id,
+                        event_id = %event_id,
                         "failure drill: {}", incident.title
                     ),
                     Realm::Customer => tracing::warn!(
                         incident_id = %incident.id,
-                        run_id = %incident.run_id,
+                        run_id = ?incident.run_id,
                         project = %incident.project,
                         kind = %incident.kind,
-                        event_id = %evidence.event_id,
-                        customer_id = %evidence.customer_id.as_deref().unwrap_or_default(),
+                        event_id = %event_id,
+                        customer_id = %customer_id,
                         "{}", incident.title
                     ),
                 }

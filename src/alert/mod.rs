@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::incident::{Incident, IncidentKind, IncidentStatus};
+use crate::incident::{Evidence, Incident, IncidentKind, IncidentStatus};
 use crate::names::named_enum;
 use crate::run::Stage;
 
@@ -144,16 +144,27 @@ pub struct Outbox {
 }
 
 /// Incidents with one cause: the same project, workflow, deploy and missed
-/// stage. A bad deploy that breaks access for 500 customers is one cause.
+/// stage for runs' incidents (a bad deploy that breaks access for 500
+/// customers is one cause), the same kind and subject for a project's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Cause {
     project: String,
     workflow: String,
-    deploy_sha: Option<String>,
-    missed_stage: Stage,
     kind: IncidentKind,
+    about: CauseOf,
     /// A drill's incidents never share a message with real ones.
     drill: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CauseOf {
+    Run {
+        deploy_sha: Option<String>,
+        missed_stage: Stage,
+    },
+    Project {
+        subject: String,
+    },
 }
 
 /// Causes sort field by field, stages and kinds by their names, so that
@@ -174,11 +185,18 @@ impl PartialOrd for Cause {
 impl Cause {
     /// What causes sort by, borrowed.
     fn order(&self) -> (&str, &str, Option<&str>, &str, &str, bool) {
+        let (first, second) = match &self.about {
+            CauseOf::Run {
+                deploy_sha,
+                missed_stage,
+            } => (deploy_sha.as_deref(), missed_stage.as_str()),
+            CauseOf::Project { subject } => (Some(subject.as_str()), "project"),
+        };
         (
             &self.project,
             &self.workflow,
-            self.deploy_sha.as_deref(),
-            self.missed_stage.as_str(),
+            first,
+            second,
             self.kind.as_str(),
             self.drill,
         )
@@ -186,23 +204,36 @@ impl Cause {
 
     /// The cause as stored on a delivery.
     fn key(&self) -> String {
+        let about = match &self.about {
+            CauseOf::Run {
+                deploy_sha,
+                missed_stage,
+            } => format!("{}|{missed_stage}", deploy_sha.as_deref().unwrap_or("")),
+            CauseOf::Project { subject } => format!("project|{subject}"),
+        };
         format!(
-            "{}|{}|{}|{}{}",
+            "{}|{about}|{}{}",
             self.workflow,
-            self.deploy_sha.as_deref().unwrap_or(""),
-            self.missed_stage,
             self.kind,
             if self.drill { "|drill" } else { "" }
         )
     }
 
     fn of(incident: &Incident) -> Cause {
+        let about = match &incident.evidence {
+            Evidence::Run(e) => CauseOf::Run {
+                deploy_sha: e.deploy_sha.clone(),
+                missed_stage: e.missed_stage,
+            },
+            Evidence::Project(_) => CauseOf::Project {
+                subject: incident.subject.clone(),
+            },
+        };
         Cause {
             project: incident.project.clone(),
             workflow: incident.workflow.clone(),
-            deploy_sha: incident.evidence.deploy_sha.clone(),
-            missed_stage: incident.evidence.missed_stage,
             kind: incident.kind,
+            about,
             drill: incident.realm().is_drill(),
         }
     }
@@ -397,8 +428,10 @@ mod tests {
         let mut incidents: Vec<Incident> = (0..3).map(|_| incident("p", "sha")).collect();
         let mut drill = incident("p", "sha");
         drill.drill = true;
-        drill.evidence.drill = true;
-        drill.evidence.drill_id = Some(Uuid::now_v7());
+        if let Evidence::Run(e) = &mut drill.evidence {
+            e.drill = true;
+            e.drill_id = Some(Uuid::now_v7());
+        }
         incidents.push(drill.clone());
         let out = outbox().opened(&incidents);
         let to_drills: Vec<&NewDelivery> = out.iter().filter(|d| d.channel == "drills").collect();

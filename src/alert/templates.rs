@@ -11,7 +11,7 @@ use handlebars::Handlebars;
 use serde_json::{Value, json};
 
 use super::AlertEvent;
-use crate::incident::Incident;
+use crate::incident::{Evidence, Incident, IncidentScope, ProjectEvidence, RunEvidence};
 
 /// (name, default text). The name is also the override's file name.
 const DEFAULTS: [(&str, &str); 4] = [
@@ -158,9 +158,15 @@ impl Templates {
             // compiles but breaks one case (or makes broken JSON) is caught
             // now, not on the first incident of that kind.
             for event in AlertEvent::ALL {
-                for (count, drill) in [(1, false), (2, false), (1, true), (2, true)] {
-                    let sample = Message::sample(*event, count, drill);
-                    let case = format!("a {event} message about {count} incident(s)");
+                for (count, drill, scope) in [
+                    (1, false, IncidentScope::Run),
+                    (2, false, IncidentScope::Run),
+                    (1, true, IncidentScope::Run),
+                    (2, true, IncidentScope::Run),
+                    (1, false, IncidentScope::Project),
+                ] {
+                    let sample = Message::sample_of(*event, count, drill, scope);
+                    let case = format!("a {event} message about {count} {scope} incident(s)");
                     if let Err(e) = templates.slack(&sample) {
                         errors.push(format!("alert template slack.json.hbs, {case}: {e}"));
                     }
@@ -327,9 +333,39 @@ pub fn incident_url(public_url: &str, incident: &Incident) -> String {
     )
 }
 
-/// One incident, flattened for templates.
+/// One incident, flattened for templates: what every incident has, and
+/// the facts of its scope. A project incident's run fields say it has
+/// none, so that a template written for runs still reads true.
 fn incident_context(incident: &Incident, public_url: &str) -> Value {
-    let e = &incident.evidence;
+    let mut context = json!({
+        "id": incident.id,
+        "url": incident_url(public_url, incident),
+        "title": incident.title,
+        "kind": incident.kind,
+        "scope": incident.scope,
+        "status": incident.status,
+        "project": incident.project,
+        "workflow": incident.workflow,
+        "opened_at": crate::time::rfc3339(&incident.opened_at),
+        "resolution": incident.resolution,
+        "summary": cut_to(incident.evidence.summary(), SUMMARY_LIMIT),
+        // Each step cut: Slack refuses a section over 3,000 characters,
+        // and a step quotes ids and plans.
+        "guidance": incident.evidence.guidance().iter().map(|step| cut_to(step, GUIDANCE_LIMIT)).collect::<Vec<_>>(),
+        "evidence": incident.evidence,
+    });
+    let facts = match &incident.evidence {
+        Evidence::Run(e) => run_facts(e),
+        Evidence::Project(e) => project_facts(e),
+    };
+    if let (Some(context), Value::Object(facts)) = (context.as_object_mut(), facts) {
+        context.extend(facts);
+    }
+    context
+}
+
+/// The facts of a run's incident.
+fn run_facts(e: &RunEvidence) -> Value {
     let observed = access(
         e.observed_plan.as_deref(),
         e.observed_features.as_deref(),
@@ -357,16 +393,7 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
     };
     let deadline_at = crate::time::rfc3339(&e.deadline_at);
     json!({
-        "id": incident.id,
-        "url": incident_url(public_url, incident),
-        "title": incident.title,
-        "kind": incident.kind,
-        "status": incident.status,
-        "project": incident.project,
-        "workflow": incident.workflow,
-        "opened_at": crate::time::rfc3339(&incident.opened_at),
-        "resolution": incident.resolution,
-        "summary": cut_to(&e.summary, SUMMARY_LIMIT),
+        "project_scope": false,
         "customer": shown(e.customer_id.as_deref(), None, "unknown customer"),
         "subscription": shown(e.subscription_id.as_deref(), None, "none"),
         "event_id": shown(Some(&e.event_id), None, "unknown"),
@@ -377,10 +404,27 @@ fn incident_context(incident: &Incident, public_url: &str) -> Value {
         "missed_stage": shown(Some(e.missed_stage.as_str()), None, "unknown"),
         "deadline_at": shown(Some(&deadline_at), None, "unknown"),
         "last_probe": last_probe,
-        // Each step cut: Slack refuses a section over 3,000 characters,
-        // and a step quotes ids and plans.
-        "guidance": e.guidance.iter().map(|step| cut_to(step, GUIDANCE_LIMIT)).collect::<Vec<_>>(),
-        "evidence": e,
+    })
+}
+
+/// The facts of a project's incident.
+fn project_facts(e: &ProjectEvidence) -> Value {
+    const NONE: &str = "none: a project incident";
+    json!({
+        "project_scope": true,
+        "seen": cut(&e.seen),
+        "since": crate::time::rfc3339(&e.since),
+        "usual": shown(e.usual.as_deref(), None, "no usual figure"),
+        "customer": NONE,
+        "subscription": NONE,
+        "event_id": NONE,
+        "event_type": NONE,
+        "expected_plan": NONE,
+        "observed_plan": NONE,
+        "deploy_sha": NONE,
+        "missed_stage": NONE,
+        "deadline_at": NONE,
+        "last_probe": NONE,
     })
 }
 
@@ -411,13 +455,19 @@ impl Message {
                 "Resolved: {}",
                 i.resolution.clone().unwrap_or_else(|| "by hand".to_owned())
             ),
-            (_, Some(i)) if grouped => format!(
-                "{count} incidents opened together with one cause (deploy {}, missed stage {}). The first: {}",
-                i.evidence.deploy_sha.as_deref().unwrap_or("unknown"),
-                i.evidence.missed_stage,
-                i.evidence.summary
-            ),
-            (_, Some(i)) => i.evidence.summary.clone(),
+            (_, Some(i)) if grouped => match i.evidence.of_run() {
+                Some(e) => format!(
+                    "{count} incidents opened together with one cause (deploy {}, missed stage {}). The first: {}",
+                    e.deploy_sha.as_deref().unwrap_or("unknown"),
+                    e.missed_stage,
+                    e.summary
+                ),
+                None => format!(
+                    "{count} incidents opened together with one cause. The first: {}",
+                    i.evidence.summary()
+                ),
+            },
+            (_, Some(i)) => i.evidence.summary().to_owned(),
             (_, None) => String::new(),
         };
         let contexts: Vec<Value> = incidents
@@ -465,12 +515,37 @@ impl Message {
             .collect()
     }
 
+    #[cfg(test)]
     fn sample(event: AlertEvent, count: usize, drill: bool) -> Message {
-        use crate::incident::{Evidence, IncidentKind, IncidentStatus};
+        Message::sample_of(event, count, drill, IncidentScope::Run)
+    }
+
+    fn sample_of(event: AlertEvent, count: usize, drill: bool, scope: IncidentScope) -> Message {
+        use crate::incident::{Condition, IncidentKind, IncidentStatus};
         use crate::run::Stage;
         let now = chrono::Utc::now();
         let drill_id = drill.then(uuid::Uuid::nil);
-        let evidence = Evidence {
+        let project = ProjectEvidence {
+            summary: "sample \"quoted\" <b>summary</b>".into(),
+            project: "default".into(),
+            workflow: "billing".into(),
+            seen: "200 deliveries refused".into(),
+            since: now,
+            assessed_at: now,
+            usual: Some("the last accepted delivery came <b>then</b>".into()),
+            details: Condition::DeliveriesRefused {
+                refused: 200,
+                reasons: Default::default(),
+                first_refused_at: now,
+                last_refused_at: now,
+                last_accepted_at: None,
+                window_secs: 3600,
+            },
+            guidance: vec!["step one".into(), "step two".into()],
+            drill,
+            drill_id,
+        };
+        let run = RunEvidence {
             summary: "sample \"quoted\" <b>summary</b>".into(),
             project: "default".into(),
             workflow: "billing".into(),
@@ -499,13 +574,22 @@ impl Message {
             drill,
             drill_id,
         };
+        let (kind, evidence) = match scope {
+            IncidentScope::Run => (IncidentKind::AccessNotChanged, Evidence::Run(Box::new(run))),
+            IncidentScope::Project => (
+                IncidentKind::StripeDeliveriesRefused,
+                Evidence::Project(Box::new(project)),
+            ),
+        };
         let incident = Incident {
             id: uuid::Uuid::nil(),
-            run_id: uuid::Uuid::nil(),
+            scope,
+            run_id: (scope == IncidentScope::Run).then(uuid::Uuid::nil),
             project: "default".into(),
             workflow: "billing".into(),
-            kind: IncidentKind::AccessNotChanged,
-            title: IncidentKind::AccessNotChanged.title().into(),
+            kind,
+            subject: String::new(),
+            title: kind.title().into(),
             status: IncidentStatus::Open,
             evidence,
             opened_at: now,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppPath, AppState};
 use crate::ingest::{self, IngestError};
-use crate::stripe::SignatureError;
+use crate::stripe::Refusal;
 
 /// `POST /hooks/stripe/{project}`: 200 only after the event is committed.
 #[utoipa::path(post, path = "/hooks/stripe/{project}", operation_id = "stripe_webhook", tag = "stripe",
@@ -34,15 +34,10 @@ pub async fn stripe(
     let signature = headers
         .get("stripe-signature")
         .map(|v| v.to_str().unwrap_or_default());
-    match ingest::stripe_event(
-        state.store.as_ref(),
-        project,
-        signature,
-        &body,
-        crate::now(),
-    )
-    .await
-    {
+    let now = crate::now();
+    let outcome = ingest::stripe_event(state.store.as_ref(), project, signature, &body, now).await;
+    ingest::count(&state.tally, &project.name, &outcome, now);
+    match outcome {
         Ok(accepted) => Ok(Json(json!({
             "received": true,
             "event_id": accepted.event_id,
@@ -54,19 +49,13 @@ pub async fn stripe(
             "webhook_secret_missing",
             "this project has no Stripe webhook secret configured; set ASSAY_STRIPE_WEBHOOK_SECRET",
         )),
-        Err(IngestError::Signature(e)) => {
-            let code = match e {
-                SignatureError::OutsideTolerance { .. } => "stale_signature",
-                SignatureError::NoMatch => "signature_mismatch",
-                _ => "invalid_signature_header",
-            };
-            tracing::warn!(project = %project.name, error = %e, "refused Stripe delivery");
+        Err(IngestError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            let code = e.refusal().map_or("malformed_event", Refusal::as_str);
+            if let IngestError::Signature(_) = e {
+                tracing::warn!(project = %project.name, error = %e, "refused Stripe delivery");
+            }
             Err(ApiError::bad_request(code, e.to_string()))
         }
-        Err(IngestError::Event(e)) => Err(ApiError::bad_request("malformed_event", e.to_string())),
-        Err(IngestError::DrillMarker(e)) => {
-            Err(ApiError::bad_request("malformed_event", e.to_string()))
-        }
-        Err(IngestError::Store(e)) => Err(e.into()),
     }
 }

@@ -17,6 +17,9 @@ use crate::store::{IncidentDetail, IncidentFilter, Page};
 pub struct ListQuery {
     /// `open`, `acknowledged` or `resolved`.
     status: Option<String>,
+    /// `run` (about one run) or `project` (about a project's input,
+    /// configuration or probe path); both when absent.
+    scope: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
     /// `true` lists failure drills' instead of real customers'.
@@ -39,6 +42,7 @@ pub async fn list(
     let (limit, cursor) = page_params(query.limit, query.cursor.as_deref())?;
     let filter = IncidentFilter {
         status: parse_filter(query.status.as_deref())?,
+        scope: parse_filter(query.scope.as_deref())?,
         drill: query.drill.unwrap_or(false),
         limit,
         cursor,

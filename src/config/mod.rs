@@ -44,7 +44,7 @@ pub const MAX_SWEEP_BATCH: u32 = 10_000;
 pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 10;
 
 /// The process-wide keys: each has the variable `ASSAY_<KEY>`.
-const GLOBAL_KEYS: [&str; 21] = [
+const GLOBAL_KEYS: [&str; 22] = [
     "bind",
     "metrics_bind",
     "trusted_proxies",
@@ -66,6 +66,7 @@ const GLOBAL_KEYS: [&str; 21] = [
     "alert_group_threshold",
     "alert_timeout",
     "alert_poll_interval",
+    "watch_interval",
 ];
 
 /// A project's own keys: each has the variable `ASSAY_<KEY>`, which sets it
@@ -95,7 +96,10 @@ fn project_variables() -> Vec<(String, Vec<&'static str>)> {
     let drill = crate::drill::settings::KEYS
         .iter()
         .map(|k| (variable("DRILL_", k), vec!["drill", *k]));
-    own.chain(probe).chain(drill).collect()
+    let watch = crate::watch::settings::KEYS
+        .iter()
+        .map(|k| (variable("WATCH_", k), vec!["watch", *k]));
+    own.chain(probe).chain(drill).chain(watch).collect()
 }
 
 /// The name the admin token's operator signs in as.
@@ -141,6 +145,8 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// How often an idle alert sender looks for due deliveries.
     pub alert_poll_interval: Duration,
+    /// How often the watcher assesses each project's input.
+    pub watch_interval: Duration,
     pub projects: BTreeMap<String, ProjectConfig>,
     /// The settings in effect as `assay check-config` prints them.
     shown: String,
@@ -501,6 +507,12 @@ impl Config {
             "1s",
             &mut errors,
         );
+        let watch_interval = duration_or(
+            "ASSAY_WATCH_INTERVAL / watch_interval",
+            global.watch_interval.as_deref(),
+            "30s",
+            &mut errors,
+        );
         let alerts = AlertSettings::load(
             RawAlerts {
                 public_url: global.public_url.clone(),
@@ -728,6 +740,7 @@ impl Config {
                 },
                 alerts,
                 alert_poll_interval,
+                watch_interval,
                 projects,
                 shown,
                 warnings: Vec::new(),

@@ -12,6 +12,7 @@ use crate::plan::PlanMap;
 use crate::probe::settings::ProbeConfig;
 use crate::run::{Deadlines, ProbeStart};
 use crate::settings::{ApiKeyHash, Secret, TextOrTable, boolean, parse_duration};
+use crate::watch::WatchSettings;
 
 #[derive(Debug, Clone)]
 pub struct ProjectConfig {
@@ -30,6 +31,8 @@ pub struct ProjectConfig {
     pub channels: Vec<ChannelConfig>,
     /// How this project's failure drills run.
     pub drill: crate::drill::settings::DrillSettings,
+    /// When the watcher opens incidents about this project's input.
+    pub watch: WatchSettings,
 }
 
 impl ProjectConfig {
@@ -128,6 +131,7 @@ pub(super) fn check_project(
     let probe = ProbeConfig::load(&what, raw.probe, process_env, errors).map(Arc::new);
     let channels = crate::alert::settings::load_channels(&what, raw.channels, errors);
     let drill = DrillSettings::load(&what, raw.drill, &plan_map, errors);
+    let watch = WatchSettings::load(&what, raw.watch, errors);
     if let (Some(probe), Some(lease)) = (&probe, lease)
         && probe.timeout >= lease
     {
@@ -177,5 +181,6 @@ pub(super) fn check_project(
         probe,
         channels,
         drill,
+        watch,
     }
 }

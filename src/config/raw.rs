@@ -12,6 +12,7 @@ use crate::alert::settings::RawChannel;
 use crate::drill::settings::RawDrill;
 use crate::probe::settings::RawProbe;
 use crate::settings::{CredentialUrl, Scalar, Secret, TextOrList, TextOrTable, text};
+use crate::watch::settings::RawWatch;
 
 /// The process-wide settings. A project's table is read on its own, over
 /// `project_defaults` ([`RawProject`]).
@@ -61,6 +62,8 @@ pub(super) struct RawGlobal {
     pub alert_timeout: Option<String>,
     #[serde(default, deserialize_with = "text")]
     pub alert_poll_interval: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub watch_interval: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operators: Vec<RawOperator>,
     #[serde(default, skip_serializing_if = "RawSso::is_unset")]
@@ -176,6 +179,8 @@ pub(super) struct RawProject {
     pub channels: Vec<RawChannel>,
     #[serde(default)]
     pub drill: RawDrill,
+    #[serde(default)]
+    pub watch: RawWatch,
 }
 
 /// What `assay check-config` prints: the settings in effect, every layer

@@ -355,7 +355,7 @@ async fn runs_page(
             ],
         )
     });
-    let context = views::runs_page(
+    let mut context = views::runs_page(
         &d.app.config,
         &project,
         &status_text,
@@ -367,6 +367,11 @@ async fn runs_page(
         next,
         REFRESH_SECS,
     );
+    // While the project's input is broken, that comes first: the runs
+    // below are not all there is.
+    let mut project_incidents = d.app.store.open_project_incidents().await?;
+    project_incidents.retain(|i| i.project == project && !i.drill);
+    context["project_incidents"] = views::project_incidents_banner(&project_incidents);
     Ok(d.render("runs", Some(&operator), context))
 }
 
@@ -414,6 +419,7 @@ async fn incidents_page(
     d.may(&operator, &project, Action::ReadIncidents)?;
     let status_text = status_or_open(q.status.as_deref());
     let incident_filter = IncidentFilter {
+        scope: None,
         drill: false,
         status: filter::<IncidentStatus>(Some(&status_text)),
         limit: PAGE_SIZE,

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::drill::{Drill, DrillStatus};
-use crate::incident::Incident;
+use crate::incident::{Condition, Evidence, Incident, ProjectEvidence, RunEvidence};
 use crate::run::{Run, RunStatus, Stage, Verdict};
 use crate::store::{IncidentDetail, RunDetail, RunSummary};
 use crate::time::{rfc3339, span};
@@ -432,6 +432,27 @@ pub fn run_page(detail: &RunDetail, event: Option<&str>) -> Value {
     })
 }
 
+/// The open project incidents, as the top of the runs page lists them.
+pub fn project_incidents_banner(incidents: &[Incident]) -> Value {
+    let now = crate::now();
+    incidents
+        .iter()
+        .map(|i| {
+            let (seen, since) = match i.evidence.of_project() {
+                Some(e) => (e.seen.clone(), when(&e.since, now)),
+                None => (i.evidence.summary().to_owned(), when(&i.opened_at, now)),
+            };
+            json!({
+                "id": i.id,
+                "title": i.title,
+                "status": i.status,
+                "seen": cut(&seen, 300),
+                "since": since,
+            })
+        })
+        .collect()
+}
+
 pub fn incidents_page(
     project: &str,
     status: &str,
@@ -451,8 +472,12 @@ pub fn incidents_page(
             "title": i.title,
             "status": i.status,
             "opened_at": rfc3339(&i.opened_at),
-            "customer": i.evidence.customer_id.as_deref().unwrap_or("unknown customer"),
-            "deploy_sha": i.evidence.deploy_sha.as_deref().unwrap_or("—"),
+            "scope": i.scope,
+            "customer": match i.evidence.of_run() {
+                Some(e) => e.customer_id.as_deref().unwrap_or("unknown customer"),
+                None => "all: a project incident",
+            },
+            "deploy_sha": i.evidence.of_run().and_then(|e| e.deploy_sha.as_deref()).unwrap_or("—"),
         })).collect::<Vec<_>>(),
         "next": next,
     })
@@ -487,10 +512,9 @@ fn or_reason(value: Option<&str>, reason: Option<&str>) -> Option<String> {
     }
 }
 
-pub fn incident_page(detail: &IncidentDetail) -> Value {
-    let now = crate::now();
-    let incident = &detail.incident;
-    let e = &incident.evidence;
+/// Who is affected, the rest of the evidence, and the last probe, of a
+/// run's incident.
+fn run_incident_facts(e: &RunEvidence, now: DateTime<Utc>) -> (Vec<Value>, Vec<Value>, Value) {
     let access = |plan: Option<&str>, features: Option<&[String]>, reason: Option<&str>| {
         access(plan, features).or_else(|| reason.map(|r| format!("unknown: {r}")))
     };
@@ -531,7 +555,7 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
     })
     .collect();
     // The rest of the evidence, labelled, empty fields left out.
-    let facts: Vec<Value> = [
+    let facts = labelled(vec![
         (
             "Stripe event",
             Some(format!("{} · {}", e.event_id, e.event_type)),
@@ -570,10 +594,97 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
             "Project",
             Some(format!("{} · workflow {}", e.project, e.workflow)),
         ),
-    ]
-    .into_iter()
-    .filter_map(|(label, value)| value.map(|v| json!({"label": label, "value": cut(&v, 500)})))
-    .collect();
+    ]);
+    let last_probe = e.last_probe.as_ref().map(|p| {
+        json!({
+            "at": when(&p.at, now),
+            "url": p.url,
+            "status_code": p.status_code,
+            "took": span(p.duration_ms),
+            "saw": access(p.observed_plan.as_deref(), p.observed_features.as_deref(), None),
+            "error": p.error,
+        })
+    });
+    (affected, facts, last_probe.unwrap_or_default())
+}
+
+/// What a project's incident saw, and the facts of its condition.
+fn project_incident_facts(e: &ProjectEvidence, now: DateTime<Utc>) -> (Vec<Value>, Vec<Value>) {
+    let affected = vec![
+        json!({"label": "Seen", "value": cut(&e.seen, 500), "bad": true}),
+        json!({"label": "Since", "value": when(&e.since, now), "bad": false}),
+    ];
+    let mut facts: Vec<(&str, Option<String>)> = vec![("Usually", e.usual.clone())];
+    match &e.details {
+        Condition::DeliveriesRefused {
+            refused,
+            reasons,
+            last_refused_at,
+            last_accepted_at,
+            ..
+        } => {
+            let breakdown = reasons
+                .iter()
+                .map(|(reason, n)| format!("{reason}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            facts.push(("Refused", Some(format!("{refused} ({breakdown})"))));
+            facts.push(("Last refused", Some(when(last_refused_at, now))));
+            facts.push((
+                "Last accepted",
+                Some(
+                    last_accepted_at
+                        .as_ref()
+                        .map_or_else(|| "none in the history".to_owned(), |at| when(at, now)),
+                ),
+            ));
+        }
+        Condition::Silence {
+            last_accepted_at,
+            threshold_secs,
+            learnt_from,
+            ..
+        } => {
+            facts.push(("Last accepted", Some(when(last_accepted_at, now))));
+            facts.push((
+                "Opens after",
+                Some(format!(
+                    "{} of silence (learnt from {learnt_from} deliveries)",
+                    span(
+                        i64::try_from(*threshold_secs)
+                            .unwrap_or(i64::MAX)
+                            .saturating_mul(1000)
+                    )
+                )),
+            ));
+        }
+    }
+    facts.push(("Last assessed", Some(when(&e.assessed_at, now))));
+    facts.push((
+        "Project",
+        Some(format!("{} · workflow {}", e.project, e.workflow)),
+    ));
+    (affected, labelled(facts))
+}
+
+/// Labelled facts, empty ones left out.
+fn labelled(facts: Vec<(&str, Option<String>)>) -> Vec<Value> {
+    facts
+        .into_iter()
+        .filter_map(|(label, value)| value.map(|v| json!({"label": label, "value": cut(&v, 500)})))
+        .collect()
+}
+
+pub fn incident_page(detail: &IncidentDetail) -> Value {
+    let now = crate::now();
+    let incident = &detail.incident;
+    let (affected, facts, last_probe) = match &incident.evidence {
+        Evidence::Run(e) => run_incident_facts(e, now),
+        Evidence::Project(e) => {
+            let (affected, facts) = project_incident_facts(e, now);
+            (affected, facts, Value::Null)
+        }
+    };
     let status = incident.status;
     let duration = match incident.resolved_at {
         Some(at) => format!(
@@ -594,7 +705,8 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
             "status": status,
             "project": incident.project,
         },
-        "summary": e.summary,
+        "summary": incident.evidence.summary(),
+        "scope": incident.scope,
         "opened": when(&incident.opened_at, now),
         "duration": duration,
         "resolution": incident.resolution,
@@ -602,16 +714,9 @@ pub fn incident_page(detail: &IncidentDetail) -> Value {
         "can_acknowledge": status == crate::incident::IncidentStatus::Open,
         "affected": affected,
         "facts": facts,
-        "last_probe": e.last_probe.as_ref().map(|p| json!({
-            "at": when(&p.at, now),
-            "url": p.url,
-            "status_code": p.status_code,
-            "took": span(p.duration_ms),
-            "saw": access(p.observed_plan.as_deref(), p.observed_features.as_deref(), None),
-            "error": p.error,
-        })),
-        "guidance": e.guidance.iter().map(|step| rendered_step(step)).collect::<Vec<_>>(),
-        "run_url": format!("/runs/{}/{}", incident.project, incident.run_id),
+        "last_probe": last_probe,
+        "guidance": incident.evidence.guidance().iter().map(|step| rendered_step(step)).collect::<Vec<_>>(),
+        "run_url": incident.run_id.map(|run| format!("/runs/{}/{run}", incident.project)),
         "deliveries": detail.deliveries.iter().map(|d| json!({
             "channel": d.channel,
             "event": d.event,

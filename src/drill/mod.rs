@@ -547,7 +547,10 @@ pub fn incident_problems(incident: &Incident) -> Vec<String> {
             incident.title
         ));
     }
-    let e = &incident.evidence;
+    let Some(e) = incident.evidence.of_run() else {
+        problems.push("the incident is about the project, not the drill's run".to_owned());
+        return problems;
+    };
     let text = |value: Option<&str>| value.is_some_and(|s| !s.trim().is_empty());
     for (key, value) in [
         ("event_id", Some(e.event_id.as_str())),

@@ -1,4 +1,4 @@
-//! The evidence of an incident: what an operator needs to act, each value
+//! The evidence of a run's incident: what an operator needs to act, each value
 //! that is missing with the reason it is, and the steps to recover the
 //! customer's access. One struct, serialised as the API, the alerts and the
 //! templates show it.
@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::run::{IncidentKind, Missed, ProbeAttempt, Realm, Run, Stage};
+use crate::run::{Failure, Missed, ProbeAttempt, Realm, Run, Stage};
 use crate::time::rfc3339;
 
 /// Everything an incident says about its run, in the order the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Evidence {
+pub struct RunEvidence {
     /// The missing outcome in a sentence.
     pub summary: String,
     pub project: String,
@@ -53,9 +53,9 @@ pub struct Evidence {
     pub drill_id: Option<Uuid>,
 }
 
-impl Evidence {
+impl RunEvidence {
     /// The evidence about what `run` missed.
-    pub fn of(run: &Run, missed: &Missed, last_probe: Option<&ProbeAttempt>) -> Evidence {
+    pub fn of(run: &Run, missed: &Missed, last_probe: Option<&ProbeAttempt>) -> RunEvidence {
         let kind = missed.kind;
         let probed = run.probe_start.is_some();
         let observed_plan_reason = match (&run.observed_plan, &run.observed_features, last_probe) {
@@ -84,7 +84,7 @@ impl Evidence {
         } else {
             "no SDK report for this run carried a deploy_sha"
         });
-        Evidence {
+        RunEvidence {
             summary: summary(run, kind),
             project: run.project.clone(),
             workflow: run.workflow.clone(),
@@ -120,7 +120,7 @@ fn or_unknown(value: &Option<String>, what: &str) -> String {
     value.clone().unwrap_or_else(|| format!("(unknown {what})"))
 }
 
-fn summary(run: &Run, kind: IncidentKind) -> String {
+fn summary(run: &Run, kind: Failure) -> String {
     let told = outcome(run, kind);
     match run.realm() {
         Realm::Drill(_) => format!("DRILL, no real customer: {told}"),
@@ -128,7 +128,7 @@ fn summary(run: &Run, kind: IncidentKind) -> String {
     }
 }
 
-fn outcome(run: &Run, kind: IncidentKind) -> String {
+fn outcome(run: &Run, kind: Failure) -> String {
     let customer = or_unknown(&run.customer_id, "customer");
     let event = &run.event_id;
     let shown = match (&run.observed_plan, &run.observed_features) {
@@ -137,22 +137,22 @@ fn outcome(run: &Run, kind: IncidentKind) -> String {
         (None, None) => "the app never confirmed it".to_owned(),
     };
     match kind {
-        IncidentKind::ReconciliationMissing => {
+        Failure::ReconciliationMissing => {
             format!(
                 "{event} for customer {customer} was not reconciled by the app before its deadline"
             )
         }
-        IncidentKind::AccessNotRevoked => {
+        Failure::AccessNotRevoked => {
             format!("customer {customer} should have no paid access after {event}, but {shown}")
         }
-        IncidentKind::AccessRevokedEarly => format!(
+        Failure::AccessRevokedEarly => format!(
             "customer {customer} should keep access until {} after {event} (payment grace period), but {shown}",
             run.keep_access_until
                 .as_ref()
                 .map(rfc3339)
                 .unwrap_or_default()
         ),
-        IncidentKind::AccessNotChanged => match &run.expected_features {
+        Failure::AccessNotChanged => match &run.expected_features {
             Some(features) => format!(
                 "customer {customer} should have features [{}] after {event}, but {shown}",
                 features.join(", ")
@@ -167,7 +167,7 @@ fn outcome(run: &Run, kind: IncidentKind) -> String {
 
 /// Steps an operator can take to recover the customer's access, most direct
 /// first, with the ids already filled in.
-fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
+fn guidance(run: &Run, kind: Failure) -> Vec<String> {
     let customer = or_unknown(&run.customer_id, "customer");
     let subscription = run
         .subscription_id
@@ -181,7 +181,7 @@ fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
         ));
     }
     match kind {
-        IncidentKind::ReconciliationMissing => {
+        Failure::ReconciliationMissing => {
             steps.push(format!(
                 "Check the app's Stripe webhook handler and its job queue for {} ({}): it was accepted by Assay but the app never reported `reconciled`.",
                 run.event_id, run.event_type
@@ -191,7 +191,7 @@ fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
                 run.event_id
             ));
         }
-        IncidentKind::AccessNotRevoked => {
+        Failure::AccessNotRevoked => {
             steps.push(format!(
                 "Revoke customer {customer}'s paid access in the app: after {} ({}) they should have none{}.",
                 run.event_id,
@@ -206,7 +206,7 @@ fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
                 run.event_id
             ));
         }
-        IncidentKind::AccessRevokedEarly => {
+        Failure::AccessRevokedEarly => {
             steps.push(format!(
                 "Restore customer {customer}'s access now: a failed payment keeps access until the grace period ends{}.",
                 run.keep_access_until
@@ -219,7 +219,7 @@ fn guidance(run: &Run, kind: IncidentKind) -> Vec<String> {
                     .to_owned(),
             );
         }
-        IncidentKind::AccessNotChanged => {
+        Failure::AccessNotChanged => {
             steps.push(format!(
                 "Check customer {customer}'s entitlement in the app: it should be plan `{expected}`{}.",
                 run.observed_plan
@@ -286,7 +286,7 @@ mod tests {
             matched: false,
         };
         let (missed, _) = run.expire(t0() + chrono::Duration::minutes(10)).unwrap();
-        let evidence = Evidence::of(&run, &missed, Some(&probe));
+        let evidence = RunEvidence::of(&run, &missed, Some(&probe));
         let text = serde_json::to_string(&evidence).unwrap();
         let run_id = run.id;
         let want = format!(
@@ -311,7 +311,7 @@ mod tests {
             run_id = run_id,
         );
         assert_eq!(text, want);
-        let back: Evidence = serde_json::from_str(&text).unwrap();
+        let back: RunEvidence = serde_json::from_str(&text).unwrap();
         assert_eq!(back, evidence, "what is stored reads back the same");
     }
 }

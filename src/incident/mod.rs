@@ -1,24 +1,86 @@
-//! Incidents: what an operator is told when a run misses a deadline.
+//! Incidents: what an operator is told when an outcome is missing.
 //!
-//! The title names the customer-visible outcome that is missing, never the
-//! transport. The [`Evidence`] is everything needed at 3 a.m. to act without
-//! opening another tool, including the reason for every value that is null.
-//! A run's expiry says what it missed ([`crate::run::Missed`]); this module
-//! turns that into the incident, and holds the incident's own workflow
-//! (acknowledge, resolve).
+//! An incident has a scope. A run's incident is about one customer: a run
+//! missed a deadline, and the title names the customer-visible outcome that
+//! is missing, never the transport; its [`RunEvidence`] is everything
+//! needed at 3 a.m. to act without opening another tool, including the
+//! reason for every value that is null. A project's incident is about what
+//! every run of the project depends on (Stripe's deliveries reaching Assay,
+//! the plan map, the app's access endpoint): its [`ProjectEvidence`] says
+//! what was seen, since when, the usual figure and what to check, and it
+//! resolves itself when the condition clears. A run's expiry says what it
+//! missed ([`crate::run::Missed`]); this module turns that into the
+//! incident, and holds the incident's own workflow (acknowledge, resolve).
 
 mod evidence;
+mod project;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use self::evidence::Evidence;
+pub use self::evidence::RunEvidence;
+pub use self::project::{Condition, ProjectCause, ProjectEvidence, ProjectFinding, RefusalReason};
 use crate::names::named_enum;
-pub use crate::run::IncidentKind;
-use crate::run::{Missed, ProbeAttempt, Realm, Run};
+use crate::run::{Failure, Missed, ProbeAttempt, Realm, Run};
+
+named_enum! {
+    /// Which outcome is missing: a run's failure, or a condition of its
+    /// project's input, configuration or probe path.
+    IncidentKind, "incident kind" {
+        ReconciliationMissing => "reconciliation_missing",
+        AccessNotChanged => "access_not_changed",
+        AccessNotRevoked => "access_not_revoked",
+        AccessRevokedEarly => "access_revoked_early",
+        /// Stripe lists events that never reached Assay.
+        StripeEventsUndelivered => "stripe_events_undelivered",
+        /// No Stripe delivery for far longer than usual.
+        StripeEventsSilent => "stripe_events_silent",
+        /// Stripe's deliveries are refused (signature, timestamp, body).
+        StripeDeliveriesRefused => "stripe_deliveries_refused",
+        /// A Stripe price the plan map does not know.
+        PriceUnmapped => "price_unmapped",
+        /// The app's access endpoint fails for most probes.
+        ProbePathFailing => "probe_path_failing",
+    }
+}
+
+named_enum! {
+    /// What an incident is about: one run, or a project.
+    IncidentScope, "incident scope" {
+        Run => "run",
+        Project => "project",
+    }
+}
+
+impl From<Failure> for IncidentKind {
+    fn from(failure: Failure) -> IncidentKind {
+        match failure {
+            Failure::ReconciliationMissing => IncidentKind::ReconciliationMissing,
+            Failure::AccessNotChanged => IncidentKind::AccessNotChanged,
+            Failure::AccessNotRevoked => IncidentKind::AccessNotRevoked,
+            Failure::AccessRevokedEarly => IncidentKind::AccessRevokedEarly,
+        }
+    }
+}
 
 impl IncidentKind {
+    pub fn scope(self) -> IncidentScope {
+        match self {
+            IncidentKind::ReconciliationMissing
+            | IncidentKind::AccessNotChanged
+            | IncidentKind::AccessNotRevoked
+            | IncidentKind::AccessRevokedEarly => IncidentScope::Run,
+            IncidentKind::StripeEventsUndelivered
+            | IncidentKind::StripeEventsSilent
+            | IncidentKind::StripeDeliveriesRefused
+            | IncidentKind::PriceUnmapped
+            | IncidentKind::ProbePathFailing => IncidentScope::Project,
+        }
+    }
+
+    /// The title of a run's incident of this kind; a project incident's
+    /// title carries its figures, and is made with its evidence.
     pub fn title(self) -> &'static str {
         match self {
             IncidentKind::ReconciliationMissing => {
@@ -28,6 +90,13 @@ impl IncidentKind {
             IncidentKind::AccessNotRevoked => "Customer access was not revoked after Stripe event",
             IncidentKind::AccessRevokedEarly => {
                 "Customer access was revoked during the payment grace period"
+            }
+            IncidentKind::StripeEventsUndelivered => "Stripe events did not reach Assay",
+            IncidentKind::StripeEventsSilent => "No Stripe events reached Assay",
+            IncidentKind::StripeDeliveriesRefused => "Stripe deliveries are being refused",
+            IncidentKind::PriceUnmapped => "A Stripe price is missing from the plan map",
+            IncidentKind::ProbePathFailing => {
+                "Assay cannot check customers' access: the app's access endpoint is failing"
             }
         }
     }
@@ -41,14 +110,74 @@ named_enum! {
     }
 }
 
-/// An incident as the sweeper opens it, before the store gives it a row.
+/// What an incident says: about a run, or about a project. Serialised as
+/// the one it is.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Evidence {
+    Run(Box<RunEvidence>),
+    Project(Box<ProjectEvidence>),
+}
+
+impl Evidence {
+    /// A run's evidence, when the incident is about a run.
+    pub fn of_run(&self) -> Option<&RunEvidence> {
+        match self {
+            Evidence::Run(e) => Some(e),
+            Evidence::Project(_) => None,
+        }
+    }
+
+    pub fn of_project(&self) -> Option<&ProjectEvidence> {
+        match self {
+            Evidence::Project(e) => Some(e),
+            Evidence::Run(_) => None,
+        }
+    }
+
+    pub fn summary(&self) -> &str {
+        match self {
+            Evidence::Run(e) => &e.summary,
+            Evidence::Project(e) => &e.summary,
+        }
+    }
+
+    pub fn guidance(&self) -> &[String] {
+        match self {
+            Evidence::Run(e) => &e.guidance,
+            Evidence::Project(e) => &e.guidance,
+        }
+    }
+
+    pub fn drill_id(&self) -> Option<Uuid> {
+        match self {
+            Evidence::Run(e) => e.drill_id,
+            Evidence::Project(e) => e.drill_id,
+        }
+    }
+
+    /// Reads stored evidence back as the scope it was written for.
+    pub fn from_json(scope: IncidentScope, text: &str) -> Result<Evidence, serde_json::Error> {
+        Ok(match scope {
+            IncidentScope::Run => Evidence::Run(Box::new(serde_json::from_str(text)?)),
+            IncidentScope::Project => Evidence::Project(Box::new(serde_json::from_str(text)?)),
+        })
+    }
+}
+
+/// An incident as the sweeper or the watcher opens it, before the store
+/// gives it a row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewIncident {
     pub id: Uuid,
-    pub run_id: Uuid,
+    /// The run it is about; `None` for a project's incident.
+    pub run_id: Option<Uuid>,
     pub project: String,
     pub workflow: String,
     pub kind: IncidentKind,
+    /// What a project incident is about within its kind (an unmapped
+    /// price); empty when the kind has one per project, and for a run's.
+    pub subject: String,
     pub title: String,
     pub evidence: Evidence,
     #[serde(with = "crate::time::millis")]
@@ -60,10 +189,15 @@ pub struct NewIncident {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Incident {
     pub id: Uuid,
-    pub run_id: Uuid,
+    pub scope: IncidentScope,
+    /// The run it is about; `null` for a project's incident.
+    pub run_id: Option<Uuid>,
     pub project: String,
     pub workflow: String,
     pub kind: IncidentKind,
+    /// What a project incident is about within its kind (an unmapped
+    /// price); empty when the kind has one per project, and for a run's.
+    pub subject: String,
     pub title: String,
     pub status: IncidentStatus,
     pub evidence: Evidence,
@@ -93,14 +227,16 @@ impl NewIncident {
         last_probe: Option<&ProbeAttempt>,
         now: DateTime<Utc>,
     ) -> NewIncident {
+        let kind = IncidentKind::from(missed.kind);
         NewIncident {
             id: Uuid::now_v7(),
-            run_id: run.id,
+            run_id: Some(run.id),
             project: run.project.clone(),
             workflow: run.workflow.clone(),
-            kind: missed.kind,
-            title: missed.kind.title().to_owned(),
-            evidence: Evidence::of(run, missed, last_probe),
+            kind,
+            subject: String::new(),
+            title: kind.title().to_owned(),
+            evidence: Evidence::Run(Box::new(RunEvidence::of(run, missed, last_probe))),
             opened_at: now,
             drill: run.realm().is_drill(),
         }
@@ -111,10 +247,12 @@ impl Incident {
     pub fn from_new(new: NewIncident) -> Incident {
         Incident {
             id: new.id,
+            scope: new.kind.scope(),
             run_id: new.run_id,
             project: new.project,
             workflow: new.workflow,
             kind: new.kind,
+            subject: new.subject,
             title: new.title,
             status: IncidentStatus::Open,
             evidence: new.evidence,
@@ -128,7 +266,7 @@ impl Incident {
 
     /// Whose incident this is: a customer's, or a failure drill's.
     pub fn realm(&self) -> Realm {
-        Realm::of(self.evidence.drill_id)
+        Realm::of(self.evidence.drill_id())
     }
 
     /// Someone is on it. Acknowledging twice is harmless.

@@ -10,9 +10,9 @@ use crate::names::named_enum;
 use crate::time::rfc3339;
 
 named_enum! {
-    /// Which customer-visible outcome is missing. A run has at most one
-    /// incident per kind.
-    IncidentKind, "incident kind" {
+    /// Which customer-visible outcome a failed run is missing. A run has
+    /// at most one incident per failure.
+    Failure, "run failure" {
         ReconciliationMissing => "reconciliation_missing",
         AccessNotChanged => "access_not_changed",
         AccessNotRevoked => "access_not_revoked",
@@ -27,7 +27,7 @@ pub struct Missed {
     pub stage: Stage,
     pub deadline: DateTime<Utc>,
     /// What the customer sees wrong because of it.
-    pub kind: IncidentKind,
+    pub kind: Failure,
 }
 
 impl Run {
@@ -49,17 +49,17 @@ impl Run {
     /// access was observed (and found wrong) fails on that access even when
     /// the app also never reported reconciliation: what the customer has is
     /// the outcome that matters.
-    fn missing_outcome(&self, missed: Stage) -> IncidentKind {
+    fn missing_outcome(&self, missed: Stage) -> Failure {
         let observed = self.observed_plan.is_some() || self.observed_features.is_some();
         if missed <= Stage::Reconciled && !observed {
-            return IncidentKind::ReconciliationMissing;
+            return Failure::ReconciliationMissing;
         }
         match self.expectation() {
-            Expectation::Plan(plan) if plan == NO_PLAN => IncidentKind::AccessNotRevoked,
+            Expectation::Plan(plan) if plan == NO_PLAN => Failure::AccessNotRevoked,
             Expectation::KeepAccess { .. } if self.observed_plan.as_deref() == Some(NO_PLAN) => {
-                IncidentKind::AccessRevokedEarly
+                Failure::AccessRevokedEarly
             }
-            _ => IncidentKind::AccessNotChanged,
+            _ => Failure::AccessNotChanged,
         }
     }
 
@@ -101,7 +101,7 @@ mod tests {
         let mut run = pro_run();
         assert!(run.expire(secs(119)).is_none());
         let (missed, entry) = run.expire(secs(120)).unwrap();
-        assert_eq!(missed.kind, IncidentKind::ReconciliationMissing);
+        assert_eq!(missed.kind, Failure::ReconciliationMissing);
         assert_eq!(
             (missed.stage, missed.deadline),
             (Stage::Reconciled, secs(120))
@@ -118,7 +118,7 @@ mod tests {
         reconcile(&mut run, secs(1));
         assert!(run.expire(secs(300)).is_none());
         let (missed, _) = run.expire(secs(600)).unwrap();
-        assert_eq!(missed.kind, IncidentKind::AccessNotChanged);
+        assert_eq!(missed.kind, Failure::AccessNotChanged);
     }
 
     #[test]
@@ -133,23 +133,20 @@ mod tests {
         };
         assert_eq!(
             failed(Expectation::Plan(NO_PLAN.into()), Some("pro")),
-            IncidentKind::AccessNotRevoked
+            Failure::AccessNotRevoked
         );
         let grace = Expectation::KeepAccess {
             plan: None,
             until: secs(3600),
         };
-        assert_eq!(
-            failed(grace, Some(NO_PLAN)),
-            IncidentKind::AccessRevokedEarly
-        );
+        assert_eq!(failed(grace, Some(NO_PLAN)), Failure::AccessRevokedEarly);
         assert_eq!(
             failed(Expectation::Plan("pro".into()), None),
-            IncidentKind::ReconciliationMissing
+            Failure::ReconciliationMissing
         );
         assert_eq!(
             failed(Expectation::Plan("pro".into()), Some("starter")),
-            IncidentKind::AccessNotChanged
+            Failure::AccessNotChanged
         );
     }
 }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub use expiry::{IncidentKind, Missed};
+pub use expiry::{Failure, Missed};
 pub use order::{Settled, Subject, settle_opened, settle_order};
 #[cfg(test)]
 pub(crate) use probe::tests as probe_tests;

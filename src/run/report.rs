@@ -232,7 +232,7 @@ mod tests {
         );
         assert_eq!(run.deadline_at, Some(secs(600)));
         let (missed, _) = run.expire(secs(600)).unwrap();
-        assert_eq!(missed.kind, IncidentKind::AccessNotChanged);
+        assert_eq!(missed.kind, Failure::AccessNotChanged);
         assert_eq!(run.observed_plan.as_deref(), Some("starter"));
     }
 

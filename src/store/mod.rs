@@ -61,7 +61,7 @@ pub use model::{
 };
 pub use roles::{
     AlertQueue, Audit, Drills, Health, Incidents, Ingest, Keys, ProbeQueue, ReadModels, Runs,
-    Sessions, Store, Sweep,
+    Sessions, Store, Sweep, Watch,
 };
 
 use crate::alert::Outbox;

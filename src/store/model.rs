@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::alert::Delivery;
 use crate::drill::Drill;
-use crate::incident::{Incident, IncidentStatus};
+use crate::incident::{Incident, IncidentScope, IncidentStatus};
 use crate::run::{ProbeAttempt, Run, RunStatus, Stage, TimelineEntry};
 
 /// The most rows one list call returns.
@@ -114,6 +114,8 @@ pub struct AuditFilter {
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     pub status: Option<IncidentStatus>,
+    /// Only runs' or only projects' incidents; both when `None`.
+    pub scope: Option<IncidentScope>,
     /// Drill incidents instead of real customers' (the two never mix).
     pub drill: bool,
     pub limit: u32,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::rows::Row;
 use super::{StoreError, from_ms, to_ms};
-use crate::incident::{Incident, NewIncident};
+use crate::incident::{Evidence, Incident, IncidentScope, NewIncident};
 use crate::run::{ProbeAttempt, Run, TimelineEntry};
 
 /// The columns of `runs` a read selects; [`RunRow`] decodes them by name.
@@ -21,8 +21,8 @@ pub(crate) const RUN_COLUMNS: &str = "id, project, workflow, event_id, event_typ
      probe_start, drill_id";
 
 /// The columns of `incidents` a read selects; [`IncidentRow`] decodes them.
-pub(crate) const INCIDENT_COLUMNS: &str = "id, run_id, project, workflow, kind, title, status, \
-     evidence, opened_at, acknowledged_at, resolved_at, resolution, drill";
+pub(crate) const INCIDENT_COLUMNS: &str = "id, scope, run_id, project, workflow, kind, subject, \
+     title, status, evidence, opened_at, acknowledged_at, resolved_at, resolution, drill";
 
 /// The columns of `probe_attempts` a read selects.
 pub(crate) const PROBE_COLUMNS: &str = "at, duration_ms, url, status_code, observed_plan, \
@@ -126,10 +126,12 @@ pub(crate) fn timeline_row<'a>(row: &mut Row<'_, 'a>, run: &'a Run, entry: &'a T
 /// A new incident as a row of `incidents`, its evidence already as JSON.
 pub(crate) fn incident_row<'a>(row: &mut Row<'_, 'a>, new: &'a NewIncident, evidence: String) {
     row.text("id", new.id.to_string())
-        .text("run_id", new.run_id.to_string())
+        .text("scope", new.kind.scope().as_str())
+        .opt_text("run_id", new.run_id.map(|id| id.to_string()))
         .text("project", &new.project)
         .text("workflow", &new.workflow)
         .text("kind", new.kind.as_str())
+        .text("subject", &new.subject)
         .text("title", &new.title)
         .text("status", crate::incident::IncidentStatus::Open.as_str())
         .text("evidence", evidence)
@@ -271,10 +273,12 @@ impl TryFrom<TimelineRow> for TimelineEntry {
 #[derive(sqlx::FromRow)]
 pub(crate) struct IncidentRow {
     id: String,
-    run_id: String,
+    scope: String,
+    run_id: Option<String>,
     project: String,
     workflow: String,
     kind: String,
+    subject: String,
     title: String,
     status: String,
     evidence: String,
@@ -288,15 +292,18 @@ pub(crate) struct IncidentRow {
 impl TryFrom<IncidentRow> for Incident {
     type Error = StoreError;
     fn try_from(r: IncidentRow) -> Result<Incident, StoreError> {
+        let scope: IncidentScope = parse("incident scope", &r.scope)?;
         Ok(Incident {
             id: uuid(&r.id)?,
-            run_id: uuid(&r.run_id)?,
+            scope,
+            run_id: r.run_id.as_deref().map(uuid).transpose()?,
             kind: parse("incident kind", &r.kind)?,
             status: parse("incident status", &r.status)?,
-            evidence: serde_json::from_str(&r.evidence)
+            evidence: Evidence::from_json(scope, &r.evidence)
                 .map_err(|e| StoreError::Corrupt(format!("incident evidence: {e}")))?,
             project: r.project,
             workflow: r.workflow,
+            subject: r.subject,
             title: r.title,
             opened_at: from_ms(r.opened_at),
             acknowledged_at: r.acknowledged_at.map(from_ms),

@@ -18,9 +18,10 @@ use super::{
 use crate::access::{Actor, ApiKey, AuditEntry};
 use crate::alert::{DeliveryJob, DeliveryOutcome};
 use crate::drill::Drill;
-use crate::incident::Incident;
+use crate::incident::{Incident, NewIncident, ProjectCause};
 use crate::probe::{ProbeJob, ProbeSchedule};
 use crate::run::{ProbeAttempt, Run, RunSpec, Source, Stage, StageReport};
+use crate::watch::TallyEntry;
 
 /// Readiness: the database answers and every migration is applied.
 #[async_trait]
@@ -331,6 +332,42 @@ pub trait ReadModels: Send + Sync {
     ) -> Result<std::collections::HashMap<Uuid, Uuid>, StoreError>;
 }
 
+/// The watcher's: the tally of deliveries, and the project incidents it
+/// opens, keeps up to date and resolves.
+#[async_trait]
+pub trait Watch: Send + Sync {
+    /// Adds a replica's counts to the tally.
+    async fn add_tallies(&self, entries: &[TallyEntry]) -> Result<(), StoreError>;
+
+    /// The tally of `project` from the minute of `since` on, oldest first.
+    async fn tallies(
+        &self,
+        project: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<TallyEntry>, StoreError>;
+
+    /// Opens the project incident `new` is about, with its alerts, unless
+    /// one of its cause is open; that one's title and evidence are brought
+    /// up to date instead. Returns the incident if this call opened it.
+    async fn keep_project_incident(
+        &self,
+        new: NewIncident,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Incident>, StoreError>;
+
+    /// Resolves the open project incident of `cause`, with its alerts;
+    /// returns it if there was one.
+    async fn clear_project_incident(
+        &self,
+        cause: &ProjectCause,
+        resolution: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Incident>, StoreError>;
+
+    /// Every project's open (or acknowledged) project incidents.
+    async fn open_project_incidents(&self) -> Result<Vec<Incident>, StoreError>;
+}
+
 /// Every role: what the HTTP layer, the dashboard and the drill runner hold.
 pub trait Store:
     Health
@@ -345,6 +382,7 @@ pub trait Store:
     + Keys
     + Audit
     + ReadModels
+    + Watch
 {
 }
 
@@ -361,5 +399,6 @@ impl<T> Store for T where
         + Keys
         + Audit
         + ReadModels
+        + Watch
 {
 }

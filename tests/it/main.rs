@@ -15,3 +15,4 @@ mod probes;
 mod runs;
 mod store;
 mod sweep;
+mod watch;

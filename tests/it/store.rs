@@ -377,12 +377,13 @@ async fn sweep_fails_only_overdue_runs_once(backend: Backend) {
         (swept.runs_claimed, swept.runs_failed, swept.incidents.len()),
         (5, 5, 5)
     );
-    assert!(
-        swept
-            .incidents
-            .iter()
-            .all(|i| { i.evidence.event_id.starts_with("evt_late_") })
-    );
+    assert!(swept.incidents.iter().all(|i| {
+        i.evidence
+            .of_run()
+            .unwrap()
+            .event_id
+            .starts_with("evt_late_")
+    }));
     let again = store.sweep(now, 500).await.unwrap();
     assert_eq!(again.runs_claimed, 0);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM incidents").await, 5);
@@ -551,7 +552,7 @@ async fn incidents_acknowledge_resolve_and_resolve_themselves(backend: Backend) 
         swept
             .incidents
             .iter()
-            .find(|i| i.evidence.event_id == event)
+            .find(|i| i.evidence.of_run().unwrap().event_id == event)
             .unwrap()
             .id
     };
@@ -597,6 +598,7 @@ async fn incidents_acknowledge_resolve_and_resolve_themselves(backend: Backend) 
             "default",
             &IncidentFilter {
                 status: Some(assay::incident::IncidentStatus::Open),
+                scope: None,
                 drill: false,
                 limit: 10,
                 cursor: None,
@@ -1080,7 +1082,7 @@ async fn a_failed_run_is_probed_until_its_incident_resolves(backend: Backend) {
     let overdue = now + minutes(3);
     let swept = store.sweep(overdue, 10).await.unwrap();
     assert_eq!(swept.incidents.len(), 1);
-    let evidence = &swept.incidents[0].evidence;
+    let evidence = swept.incidents[0].evidence.of_run().unwrap();
     assert_eq!(evidence.observed_plan.as_deref(), Some("starter"));
     let last_probe = evidence.last_probe.as_ref().unwrap();
     assert_eq!(last_probe.observed_plan.as_deref(), Some("starter"));

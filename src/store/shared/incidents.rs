@@ -85,6 +85,9 @@ impl Incidents for SqlStore {
         if let Some(status) = filter.status {
             query.push(" AND status = ").push_bind(status.as_str());
         }
+        if let Some(scope) = filter.scope {
+            query.push(" AND scope = ").push_bind(scope.as_str());
+        }
         query.push(" AND drill = ").push_bind(filter.drill);
         push_cursor(&mut query, "opened_at", filter.cursor);
         query

@@ -37,6 +37,7 @@ mod sessions;
 /// Public to the backend, which may read its claim's plan.
 pub(super) mod sweep;
 mod tables;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -48,6 +48,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
             config: Arc::new(config),
             store,
             metrics,
+            tally: Default::default(),
         },
         true,
     );

@@ -439,11 +439,12 @@ fn erase_times(text: &str) -> String {
 fn erase_incident(incident: &Incident) -> Incident {
     Incident {
         id: Uuid::nil(),
-        run_id: Uuid::nil(),
+        run_id: Some(Uuid::nil()),
         // Through its JSON, as the API shows it.
-        evidence: serde_json::from_value(erase_json(
-            &serde_json::to_value(&incident.evidence).unwrap(),
-        ))
+        evidence: assay::incident::Evidence::from_json(
+            incident.scope,
+            &erase_json(&serde_json::to_value(&incident.evidence).unwrap()).to_string(),
+        )
         .unwrap(),
         opened_at: slot_of(incident.opened_at),
         acknowledged_at: incident.acknowledged_at.map(slot_of),
@@ -467,7 +468,7 @@ fn erase_entry(entry: &TimelineEntry) -> TimelineEntry {
 }
 
 fn event_of(incident: &Incident) -> String {
-    incident.evidence.event_id.clone()
+    incident.evidence.of_run().unwrap().event_id.clone()
 }
 
 /// Empties every table of the PostgreSQL test database but the migrations'

@@ -210,6 +210,81 @@ impl TestDb {
         }
     }
 
+    /// Applies the backend's migrations older than `version` only: the
+    /// schema an earlier release left, for upgrade tests.
+    pub async fn migrate_before(&self, version: i64) {
+        let dir = match self.backend {
+            Backend::Sqlite => "migrations/sqlite",
+            Backend::Postgres => "migrations/postgres",
+        };
+        let migrator = sqlx::migrate::Migrator::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+        )
+        .await
+        .unwrap();
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .foreign_keys(true)
+                    .connect()
+                    .await
+                    .unwrap();
+                migrator.run_to(version - 1, &mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                migrator.run_to(version - 1, &mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
+    }
+
+    /// Runs one statement straight on the database, with `args` bound to
+    /// `$1`, `$2`, ... in order (SQLite reads `$N` too), references checked.
+    pub async fn execute_with(&self, sql: &str, args: &[&str]) -> Result<u64, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .foreign_keys(true)
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut query = sqlx::query(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                let done = query.execute(&mut conn).await;
+                conn.close().await.unwrap();
+                done.map(|d| d.rows_affected())
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                let mut query = sqlx::query(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                let done = query.execute(&mut conn).await;
+                conn.close().await.unwrap();
+                done.map(|d| d.rows_affected())
+            }
+        }
+    }
+
     /// Runs one statement straight on the database.
     pub async fn execute(&self, sql: &'static str) {
         self.try_execute(sql).await.unwrap();

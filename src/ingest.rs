@@ -8,7 +8,7 @@ use crate::config::ProjectConfig;
 use crate::run::{BILLING_WORKFLOW, Realm, RunSpec, Source};
 use crate::store::{Ingest, Ingested, StoreError, StoredEvent};
 use crate::stripe::{EventError, Refusal, SignatureError, StripeEvent, verify};
-use crate::watch::{Counted, Tally};
+use crate::watch::Counted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -51,24 +51,16 @@ pub struct Accepted {
     pub drill: bool,
 }
 
-/// Counts what a delivery to `project` came to in `tally`: a first
-/// delivery of a customer's event is traffic; a redelivery, a drill's
-/// event and a failure of Assay's own are not counted.
-pub fn count(
-    tally: &Tally,
-    project: &str,
-    outcome: &Result<Accepted, IngestError>,
-    now: DateTime<Utc>,
-) {
-    let counted = match outcome {
-        Ok(accepted) if !accepted.duplicate && !accepted.drill => Counted::Accepted,
-        Ok(_) => return,
-        Err(e) => match e.refusal() {
-            Some(reason) => Counted::Refused(reason),
-            None => return,
-        },
-    };
-    tally.count(project, counted, now);
+/// What a delivery came to, as the watcher counts it: a first delivery of
+/// a customer's event is traffic, a refusal is counted by its reason; a
+/// redelivery, a drill's event and a failure of Assay's own are not
+/// counted.
+pub fn counted(outcome: &Result<Accepted, IngestError>) -> Option<Counted> {
+    match outcome {
+        Ok(accepted) if !accepted.duplicate && !accepted.drill => Some(Counted::Accepted),
+        Ok(_) => None,
+        Err(e) => e.refusal().map(Counted::Refused),
+    }
 }
 
 /// Verifies, decodes and durably stores one delivery. Nothing is written

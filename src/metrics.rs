@@ -15,8 +15,8 @@
 //! customer's.
 
 use prometheus::{
-    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::run::{Outcome, RunStatus, Stage, TimelineEntry};
@@ -70,6 +70,11 @@ pub struct Standing {
     pub dead_deliveries: Vec<(String, i64)>,
     /// How long the oldest overdue run has waited for the sweeper.
     pub sweeper_lag_secs: f64,
+    /// (project, kind, open or acknowledged project incidents).
+    pub project_incidents: Vec<(String, String, i64)>,
+    /// (project, seconds since the last accepted Stripe delivery), for the
+    /// projects that had one in the watcher's history.
+    pub since_last_accepted: Vec<(String, f64)>,
 }
 
 pub struct Metrics {
@@ -88,6 +93,9 @@ pub struct Metrics {
     open_incidents: IntGaugeVec,
     dead_deliveries: IntGaugeVec,
     sweeper_lag: Gauge,
+    stripe_deliveries: IntCounterVec,
+    project_incidents: IntGaugeVec,
+    since_last_accepted: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -226,6 +234,36 @@ impl Metrics {
                     "How long the oldest overdue run has waited for the sweeper",
                 ),
             ),
+            stripe_deliveries: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "assay_stripe_deliveries_total",
+                        "Stripe deliveries this replica took, by outcome: accepted (a customer's event, first delivery) or the refusal's reason",
+                    ),
+                    &["project", "outcome"],
+                ),
+            ),
+            project_incidents: registered(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "assay_open_project_incidents",
+                        "Project incidents open or acknowledged, by kind (silence, refusals, ...)",
+                    ),
+                    &["project", "kind"],
+                ),
+            ),
+            since_last_accepted: registered(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "assay_stripe_last_accepted_age_seconds",
+                        "Time since the last Stripe delivery any replica accepted for the project",
+                    ),
+                    &["project"],
+                ),
+            ),
             registry,
             scrape: std::sync::Mutex::new(()),
         }
@@ -269,6 +307,12 @@ impl Metrics {
         self.probes.with_label_values(&[project, outcome]).inc();
     }
 
+    pub fn stripe_delivery(&self, project: &str, outcome: &str) {
+        self.stripe_deliveries
+            .with_label_values(&[project, outcome])
+            .inc();
+    }
+
     pub fn swept(&self) {
         self.sweeps.inc();
     }
@@ -301,6 +345,18 @@ impl Metrics {
                 .set(*n);
         }
         self.sweeper_lag.set(standing.sweeper_lag_secs);
+        self.project_incidents.reset();
+        for (project, kind, n) in &standing.project_incidents {
+            self.project_incidents
+                .with_label_values(&[project.as_str(), kind.as_str()])
+                .set(*n);
+        }
+        self.since_last_accepted.reset();
+        for (project, secs) in &standing.since_last_accepted {
+            self.since_last_accepted
+                .with_label_values(&[project.as_str()])
+                .set(*secs);
+        }
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()

@@ -36,7 +36,12 @@ pub async fn stripe(
         .map(|v| v.to_str().unwrap_or_default());
     let now = crate::now();
     let outcome = ingest::stripe_event(state.store.as_ref(), project, signature, &body, now).await;
-    ingest::count(&state.tally, &project.name, &outcome, now);
+    if let Some(counted) = ingest::counted(&outcome) {
+        state.tally.count(&project.name, counted, now);
+        state
+            .metrics
+            .stripe_delivery(&project.name, counted.as_str());
+    }
     match outcome {
         Ok(accepted) => Ok(Json(json!({
             "received": true,

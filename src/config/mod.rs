@@ -784,6 +784,17 @@ impl Config {
         if !shown.ends_with('\n') {
             shown.push('\n');
         }
+        // What the watcher opens project incidents on, defaults included,
+        // as comments: the output stays a configuration file.
+        shown.push_str(&format!(
+            "# the watcher assesses every project every {}\n",
+            crate::time::written(self.watch_interval)
+        ));
+        for project in self.projects.values() {
+            for line in project.watch.describe() {
+                shown.push_str(&format!("# project {}: {line}\n", project.name));
+            }
+        }
         shown
     }
 }

@@ -179,6 +179,9 @@ pub(super) fn summary(config: &Config) -> String {
                 .as_ref()
                 .map_or_else(|| "by hand".to_owned(), |s| format!("on `{}`", s.text)),
         ));
+        for line in project.watch.describe() {
+            lines.push(format!("    watching {line}"));
+        }
     }
     let warnings = config.warnings();
     if warnings.is_empty() {

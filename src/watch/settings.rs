@@ -173,3 +173,46 @@ impl Default for WatchSettings {
         WatchSettings::load("", RawWatch::default(), &mut Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_off_and_bad_values() {
+        let defaults = WatchSettings::default();
+        let silence = defaults.silence.unwrap();
+        assert_eq!(
+            (silence.floor, silence.factor, silence.min_events),
+            (Duration::from_secs(1800), 20, 50)
+        );
+        assert_eq!(defaults.refusals.unwrap().min, 5);
+        let mut errors = Vec::new();
+        let off = WatchSettings::load(
+            "project `p`",
+            RawWatch {
+                silence: Some("off".into()),
+                refusals: Some("off".into()),
+                ..RawWatch::default()
+            },
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((off.silence, off.refusals), (None, None));
+        assert_eq!(off.describe(), ["silence: off", "refusals: off"]);
+        let _ = WatchSettings::load(
+            "project `p`",
+            RawWatch {
+                silence: Some("sometimes".into()),
+                silence_factor: Some(Scalar::Int(1)),
+                refusals_window: Some("soon".into()),
+                ..RawWatch::default()
+            },
+            &mut errors,
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("ASSAY_WATCH_SILENCE / watch.silence"));
+        assert!(errors[1].contains("ASSAY_WATCH_SILENCE_FACTOR"));
+        assert!(errors[2].contains("ASSAY_WATCH_REFUSALS_WINDOW"));
+    }
+}

@@ -333,6 +333,23 @@ async fn refused_deliveries_open_one_project_incident_that_resolves_when_one_is_
         "{message}"
     );
 
+    // Metrics count each refusal and the open incident.
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"assay_stripe_deliveries_total{outcome="signature_mismatch",project="default"} 200"#,
+        r#"assay_open_project_incidents{kind="stripe_deliveries_refused",project="default"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+
     // The secret is fixed: the next delivery is accepted, and the incident
     // resolves itself and says so.
     let (status, _) = server

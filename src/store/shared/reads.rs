@@ -120,6 +120,22 @@ impl ReadModels for SqlStore {
         )
         .fetch_all(&mut *conn)
         .await?;
+        let project_incidents: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT project, kind, COUNT(*) FROM incidents WHERE scope = 'project' \
+             AND status <> 'resolved' AND drill = FALSE GROUP BY project, kind ORDER BY project, kind",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        // The watcher's history, not all of the tally.
+        let last_accepted: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT project, MAX(last_at) FROM ingest_tallies WHERE outcome = 'accepted' \
+             AND minute >= $1 GROUP BY project ORDER BY project",
+        )
+        .bind(crate::watch::minute_of(
+            now - crate::watch::silence::HISTORY,
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
         let oldest = overdue.iter().filter_map(|(_, _, _, at)| *at).min();
         Ok(Standing {
             open_runs,
@@ -127,6 +143,11 @@ impl ReadModels for SqlStore {
             open_incidents,
             dead_deliveries,
             sweeper_lag_secs: oldest.map_or(0.0, |at| (to_ms(now) - at).max(0) as f64 / 1000.0),
+            project_incidents,
+            since_last_accepted: last_accepted
+                .into_iter()
+                .map(|(project, at)| (project, (to_ms(now) - at).max(0) as f64 / 1000.0))
+                .collect(),
         })
     }
 }
